@@ -1,0 +1,64 @@
+"""Writing and reading the audit log: actor (as pseudonym), action, resource, outcome, reason, metadata.
+
+An audit entry is a ledger entry in the ``audit`` log with ``kind`` = action, ``subject`` = the actor's
+pseudonym, and ``data`` = ``{"resource": …, "metadata": {…}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from knhk.audit.subjects import Subjects
+from knhk.errors import InvalidInputError
+from knhk.ledger.entry import Entry, EntryDraft
+from knhk.ledger.ledger import Ledger
+
+OUTCOMES = ("success", "failure", "denied", "error")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    seq: int
+    ts_us: int
+    actor: str
+    action: str
+    resource: str
+    outcome: str
+    reason: str | None
+    metadata: Mapping[str, Any]
+    id: str
+
+    @classmethod
+    def from_entry(cls, entry: Entry) -> AuditEvent:
+        data = entry.fields.get("data") or {}
+        return cls(entry.seq, entry.ts_us, str(entry.fields.get("subject")), entry.kind,
+                   str(data.get("resource", "")), str(entry.fields.get("outcome")),
+                   entry.fields.get("reason"), data.get("metadata") or {}, entry.id)
+
+
+class AuditLog:
+    """Appends to and reads the ``audit`` log; identities are replaced by pseudonyms before writing."""
+
+    def __init__(self, ledger: Ledger, subjects: Subjects) -> None:
+        self.ledger = ledger
+        self.subjects = subjects
+
+    def record(self, actor: str, action: str, resource: str, outcome: str = "success", *,
+               reason: str | None = None, metadata: Mapping[str, Any] | None = None,
+               sector: str | None = None) -> Entry:
+        if outcome not in OUTCOMES:
+            raise InvalidInputError(f"audit outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
+        if not resource or len(resource) > 1024:
+            raise InvalidInputError("audit resource must be 1 to 1024 characters")
+        meta = dict(metadata or {})
+        if any(not isinstance(k, str) for k in meta):
+            raise InvalidInputError("audit metadata keys must be strings")
+        draft = EntryDraft(log="audit", kind=action, sector=sector, subject=self.subjects.pseudonym(actor),
+                           outcome=outcome, reason=reason, data={"resource": resource, "metadata": meta})
+        return self.ledger.append(draft)
+
+    def events(self, *, after_seq: int = -1, limit: int = 100, action: str | None = None) -> list[AuditEvent]:
+        return [AuditEvent.from_entry(e)
+                for e in self.ledger.entries("audit", after_seq=after_seq, limit=limit, kind=action)]

@@ -1,0 +1,85 @@
+"""Pseudonymous subjects (SPEC §9, GDPR crypto-shredding).
+
+A person or service is known to immutable rows only by a random pseudonym (``sub_`` + 16 random bytes hex).
+Their identity is stored once, encrypted with AES-256-GCM under a key of their own, and found again through
+a blind index (HMAC-SHA-256 of the identity under the installation's index secret), so the database never
+holds the identity in clear. Erasure deletes the key, the ciphertext and the index entry: the pseudonym
+remains in the ledger (which still verifies) but can no longer be linked to anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from knhk.errors import InvalidInputError, NotFoundError
+from knhk.ops.clock import SYSTEM_CLOCK, Clock
+from knhk.storage import subject_store as sql
+from knhk.storage.database import Database
+
+PSEUDONYM = re.compile(r"^sub_[0-9a-f]{32}$")
+
+
+class Subjects:
+    """Maps identities to pseudonyms and back, and erases them."""
+
+    def __init__(self, db: Database, index_secret: bytes, clock: Clock = SYSTEM_CLOCK) -> None:
+        if len(index_secret) < 32:
+            raise InvalidInputError("the subject index secret must be at least 32 bytes")
+        self.db = db
+        self._secret = index_secret
+        self.clock = clock
+
+    def _index(self, identity: str) -> str:
+        return hmac.new(self._secret, identity.encode(), hashlib.sha256).hexdigest()
+
+    def pseudonym(self, identity: str) -> str:
+        """The pseudonym of ``identity``, created (with its encrypted identity) on first sight."""
+        if not identity or len(identity) > 512:
+            raise InvalidInputError("an identity is 1 to 512 characters")
+        if PSEUDONYM.match(identity):
+            return identity  # already a pseudonym
+        index = self._index(identity)
+        with self.db.connection() as conn:
+            found = sql.find_by_index(conn, index)
+        if found is not None:
+            return found
+        pseudonym = "sub_" + os.urandom(16).hex()
+        key = AESGCM.generate_key(bit_length=256)
+        nonce = os.urandom(12)
+        ciphertext = nonce + AESGCM(key).encrypt(nonce, identity.encode(), pseudonym.encode())
+        with self.db.transaction() as conn:
+            found = sql.find_by_index(conn, index)
+            if found is not None:
+                return found
+            sql.insert(conn, pseudonym, index, ciphertext, key, self.clock.now_us())
+        return pseudonym
+
+    def identity(self, pseudonym: str) -> str | None:
+        """The identity behind a pseudonym, or None when it was erased or never existed."""
+        with self.db.connection() as conn:
+            stored = sql.load(conn, pseudonym)
+        if stored is None:
+            return None
+        ciphertext, key = stored
+        return AESGCM(key).decrypt(ciphertext[:12], ciphertext[12:], pseudonym.encode()).decode()
+
+    def lookup(self, identity: str) -> str | None:
+        with self.db.connection() as conn:
+            return sql.find_by_index(conn, self._index(identity))
+
+    def erase(self, pseudonym: str) -> bool:
+        """Crypto-shred a subject; True when there was something to erase."""
+        if not PSEUDONYM.match(pseudonym):
+            raise InvalidInputError(f"{pseudonym!r} is not a subject pseudonym (sub_ + 32 hex digits)")
+        with self.db.transaction() as conn:
+            existed = sql.erase(conn, pseudonym, self.clock.now_us())
+        if not existed:
+            with self.db.connection() as conn:
+                if not sql.was_erased(conn, pseudonym):
+                    raise NotFoundError(f"no subject {pseudonym}")
+        return existed

@@ -1,0 +1,105 @@
+"""Offline proof bundles: one entry, its inclusion proof and a signed checkpoint, checkable with no database.
+
+Bundle JSON: ``{"log", "entry", "leaf_index", "tree_size", "inclusion_proof", "checkpoint", "public_key"}``
+where ``entry`` holds every payload field plus ``id`` and ``sig`` (hex), ``inclusion_proof`` is a list of hex
+hashes in RFC 9162 order, ``checkpoint`` is the C2SP signed-note text and ``public_key`` is the hex of the raw
+32-byte Ed25519 key that signed both the entry and the checkpoint. :func:`verify_bundle` re-derives everything
+from the entry fields and says which check failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from knhk.errors import IntegrityError, KnhkError
+from knhk.ledger.checkpoint import verify_checkpoint
+from knhk.ledger.entry import Entry, payload_from_json
+from knhk.ledger.merkle import leaf_hash, verify_inclusion
+from knhk.ledger.signing import key_id_of, verify_signature
+
+BUNDLE_FIELDS = ("log", "entry", "leaf_index", "tree_size", "inclusion_proof", "checkpoint", "public_key")
+
+
+def make_bundle(entry: Entry, tree_size: int, proof: Sequence[bytes], checkpoint_note: str,
+                public_key: bytes) -> dict[str, Any]:
+    return {
+        "log": entry.log,
+        "entry": entry.to_json(),
+        "leaf_index": entry.seq,
+        "tree_size": tree_size,
+        "inclusion_proof": [h.hex() for h in proof],
+        "checkpoint": checkpoint_note,
+        "public_key": public_key.hex(),
+    }
+
+
+def _hex(value: Any, what: str, size: int | None = None) -> bytes:
+    if not isinstance(value, str):
+        raise IntegrityError(f"{what} is not hex text")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError as exc:
+        raise IntegrityError(f"{what} is not hex text") from exc
+    if size is not None and len(raw) != size:
+        raise IntegrityError(f"{what} is {len(raw)} bytes, expected {size}")
+    return raw
+
+
+def verify_bundle(bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a proof bundle; return what it proves, or raise :class:`IntegrityError` naming the failed check."""
+    if not isinstance(bundle, Mapping):
+        raise IntegrityError("bundle is not a JSON object")
+    missing = [f for f in BUNDLE_FIELDS if f not in bundle]
+    if missing:
+        raise IntegrityError(f"bundle lacks fields: {', '.join(missing)}")
+    entry = bundle["entry"]
+    if not isinstance(entry, Mapping):
+        raise IntegrityError("bundle entry is not an object")
+    public_key = _hex(bundle["public_key"], "public_key", 32)
+    try:
+        payload = payload_from_json(entry)
+    except KnhkError as exc:
+        raise IntegrityError(f"entry cannot be re-encoded: {exc}") from exc
+    if hashlib.sha256(payload).hexdigest() != entry.get("id"):
+        raise IntegrityError("entry id is not the SHA-256 of its payload")
+    if entry.get("key_id") != key_id_of(public_key):
+        raise IntegrityError("entry key_id does not name the bundle's public key")
+    if not verify_signature(public_key, payload, _hex(entry.get("sig"), "entry sig", 64)):
+        raise IntegrityError("entry signature does not verify with the bundle's public key")
+    log, index, size = bundle["log"], bundle["leaf_index"], bundle["tree_size"]
+    if entry.get("log") != log:
+        raise IntegrityError("entry log differs from the bundle's log")
+    if type(index) is not int or type(size) is not int or entry.get("seq") != index:
+        raise IntegrityError("leaf_index must be the entry's seq")
+    if not isinstance(bundle["checkpoint"], str):
+        raise IntegrityError("checkpoint is not signed-note text")
+    checkpoint = verify_checkpoint(bundle["checkpoint"], public_key)
+    if not checkpoint.origin.endswith(f"knhk/{log}"):
+        raise IntegrityError(f"checkpoint origin {checkpoint.origin!r} is not the log {log!r}")
+    if checkpoint.tree_size != size:
+        raise IntegrityError(f"checkpoint covers {checkpoint.tree_size} entries, bundle says {size}")
+    proof_raw = bundle["inclusion_proof"]
+    if not isinstance(proof_raw, list):
+        raise IntegrityError("inclusion_proof is not a list")
+    proof = [_hex(h, "inclusion proof hash", 32) for h in proof_raw]
+    if not verify_inclusion(leaf_hash(payload), index, size, proof, checkpoint.root_hash):
+        raise IntegrityError("inclusion proof does not lead to the checkpoint's root hash")
+    return {
+        "ok": True,
+        "log": log,
+        "seq": index,
+        "id": entry["id"],
+        "kind": entry.get("kind"),
+        "tree_size": size,
+        "root_hash": checkpoint.root_hash.hex(),
+        "origin": checkpoint.origin,
+        "key_id": entry["key_id"],
+        "proved": [
+            "entry id is the SHA-256 of its canonical payload",
+            "entry signature verifies with the public key",
+            "checkpoint is signed by the same key",
+            f"entry is leaf {index} of the {size}-entry tree whose root the checkpoint commits to",
+        ],
+    }

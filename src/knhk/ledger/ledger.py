@@ -1,0 +1,212 @@
+"""The ledger as the rest of KNHK uses it: append, read, prove, checkpoint, rotate keys, verify.
+
+One :class:`Ledger` per process and database. Proofs are computed from stored perfect-subtree nodes in one
+query each (O(log n) rows), never by rebuilding the tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from knhk.errors import InvalidInputError, NotFoundError
+from knhk.ledger.bundle import make_bundle
+from knhk.ledger.checkpoint import origin_for, sign_checkpoint
+from knhk.ledger.entry import LOGS, Entry, EntryDraft, check_log
+from knhk.ledger.keyring import Keyring
+from knhk.ledger.merkle import (
+    EMPTY_ROOT,
+    ProofError,
+    consistency_ranges,
+    decompose,
+    fold,
+    inclusion_ranges,
+    nodes_for_ranges,
+    range_hash,
+)
+from knhk.ledger.sequencer import CheckpointPolicy, Hook, Sequencer, lock_name
+from knhk.ledger.signing import PublicKey, SigningKey
+from knhk.ledger.verify import VerifyReport, verify_log
+from knhk.ops.clock import SYSTEM_CLOCK, Clock
+from knhk.storage import ledger_store as sql
+from knhk.storage.database import Connection, Database
+
+
+class Ledger:
+    """The receipt and audit logs of one KNHK installation."""
+
+    def __init__(self, db: Database, keyring: Keyring, *, policy: CheckpointPolicy | None = None,
+                 clock: Clock = SYSTEM_CLOCK, max_batch: int = 2000) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.clock = clock
+        self.policy = policy or CheckpointPolicy()
+        self.sequencer = Sequencer(db, keyring, clock, self.policy, max_batch=max_batch)
+
+    def close(self) -> None:
+        self.sequencer.close()
+
+    # -- writing --------------------------------------------------------------------------------------
+    def append(self, draft: EntryDraft, hook: Hook | None = None) -> Entry:
+        """Append one entry; returns once it is durable. ``hook`` runs in the same transaction."""
+        return self.sequencer.append(draft, hook)
+
+    def append_many(self, drafts: Sequence[EntryDraft]) -> list[Entry]:
+        return self.sequencer.append_many(drafts)
+
+    def record(self, log: str, kind: str, **fields: Any) -> Entry:
+        return self.append(EntryDraft(log=log, kind=kind, **fields))
+
+    # -- reading --------------------------------------------------------------------------------------
+    def head(self, log: str) -> sql.Head | None:
+        check_log(log)
+        with self.db.connection() as conn:
+            return sql.head(conn, log)
+
+    def tree_size(self, log: str) -> int:
+        head = self.head(log)
+        return 0 if head is None else head.tree_size
+
+    def entry(self, log: str, seq: int) -> Entry:
+        check_log(log)
+        with self.db.connection() as conn:
+            entry = sql.get_entry(conn, log, seq)
+        if entry is None:
+            raise NotFoundError(f"log {log} has no entry {seq}")
+        return entry
+
+    def entry_by_id(self, entry_id: str) -> Entry:
+        with self.db.connection() as conn:
+            entry = sql.get_entry_by_id(conn, entry_id)
+        if entry is None:
+            raise NotFoundError(f"no ledger entry has id {entry_id}")
+        return entry
+
+    def entries(self, log: str, *, after_seq: int = -1, limit: int = 100, kind: str | None = None,
+                sector: str | None = None, descending: bool = False,
+                before_seq: int | None = None) -> list[Entry]:
+        check_log(log)
+        if not 1 <= limit <= 10_000:
+            raise InvalidInputError("limit must be between 1 and 10000")
+        with self.db.connection() as conn:
+            return sql.list_entries(conn, log, after_seq=after_seq, limit=limit, kind=kind, sector=sector,
+                                    descending=descending, before_seq=before_seq)
+
+    # -- tree and proofs ------------------------------------------------------------------------------
+    def _size_check(self, log: str, *sizes: int) -> int:
+        current = self.tree_size(log)
+        for size in sizes:
+            if size > current:
+                raise NotFoundError(f"log {log} has {current} entries; there is no tree of size {size}")
+        return current
+
+    def root(self, log: str, size: int | None = None) -> bytes:
+        check_log(log)
+        size = self.tree_size(log) if size is None else size
+        if size == 0:
+            return EMPTY_ROOT
+        self._size_check(log, size)
+        with self.db.connection() as conn:
+            nodes = sql.get_nodes(conn, log, decompose(0, size))
+        return fold([nodes[k] for k in decompose(0, size)])
+
+    def _proof(self, log: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        with self.db.connection() as conn:
+            nodes = sql.get_nodes(conn, log, nodes_for_ranges(ranges))
+        return [range_hash(a, b, nodes) for a, b in ranges]
+
+    def inclusion_proof(self, log: str, index: int, size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` entries."""
+        check_log(log)
+        self._size_check(log, size)
+        try:
+            return self._proof(log, inclusion_ranges(index, size))
+        except ProofError as exc:
+            raise InvalidInputError(str(exc)) from exc
+
+    def consistency_proof(self, log: str, first: int, second: int) -> list[bytes]:
+        """RFC 9162 consistency proof between tree sizes ``first`` and ``second``."""
+        check_log(log)
+        self._size_check(log, second)
+        try:
+            return self._proof(log, consistency_ranges(first, second))
+        except ProofError as exc:
+            raise InvalidInputError(str(exc)) from exc
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def _issue(self, conn: Connection, log: str, key: SigningKey) -> sql.StoredCheckpoint | None:
+        head = sql.head(conn, log)
+        if head is None:
+            return None
+        existing = sql.get_checkpoint(conn, log, head.tree_size)
+        if existing is not None and existing.key_id == key.key_id:
+            return existing
+        keys = decompose(0, head.tree_size)
+        nodes = sql.get_nodes(conn, log, keys)
+        cp = sign_checkpoint(origin_for(log, self.policy.origin_prefix), head.tree_size,
+                             fold([nodes[k] for k in keys]), key)
+        stored = sql.StoredCheckpoint(log, cp.tree_size, cp.root_hash, cp.note, key.key_id, self.clock.now_us())
+        if existing is None:
+            sql.insert_checkpoint(conn, stored)
+            return stored
+        return existing
+
+    def checkpoint(self, log: str) -> sql.StoredCheckpoint:
+        """Issue (or return the existing) checkpoint of the log's current size."""
+        check_log(log)
+        with self.db.transaction(lock=lock_name("all")) as conn:
+            key_id = sql.active_key_id(conn)
+            if key_id is None:
+                raise NotFoundError("the keyring has no active signing key")
+            cp = self._issue(conn, log, self.keyring.signing_key(key_id))
+        if cp is None:
+            raise NotFoundError(f"log {log} is empty; there is nothing to checkpoint")
+        return cp
+
+    def latest_checkpoint(self, log: str) -> sql.StoredCheckpoint | None:
+        check_log(log)
+        with self.db.connection() as conn:
+            return sql.latest_checkpoint(conn, log)
+
+    def checkpoints(self, log: str) -> list[sql.StoredCheckpoint]:
+        check_log(log)
+        with self.db.connection() as conn:
+            return sql.list_checkpoints(conn, log)
+
+    # -- bundles --------------------------------------------------------------------------------------
+    def prove(self, log: str, seq: int) -> dict[str, Any]:
+        """An offline proof bundle for entry ``seq``, against a checkpoint signed by the entry's key."""
+        entry = self.entry(log, seq)
+        candidates = [cp for cp in self.checkpoints(log) if cp.tree_size > seq and cp.key_id == entry.key_id]
+        if candidates:
+            cp = candidates[-1]
+        else:
+            cp = self.checkpoint(log)
+            if cp.key_id != entry.key_id or cp.tree_size <= seq:
+                raise NotFoundError(f"no checkpoint signed by key {entry.key_id} covers entry {seq}")
+        public = self.keyring.public_key(entry.key_id).public_key
+        proof = self.inclusion_proof(log, seq, cp.tree_size)
+        return make_bundle(entry, cp.tree_size, proof, cp.note, public)
+
+    # -- keys -----------------------------------------------------------------------------------------
+    def rotate_key(self, new_key: SigningKey | None = None) -> tuple[str | None, PublicKey]:
+        """Make a new key active. Each log is first closed with a checkpoint signed by the outgoing key,
+        so every entry stays provable with the key that signed it."""
+        old = self.keyring.active_key_id()
+        key = new_key or SigningKey.generate()
+
+        def close_logs(conn: Connection) -> None:
+            if old is None:
+                return
+            outgoing = self.keyring.signing_key(old)
+            for log in LOGS:
+                self._issue(conn, log, outgoing)
+
+        public = self.keyring.install(key, lock=lock_name("all"), before_switch=close_logs)
+        return old, public
+
+    # -- verification ---------------------------------------------------------------------------------
+    def verify(self, log: str, *, workers: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        check_log(log)
+        return verify_log(self.db, log, workers=workers, progress=progress)

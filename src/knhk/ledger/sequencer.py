@@ -1,0 +1,230 @@
+"""The one writer of the ledger: group commit with per-entry signatures (SPEC §8 "Writes").
+
+Appenders in any thread hand their :class:`EntryDraft` to the process's sequencer thread and wait. The
+thread takes everything queued (up to ``max_batch``), opens one transaction, takes the per-log lock
+(PostgreSQL advisory lock; SQLite's write lock), reads the head, seals each draft (seq, time, parent, key,
+signature), inserts the entries and the Merkle nodes they complete, issues a checkpoint when one is due,
+and commits. Only then are the appenders released, so nothing is acknowledged before it is durable, and
+because every batch starts from the head it reads under the lock, processes and replicas never fork or leave
+gaps. Timestamps never go backwards along a log (``ts_us`` = max(now, parent's)).
+
+A draft may carry a ``hook``: a function run inside the same transaction (under a savepoint) before the
+entry is sealed, so a state change and its receipt commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from knhk.errors import KnhkError
+from knhk.ledger.checkpoint import origin_for, sign_checkpoint
+from knhk.ledger.entry import Entry, EntryDraft, seal
+from knhk.ledger.keyring import Keyring
+from knhk.ledger.merkle import Frontier, decompose, leaf_hash
+from knhk.ops.clock import Clock
+from knhk.storage import ledger_store as sql
+from knhk.storage.database import Connection, Database
+
+log = logging.getLogger("knhk.ledger")
+
+Hook = Callable[[Connection], Any]
+
+
+@dataclass
+class _Pending:
+    draft: EntryDraft
+    hook: Hook | None
+    future: Future[Entry] = field(default_factory=Future)
+
+
+@dataclass
+class _LogState:
+    """What the sequencer remembers of a log between batches (validated against the head each time)."""
+
+    head: sql.Head | None
+    frontier: Frontier
+    checkpoint_size: int
+    checkpoint_us: int
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    every_entries: int = 1000
+    every_seconds: float = 60.0
+    origin_prefix: str = ""
+
+
+def lock_name(log_name: str) -> str:
+    return f"knhk.ledger.{log_name}"
+
+
+def load_frontier(conn: Connection, log_name: str, size: int) -> Frontier:
+    keys = decompose(0, size)
+    nodes = sql.get_nodes(conn, log_name, keys)
+    missing = [k for k in keys if k not in nodes]
+    if missing:
+        raise KnhkError(f"log {log_name}: stored Merkle nodes {missing} are missing; run 'knhk receipts verify'")
+    return Frontier(size, [(lvl, idx, nodes[(lvl, idx)]) for lvl, idx in keys])
+
+
+class Sequencer:
+    """Batches appends from all threads of this process into durable, signed, chained transactions."""
+
+    def __init__(self, db: Database, keyring: Keyring, clock: Clock, policy: CheckpointPolicy,
+                 max_batch: int = 2000) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.clock = clock
+        self.policy = policy
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._state: dict[str, _LogState] = {}
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.batches = 0
+        self.appended = 0
+
+    # -- public ---------------------------------------------------------------------------------------
+    def submit(self, draft: EntryDraft, hook: Hook | None = None) -> Future[Entry]:
+        if self._closed:
+            raise KnhkError("the ledger sequencer is closed")
+        pending = _Pending(draft, hook)
+        self._ensure_thread()
+        self._queue.put(pending)
+        return pending.future
+
+    def append(self, draft: EntryDraft, hook: Hook | None = None) -> Entry:
+        return self.submit(draft, hook).result()
+
+    def append_many(self, drafts: Sequence[EntryDraft]) -> list[Entry]:
+        futures = [self.submit(d) for d in drafts]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        with self._start_lock:
+            self._closed = True
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+                self._thread = None
+
+    # -- the thread -----------------------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="knhk-sequencer", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        by_log: dict[str, list[_Pending]] = {}
+        for item in batch:
+            by_log.setdefault(item.draft.log, []).append(item)
+        results: list[tuple[_Pending, Entry | BaseException]] = []
+        new_state: dict[str, _LogState] = {}
+        try:
+            with self.db.transaction(lock=lock_name("all")) as conn:
+                for log_name in sorted(by_log):
+                    new_state[log_name] = self._seal_log(conn, log_name, by_log[log_name], results)
+        except BaseException as exc:  # nothing was committed: every appender of the batch fails
+            log.error("ledger batch of %d entries failed: %s", len(batch), exc)
+            self._state.clear()
+            err = exc if isinstance(exc, KnhkError) else KnhkError(f"ledger append failed: {exc}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(err)
+            return
+        self._state.update(new_state)
+        self.batches += 1
+        for item, outcome in results:
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                self.appended += 1
+                item.future.set_result(outcome)
+
+    def _state_for(self, conn: Connection, log_name: str) -> _LogState:
+        head = sql.head(conn, log_name)
+        cached = self._state.get(log_name)
+        if cached is not None and cached.head == head:
+            return _LogState(cached.head, cached.frontier.copy(), cached.checkpoint_size, cached.checkpoint_us)
+        size = 0 if head is None else head.tree_size
+        frontier = load_frontier(conn, log_name, size)
+        cp = sql.latest_checkpoint(conn, log_name)
+        return _LogState(head, frontier, cp.tree_size if cp else 0, cp.issued_us if cp else 0)
+
+    def _seal_log(self, conn: Connection, log_name: str, items: list[_Pending],
+                  results: list[tuple[_Pending, Entry | BaseException]]) -> _LogState:
+        state = self._state_for(conn, log_name)
+        key_id = sql.active_key_id(conn)
+        if key_id is None:
+            raise KnhkError("the keyring has no active signing key; run 'knhk keys generate'")
+        key = self.keyring.signing_key(key_id)
+        head = state.head
+        seq = 0 if head is None else head.seq + 1
+        parent = None if head is None else head.id
+        last_ts = 0 if head is None else head.ts_us
+        last_use = sql.last_key_use(conn, log_name)
+        if last_use is None or last_use[1] != key_id:
+            sql.insert_key_use(conn, log_name, seq, key_id)
+        entries: list[Entry] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        frontier = state.frontier
+        for item in items:
+            if item.hook is not None:
+                try:
+                    with conn.savepoint():
+                        item.hook(conn)
+                except Exception as exc:
+                    results.append((item, exc))
+                    continue
+            ts = max(self.clock.now_us(), last_ts)
+            entry = seal(item.draft, seq, ts, parent, key)
+            entries.append(entry)
+            nodes.extend(frontier.append(leaf_hash(entry.payload)))
+            results.append((item, entry))
+            seq, parent, last_ts = seq + 1, entry.id, ts
+        if entries:
+            sql.insert_entries(conn, entries)
+            sql.insert_nodes(conn, log_name, nodes)
+            last = entries[-1]
+            head = sql.Head(last.seq, last.id, last.ts_us)
+        cp_size, cp_us = state.checkpoint_size, state.checkpoint_us
+        now = self.clock.now_us()
+        due = frontier.size - cp_size >= self.policy.every_entries or (
+            now - cp_us >= self.policy.every_seconds * 1_000_000
+        )
+        if entries and frontier.size > cp_size and due:
+            cp = sign_checkpoint(origin_for(log_name, self.policy.origin_prefix), frontier.size,
+                                 frontier.root(), key)
+            sql.insert_checkpoint(conn, sql.StoredCheckpoint(log_name, cp.tree_size, cp.root_hash, cp.note,
+                                                             key.key_id, now))
+            cp_size, cp_us = frontier.size, now
+        return _LogState(head, frontier, cp_size, cp_us)

@@ -1,0 +1,399 @@
+"""The ledger verifier (SPEC §8 "Verification"): trusts nothing it reads.
+
+For every entry it recomputes the id from the payload, re-encodes the payload canonically, checks the
+signature with the key that was valid at that seq, the parent link, seq contiguity, that time never runs
+backwards (retrocausation, invariant Q1) and that the stored columns agree with the payload. It rebuilds the
+RFC 9162 tree from the payloads, compares every stored Merkle node, and checks every stored checkpoint:
+signature, and root equal to the rebuilt tree at that size. Checkpoints that all match one rebuilt tree are
+consistent with each other; a checkpoint beyond the log's end means entries were removed.
+
+Work is split into chunks of 2^16 entries aligned to perfect subtrees; large logs are verified by a pool of
+processes (one per core), each reading its own chunks from the database.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+import orjson
+
+from knhk.ledger.canonical import canonical_bytes
+from knhk.ledger.checkpoint import verify_checkpoint
+from knhk.ledger.merkle import NodeKey, decompose, fold, node_hash
+from knhk.ledger.signing import verify_signature
+from knhk.ops.clock import SYSTEM_CLOCK, format_rfc3339
+from knhk.storage import ledger_store as sql
+from knhk.storage.database import Database
+
+CHUNK_LEVEL = 16
+CHUNK = 1 << CHUNK_LEVEL
+PARALLEL_THRESHOLD = 4 * CHUNK
+MAX_LISTED_FAILURES = 100
+
+CATEGORIES = ("signature", "chain", "retrocausation", "row", "merkle", "checkpoint")
+
+
+@dataclass
+class Failure:
+    seq: int | None
+    category: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "category": self.category, "reason": self.reason}
+
+
+@dataclass
+class ChunkResult:
+    start: int
+    end: int
+    verified: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    first_parent: str | None = None
+    first_ts: int | None = None
+    first_present: bool = False
+    last_id: str | None = None
+    last_ts: int | None = None
+    top: bytes | None = None
+    partials: dict[int, list[bytes]] = field(default_factory=dict)
+    complete: bool = True  # every leaf of the chunk could be hashed
+
+
+@dataclass
+class VerifyReport:
+    """The SPEC §8 report, plus the first failure and per-category detail."""
+
+    log: str
+    total_count: int
+    verified_count: int
+    signature_failures: int
+    chain_breaks: int
+    retrocausation_violations: int
+    row_mismatches: int
+    merkle_node_mismatches: int
+    tree_size: int
+    root_hash: str
+    checkpoint_consistent: bool
+    checkpoints_checked: int
+    last_verified_timestamp: str
+    failures: list[Failure]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.verified_count == self.total_count == self.tree_size
+            and self.signature_failures == self.chain_breaks == self.retrocausation_violations == 0
+            and self.row_mismatches == self.merkle_node_mismatches == 0
+            and self.checkpoint_consistent
+        )
+
+    @property
+    def first_failure(self) -> Failure | None:
+        return self.failures[0] if self.failures else None
+
+    def to_json(self) -> dict[str, Any]:
+        first = self.first_failure
+        return {
+            "ok": self.ok,
+            "log": self.log,
+            "total_count": self.total_count,
+            "verified_count": self.verified_count,
+            "signature_failures": self.signature_failures,
+            "chain_breaks": self.chain_breaks,
+            "retrocausation_violations": self.retrocausation_violations,
+            "row_mismatches": self.row_mismatches,
+            "merkle_node_mismatches": self.merkle_node_mismatches,
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash,
+            "checkpoint_consistent": self.checkpoint_consistent,
+            "checkpoints_checked": self.checkpoints_checked,
+            "last_verified_timestamp": self.last_verified_timestamp,
+            "first_failure": None if first is None else first.to_json(),
+            "failures": [f.to_json() for f in self.failures],
+        }
+
+
+class _KeyPlan:
+    """Which key is valid at which seq of one log."""
+
+    def __init__(self, uses: Sequence[tuple[int, str]], keys: Mapping[str, bytes]) -> None:
+        self.starts = [s for s, _ in uses]
+        self.ids = [k for _, k in uses]
+        self.keys = dict(keys)
+
+    def key_at(self, seq: int) -> str | None:
+        i = bisect.bisect_right(self.starts, seq) - 1
+        return self.ids[i] if i >= 0 else None
+
+
+def _fail(result: ChunkResult, seq: int | None, category: str, reason: str) -> None:
+    result.counts[category] += 1
+    if len(result.failures) < MAX_LISTED_FAILURES:
+        result.failures.append(Failure(seq, category, reason))
+
+
+def _check_rows(result: ChunkResult, log: str, rows: Sequence[Sequence[Any]], plan: _KeyPlan,
+                leaves: list[bytes | None]) -> None:
+    by_seq = {int(r[1]): r for r in rows}
+    prev_id: str | None = None
+    prev_ts: int | None = None
+    sha256 = hashlib.sha256
+    for seq in range(result.start, result.end):
+        row = by_seq.get(seq)
+        if row is None:
+            _fail(result, seq, "chain", f"entry {seq} is missing (gap in the sequence)")
+            prev_id = prev_ts = None
+            continue
+        _log, _seq, stored_id, ts_col, kind_col, sector_col, subject_col, key_col, payload, sig = row
+        payload = bytes(payload)
+        sig = bytes(sig)
+        ok = True
+        leaves[seq - result.start] = sha256(b"\x00" + payload).digest()
+        computed_id = sha256(payload).hexdigest()
+        try:
+            fields = orjson.loads(payload)
+            if not isinstance(fields, dict):
+                raise ValueError("not an object")
+            canonical = canonical_bytes(fields) == payload
+        except Exception:
+            _fail(result, seq, "chain", "payload is not canonical JSON")
+            prev_id, prev_ts = computed_id, None
+            continue
+        if stored_id != computed_id:
+            _fail(result, seq, "chain", "stored id does not equal SHA-256 of the payload")
+            ok = False
+        if not canonical:
+            _fail(result, seq, "chain", "payload is not in canonical form")
+            ok = False
+        if fields.get("v") != 1 or fields.get("log") != log or fields.get("seq") != seq:
+            _fail(result, seq, "chain", "payload version, log or seq does not match its position")
+            ok = False
+        if seq == result.start:
+            result.first_parent = fields.get("parent")
+            result.first_ts = fields.get("ts_us")
+            result.first_present = True
+        elif prev_id is not None and fields.get("parent") != prev_id:
+            _fail(result, seq, "chain", f"parent does not link to entry {seq - 1}")
+            ok = False
+        ts = fields.get("ts_us")
+        if not isinstance(ts, int):
+            _fail(result, seq, "chain", "payload has no integer ts_us")
+            ok = False
+        elif prev_ts is not None and ts < prev_ts:
+            _fail(result, seq, "retrocausation", f"timestamp {ts} is earlier than its parent's {prev_ts}")
+            ok = False
+        if (ts_col, kind_col, sector_col, subject_col, key_col) != (
+            ts, fields.get("kind"), fields.get("sector"), fields.get("subject"), fields.get("key_id")
+        ):
+            _fail(result, seq, "row", "stored columns disagree with the signed payload")
+            ok = False
+        expected_key = plan.key_at(seq)
+        key_id = fields.get("key_id")
+        public = plan.keys.get(key_id) if isinstance(key_id, str) else None
+        if expected_key is None or key_id != expected_key or public is None:
+            _fail(result, seq, "signature", f"key {key_id} was not the log's key at seq {seq}")
+            ok = False
+        elif not verify_signature(public, payload, sig):
+            _fail(result, seq, "signature", f"signature does not verify with key {key_id}")
+            ok = False
+        if ok:
+            result.verified += 1
+        prev_id, prev_ts = computed_id, ts if isinstance(ts, int) else None
+        result.last_id, result.last_ts = computed_id, prev_ts
+    if result.end > result.start and (result.end - 1) not in by_seq:
+        result.last_id = result.last_ts = None
+
+
+def _check_tree(result: ChunkResult, db: Database, log: str, leaves: list[bytes | None],
+                sizes: Sequence[int]) -> None:
+    if any(h is None for h in leaves):
+        result.complete = False
+        _fail(result, None, "merkle", f"tree over entries {result.start}..{result.end - 1} cannot be rebuilt")
+        return
+    computed: dict[NodeKey, bytes] = {}
+    level_hashes: list[bytes] = [h for h in leaves if h is not None]
+    first = result.start
+    level = 0
+    with db.connection() as conn:
+        while True:
+            base = first >> level
+            stored = dict(sql.nodes_in_range(conn, log, level, base, base + len(level_hashes)))
+            for offset, h in enumerate(level_hashes):
+                computed[(level, base + offset)] = h
+                if stored.get(base + offset) != h:
+                    _fail(result, None, "merkle",
+                          f"stored Merkle node (level {level}, index {base + offset}) is "
+                          + ("missing" if base + offset not in stored else "wrong"))
+            if len(level_hashes) < 2 or level >= CHUNK_LEVEL:
+                break
+            level_hashes = [node_hash(level_hashes[i], level_hashes[i + 1])
+                            for i in range(0, len(level_hashes) - 1, 2)]
+            level += 1
+    if result.end - result.start == CHUNK:
+        result.top = computed[(CHUNK_LEVEL, result.start >> CHUNK_LEVEL)]
+    for size in sizes:
+        if result.start < size <= result.end:
+            result.partials[size] = [computed[k] for k in decompose(result.start, size)]
+
+
+def verify_chunk(url: str | Database, log: str, start: int, end: int, uses: Sequence[tuple[int, str]],
+                 keys: Mapping[str, bytes], sizes: Sequence[int]) -> ChunkResult:
+    """Verify entries [start, end) of ``log``; runs in a worker process or in-process."""
+    db = url if isinstance(url, Database) else Database(url, pool_min=0, pool_max=1)
+    try:
+        result = ChunkResult(start, end)
+        with db.connection() as conn:
+            rows = sql.raw_rows(conn, log, start, end)
+        leaves: list[bytes | None] = [None] * (end - start)
+        _check_rows(result, log, rows, _KeyPlan(uses, keys), leaves)
+        _check_tree(result, db, log, leaves, sizes)
+        return result
+    finally:
+        if not isinstance(url, Database):
+            db.close()
+
+
+def verify_log(db: Database, log: str, *, workers: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Verify one whole log; ``progress(done_entries, total)`` is called as chunks finish."""
+    with db.connection() as conn:
+        head = sql.head(conn, log)
+        total = sql.count_entries(conn, log)
+        uses = sql.key_uses(conn, log)
+        keys = {k.key_id: k.public_key for k in sql.list_keys(conn)}
+        checkpoints = sql.list_checkpoints(conn, log)
+    size = 0 if head is None else head.tree_size
+    sizes = sorted({cp.tree_size for cp in checkpoints if 0 < cp.tree_size <= size} | ({size} if size else set()))
+    chunks = [(a, min(a + CHUNK, size)) for a in range(0, size, CHUNK)]
+    results: list[ChunkResult] = []
+    done = 0
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if size >= PARALLEL_THRESHOLD and workers > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(verify_chunk, db.url, log, a, b, uses, keys, sizes) for a, b in chunks]
+            for fut in futures:
+                results.append(fut.result())
+                done += results[-1].end - results[-1].start
+                if progress:
+                    progress(done, size)
+    else:
+        for a, b in chunks:
+            results.append(verify_chunk(db, log, a, b, uses, keys, sizes))
+            done += b - a
+            if progress:
+                progress(done, size)
+    return _assemble(db, log, size, total, results, checkpoints, keys)
+
+
+def _assemble(db: Database, log: str, size: int, total: int, results: list[ChunkResult],
+              checkpoints: Sequence[sql.StoredCheckpoint], keys: Mapping[str, bytes]) -> VerifyReport:
+    counts = dict.fromkeys(CATEGORIES, 0)
+    failures: list[Failure] = []
+    verified = 0
+
+    def fail(seq: int | None, category: str, reason: str) -> None:
+        counts[category] += 1
+        failures.append(Failure(seq, category, reason))
+
+    prev: ChunkResult | None = None
+    for res in results:
+        verified += res.verified
+        for cat, n in res.counts.items():
+            counts[cat] += n
+        failures.extend(res.failures)
+        if res.first_present:
+            expected_parent = None if res.start == 0 else (prev.last_id if prev else None)
+            if res.start == 0 and res.first_parent is not None:
+                fail(0, "chain", "the first entry has a parent")
+            elif res.start > 0 and prev is not None and prev.last_id is not None and \
+                    res.first_parent != expected_parent:
+                fail(res.start, "chain", f"parent does not link to entry {res.start - 1}")
+            if prev is not None and prev.last_ts is not None and res.first_ts is not None and \
+                    res.first_ts < prev.last_ts:
+                fail(res.start, "retrocausation", "timestamp is earlier than its parent's")
+        prev = res
+    if total != size:
+        fail(None, "chain", f"log holds {total} entries but its last seq says {size}")
+
+    # Levels above the chunks, rebuilt from the chunk roots and compared with storage.
+    upper: dict[NodeKey, bytes] = {}
+    complete = all(r.complete for r in results)
+    if complete:
+        tops = [r.top for r in results if r.top is not None]
+        level, hashes = CHUNK_LEVEL, tops
+        with db.connection() as conn:
+            while len(hashes) >= 2:
+                hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes) - 1, 2)]
+                level += 1
+                stored = dict(sql.nodes_in_range(conn, log, level, 0, len(hashes)))
+                for idx, h in enumerate(hashes):
+                    upper[(level, idx)] = h
+                    if stored.get(idx) != h:
+                        fail(None, "merkle", f"stored Merkle node (level {level}, index {idx}) is wrong or missing")
+        for r in results:
+            if r.top is not None:
+                upper[(CHUNK_LEVEL, r.start >> CHUNK_LEVEL)] = r.top
+
+    def root_at(s: int) -> bytes | None:
+        if not complete or s == 0:
+            return None
+        keys = decompose(0, s)
+        hashes = [upper[k] for k in keys if k[0] >= CHUNK_LEVEL]
+        if any(k[0] < CHUNK_LEVEL for k in keys):
+            chunk = next(r for r in results if r.start < s <= r.end)
+            hashes += chunk.partials.get(s, [])
+        return fold(hashes)
+
+    root = root_at(size) if size else hashlib.sha256(b"").digest()
+    checkpoint_ok = True
+    for cp in checkpoints:
+        public = keys.get(cp.key_id)
+        try:
+            if public is None:
+                raise ValueError(f"signed by unknown key {cp.key_id}")
+            parsed = verify_checkpoint(cp.note, public)
+            if not parsed.origin.endswith(f"knhk/{log}"):
+                raise ValueError(f"origin {parsed.origin!r} is not this log's")
+            if parsed.tree_size != cp.tree_size or parsed.root_hash != cp.root_hash:
+                raise ValueError("stored size or root disagrees with the signed note")
+        except Exception as exc:
+            checkpoint_ok = False
+            fail(cp.tree_size, "checkpoint", f"checkpoint at size {cp.tree_size}: {exc}")
+            continue
+        if cp.tree_size > size:
+            checkpoint_ok = False
+            fail(cp.tree_size, "checkpoint",
+                 f"checkpoint at size {cp.tree_size} is beyond the log's end ({size}): entries were removed")
+            continue
+        expected = root_at(cp.tree_size)
+        if expected is None or expected != cp.root_hash:
+            checkpoint_ok = False
+            fail(cp.tree_size, "checkpoint",
+                 f"checkpoint at size {cp.tree_size} is not consistent with the stored log "
+                 "(its root differs from the rebuilt tree: history was rewritten)")
+    failures.sort(key=lambda f: (f.seq is None, f.seq if f.seq is not None else 0))
+    return VerifyReport(
+        log=log,
+        total_count=total,
+        verified_count=verified,
+        signature_failures=counts["signature"],
+        chain_breaks=counts["chain"],
+        retrocausation_violations=counts["retrocausation"],
+        row_mismatches=counts["row"],
+        merkle_node_mismatches=counts["merkle"],
+        tree_size=size,
+        root_hash=root.hex() if root is not None else "",
+        checkpoint_consistent=checkpoint_ok,
+        checkpoints_checked=len(checkpoints),
+        last_verified_timestamp=format_rfc3339(SYSTEM_CLOCK.now_us()),
+        failures=failures[:MAX_LISTED_FAILURES],
+    )

@@ -1,0 +1,1 @@
+"""Operations: logging, telemetry, time and identifiers shared by every part of KNHK."""

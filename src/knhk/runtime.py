@@ -1,0 +1,100 @@
+"""Wiring for one process: settings → database (migrated) → keyring → ledger → audit log.
+
+``Runtime.open(settings)`` is what the CLI, the service and tests call. A fresh data directory or database
+initialises itself here on first use (migrations applied, a signing key generated for the embedded mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from knhk.audit.log import AuditLog
+from knhk.audit.subjects import Subjects
+from knhk.config import Settings
+from knhk.errors import ConfigurationError
+from knhk.ledger.keyring import Keyring
+from knhk.ledger.ledger import Ledger
+from knhk.ledger.sequencer import CheckpointPolicy
+from knhk.ledger.signing import SigningKey, read_key_file
+from knhk.ops.clock import SYSTEM_CLOCK, Clock
+from knhk.storage import schema
+from knhk.storage.database import Database
+
+log = logging.getLogger("knhk")
+
+
+def _configured_key(settings: Settings) -> SigningKey | None:
+    if settings.signing_key is not None:
+        return SigningKey.from_hex(settings.signing_key.get_secret_value())
+    if settings.signing_key_file is not None:
+        return read_key_file(settings.signing_key_file)
+    return None
+
+
+def _index_secret(settings: Settings) -> bytes:
+    if settings.subject_hmac_key is not None:
+        secret = settings.subject_hmac_key.get_secret_value().encode()
+        if len(secret) < 32:
+            raise ConfigurationError("KNHK_SUBJECT_HMAC_KEY must be at least 32 characters")
+        return secret
+    path: Path = settings.resolved_keys_dir / "subject-index.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip().encode()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(os.urandom(32).hex())
+            handle.flush()
+            os.fsync(handle.fileno())
+    return path.read_text().strip().encode()
+
+
+@dataclass
+class Runtime:
+    """The wired-up objects of one KNHK process."""
+
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    ledger: Ledger
+    subjects: Subjects
+    audit: AuditLog
+    clock: Clock
+
+    @classmethod
+    def open(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, migrate: bool = True) -> Runtime:
+        db = Database(
+            settings.resolved_database_url,
+            pool_min=settings.db_pool_min,
+            pool_max=settings.db_pool_max,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            connect_timeout_s=settings.db_connect_timeout_s,
+        )
+        try:
+            if migrate:
+                schema.migrate(db)
+            keyring = Keyring(db, settings.resolved_keys_dir, _configured_key(settings), clock)
+            keyring.ensure_active()
+            policy = CheckpointPolicy(settings.checkpoint_every_entries, settings.checkpoint_every_seconds,
+                                      settings.log_origin_prefix)
+            ledger = Ledger(db, keyring, policy=policy, clock=clock, max_batch=settings.sequencer_max_batch)
+            subjects = Subjects(db, _index_secret(settings), clock)
+        except BaseException:
+            db.close()
+            raise
+        return cls(settings, db, keyring, ledger, subjects, AuditLog(ledger, subjects), clock)
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.db.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,241 @@
+"""SQL for the receipt ledger's tables. No policy here: sequencing, signing and checks live in
+:mod:`knhk.ledger`; this module only moves rows in and out, in as few round trips as possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from knhk.ledger.entry import Entry
+from knhk.ledger.merkle import NodeKey
+from knhk.ledger.signing import PublicKey
+from knhk.storage.database import Connection
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last entry of a log."""
+
+    seq: int
+    id: str
+    ts_us: int
+
+    @property
+    def tree_size(self) -> int:
+        return self.seq + 1
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    log: str
+    tree_size: int
+    root_hash: bytes
+    note: str
+    key_id: str
+    issued_us: int
+
+
+ENTRY_COLUMNS = "log, seq, id, ts_us, kind, sector, subject, key_id, payload, sig"
+
+
+def head(conn: Connection, log: str) -> Head | None:
+    row = conn.fetchone("SELECT seq, id, ts_us FROM ledger_entries WHERE log=? ORDER BY seq DESC LIMIT 1", (log,))
+    return None if row is None else Head(int(row[0]), str(row[1]), int(row[2]))
+
+
+def insert_entries(conn: Connection, entries: Sequence[Entry]) -> None:
+    conn.executemany(
+        f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [
+            (e.log, e.seq, e.id, e.ts_us, e.kind, e.fields["sector"], e.fields["subject"], e.key_id,
+             e.payload, e.sig)
+            for e in entries
+        ],
+    )
+
+
+def insert_nodes(conn: Connection, log: str, nodes: Iterable[tuple[int, int, bytes]]) -> None:
+    conn.executemany(
+        "INSERT INTO ledger_nodes (log, level, idx, hash) VALUES (?,?,?,?)",
+        [(log, level, idx, h) for level, idx, h in nodes],
+    )
+
+
+def get_nodes(conn: Connection, log: str, keys: Iterable[NodeKey]) -> dict[NodeKey, bytes]:
+    """Fetch the named Merkle nodes in one query."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    out: dict[NodeKey, bytes] = {}
+    for start in range(0, len(wanted), 400):
+        chunk = wanted[start:start + 400]
+        clause = " OR ".join(["(level=? AND idx=?)"] * len(chunk))
+        params: list[Any] = [log]
+        for level, idx in chunk:
+            params.extend((level, idx))
+        for level, idx, h in conn.fetchall(
+            f"SELECT level, idx, hash FROM ledger_nodes WHERE log=? AND ({clause})", params
+        ):
+            out[(int(level), int(idx))] = bytes(h)
+    return out
+
+
+def nodes_in_range(conn: Connection, log: str, level: int, first: int, last: int) -> list[tuple[int, bytes]]:
+    rows = conn.fetchall(
+        "SELECT idx, hash FROM ledger_nodes WHERE log=? AND level=? AND idx>=? AND idx<? ORDER BY idx",
+        (log, level, first, last),
+    )
+    return [(int(i), bytes(h)) for i, h in rows]
+
+
+def stored_node_levels(conn: Connection, log: str) -> list[int]:
+    return [int(r[0]) for r in conn.fetchall("SELECT DISTINCT level FROM ledger_nodes WHERE log=?", (log,))]
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    return Entry.from_stored(bytes(row[0]), str(row[1]), bytes(row[2]))
+
+
+def get_entry(conn: Connection, log: str, seq: int) -> Entry | None:
+    row = conn.fetchone("SELECT payload, id, sig FROM ledger_entries WHERE log=? AND seq=?", (log, seq))
+    return None if row is None else _entry(row)
+
+
+def get_entry_by_id(conn: Connection, entry_id: str) -> Entry | None:
+    row = conn.fetchone("SELECT payload, id, sig FROM ledger_entries WHERE id=?", (entry_id,))
+    return None if row is None else _entry(row)
+
+
+def list_entries(
+    conn: Connection,
+    log: str,
+    *,
+    after_seq: int = -1,
+    limit: int = 100,
+    kind: str | None = None,
+    sector: str | None = None,
+    descending: bool = False,
+    before_seq: int | None = None,
+) -> list[Entry]:
+    where = ["log=?"]
+    params: list[Any] = [log]
+    if descending:
+        if before_seq is not None:
+            where.append("seq<?")
+            params.append(before_seq)
+    else:
+        where.append("seq>?")
+        params.append(after_seq)
+    if kind is not None:
+        where.append("kind=?")
+        params.append(kind)
+    if sector is not None:
+        where.append("sector=?")
+        params.append(sector)
+    order = "DESC" if descending else "ASC"
+    params.append(limit)
+    rows = conn.fetchall(
+        f"SELECT payload, id, sig FROM ledger_entries WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
+        params,
+    )
+    return [_entry(r) for r in rows]
+
+
+def raw_rows(conn: Connection, log: str, first: int, last: int) -> list[tuple[Any, ...]]:
+    """Every stored column of entries [first, last), for the verifier."""
+    return conn.fetchall(
+        f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE log=? AND seq>=? AND seq<? ORDER BY seq",
+        (log, first, last),
+    )
+
+
+def count_entries(conn: Connection, log: str) -> int:
+    row = conn.fetchone("SELECT COUNT(*) FROM ledger_entries WHERE log=?", (log,))
+    return int(row[0]) if row else 0
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------
+def insert_checkpoint(conn: Connection, cp: StoredCheckpoint) -> None:
+    conn.execute(
+        "INSERT INTO ledger_checkpoints (log, tree_size, root_hash, note, key_id, issued_us) VALUES (?,?,?,?,?,?)"
+        " ON CONFLICT (log, tree_size) DO NOTHING",
+        (cp.log, cp.tree_size, cp.root_hash, cp.note, cp.key_id, cp.issued_us),
+    )
+
+
+def _checkpoint(row: Sequence[Any]) -> StoredCheckpoint:
+    return StoredCheckpoint(str(row[0]), int(row[1]), bytes(row[2]), str(row[3]), str(row[4]), int(row[5]))
+
+
+def latest_checkpoint(conn: Connection, log: str) -> StoredCheckpoint | None:
+    row = conn.fetchone(
+        "SELECT log, tree_size, root_hash, note, key_id, issued_us FROM ledger_checkpoints WHERE log=?"
+        " ORDER BY tree_size DESC LIMIT 1",
+        (log,),
+    )
+    return None if row is None else _checkpoint(row)
+
+
+def get_checkpoint(conn: Connection, log: str, tree_size: int) -> StoredCheckpoint | None:
+    row = conn.fetchone(
+        "SELECT log, tree_size, root_hash, note, key_id, issued_us FROM ledger_checkpoints"
+        " WHERE log=? AND tree_size=?",
+        (log, tree_size),
+    )
+    return None if row is None else _checkpoint(row)
+
+
+def list_checkpoints(conn: Connection, log: str) -> list[StoredCheckpoint]:
+    rows = conn.fetchall(
+        "SELECT log, tree_size, root_hash, note, key_id, issued_us FROM ledger_checkpoints WHERE log=?"
+        " ORDER BY tree_size",
+        (log,),
+    )
+    return [_checkpoint(r) for r in rows]
+
+
+# -- keyring --------------------------------------------------------------------------------------------
+def list_keys(conn: Connection) -> list[PublicKey]:
+    rows = conn.fetchall("SELECT key_id, public_key, created_us, retired_us FROM ledger_keys ORDER BY created_us")
+    return [PublicKey(str(r[0]), bytes(r[1]), int(r[2]), None if r[3] is None else int(r[3])) for r in rows]
+
+
+def active_key_id(conn: Connection) -> str | None:
+    row = conn.fetchone(
+        "SELECT key_id FROM ledger_keys WHERE retired_us IS NULL ORDER BY created_us DESC LIMIT 1"
+    )
+    return None if row is None else str(row[0])
+
+
+def insert_key(conn: Connection, key_id: str, public_key: bytes, created_us: int) -> None:
+    conn.execute(
+        "INSERT INTO ledger_keys (key_id, public_key, created_us) VALUES (?,?,?) ON CONFLICT (key_id) DO NOTHING",
+        (key_id, public_key, created_us),
+    )
+
+
+def retire_keys_except(conn: Connection, key_id: str, retired_us: int) -> None:
+    conn.execute("UPDATE ledger_keys SET retired_us=? WHERE retired_us IS NULL AND key_id<>?", (retired_us, key_id))
+
+
+def key_uses(conn: Connection, log: str) -> list[tuple[int, str]]:
+    rows = conn.fetchall(
+        "SELECT valid_from_seq, key_id FROM ledger_key_use WHERE log=? ORDER BY valid_from_seq", (log,)
+    )
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def last_key_use(conn: Connection, log: str) -> tuple[int, str] | None:
+    row = conn.fetchone(
+        "SELECT valid_from_seq, key_id FROM ledger_key_use WHERE log=? ORDER BY valid_from_seq DESC LIMIT 1",
+        (log,),
+    )
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def insert_key_use(conn: Connection, log: str, valid_from_seq: int, key_id: str) -> None:
+    conn.execute(
+        "INSERT INTO ledger_key_use (log, valid_from_seq, key_id) VALUES (?,?,?)", (log, valid_from_seq, key_id)
+    )

@@ -1,0 +1,43 @@
+"""SQL for subjects: pseudonym ↔ encrypted identity, and erasure records."""
+
+from __future__ import annotations
+
+from knhk.storage.database import Connection
+
+
+def find_by_index(conn: Connection, blind_index: str) -> str | None:
+    row = conn.fetchone("SELECT pseudonym FROM subjects WHERE blind_index=?", (blind_index,))
+    return None if row is None else str(row[0])
+
+
+def insert(conn: Connection, pseudonym: str, blind_index: str, identity_ct: bytes, key: bytes,
+           created_us: int) -> None:
+    conn.execute(
+        "INSERT INTO subjects (pseudonym, blind_index, identity_ct, created_us) VALUES (?,?,?,?)",
+        (pseudonym, blind_index, identity_ct, created_us),
+    )
+    conn.execute("INSERT INTO subject_keys (pseudonym, key) VALUES (?,?)", (pseudonym, key))
+
+
+def load(conn: Connection, pseudonym: str) -> tuple[bytes, bytes] | None:
+    row = conn.fetchone(
+        "SELECT s.identity_ct, k.key FROM subjects s JOIN subject_keys k ON k.pseudonym = s.pseudonym"
+        " WHERE s.pseudonym=?",
+        (pseudonym,),
+    )
+    return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+
+def erase(conn: Connection, pseudonym: str, erased_us: int) -> bool:
+    exists = conn.fetchone("SELECT 1 FROM subjects WHERE pseudonym=?", (pseudonym,))
+    conn.execute("DELETE FROM subject_keys WHERE pseudonym=?", (pseudonym,))
+    conn.execute("DELETE FROM subjects WHERE pseudonym=?", (pseudonym,))
+    conn.execute(
+        "INSERT INTO subject_erasures (pseudonym, erased_us) VALUES (?,?) ON CONFLICT (pseudonym) DO NOTHING",
+        (pseudonym, erased_us),
+    )
+    return exists is not None
+
+
+def was_erased(conn: Connection, pseudonym: str) -> bool:
+    return conn.fetchone("SELECT 1 FROM subject_erasures WHERE pseudonym=?", (pseudonym,)) is not None
