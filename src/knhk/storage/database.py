@@ -34,7 +34,10 @@ class Connection(Protocol):
 
     dialect: Dialect
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        ...
+
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
@@ -57,8 +60,8 @@ class _SqliteConnection:
     def __init__(self, raw: sqlite3.Connection) -> None:
         self.raw = raw
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self.raw.execute(sql, params)
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self.raw.execute(sql, params).rowcount)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.raw.executemany(sql, rows)
@@ -88,8 +91,8 @@ class _PgConnection:
     def __init__(self, raw: Any) -> None:
         self.raw = raw
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self.raw.execute(_to_pyformat(sql), params, prepare=False)
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self.raw.execute(_to_pyformat(sql), params, prepare=False).rowcount)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
