@@ -201,7 +201,8 @@ class Frontier:
         level, h = 0, leaf
         while index & 1:
             left_level, left_index, left_hash = self.nodes.pop()
-            assert left_level == level and left_index == index - 1
+            if left_level != level or left_index != index - 1:
+                raise ProofError("frontier does not match the tree it is appended to")
             h = node_hash(left_hash, h)
             index >>= 1
             level += 1

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -266,10 +266,8 @@ class Database:
             self._pool.close()
         with self._sqlite_lock:
             for conn in self._sqlite_conns:
-                try:
+                with suppress(sqlite3.Error):
                     conn.close()
-                except sqlite3.Error:
-                    pass
             self._sqlite_conns.clear()
         self._local = threading.local()
 

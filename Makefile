@@ -1,0 +1,20 @@
+# The two commands of README.md. Each installs what it needs first.
+.PHONY: demo test lint bench
+
+demo:
+	@./scripts/bootstrap.sh
+	@.venv/bin/knhk demo
+
+test:
+	@./scripts/bootstrap.sh --services
+	.venv/bin/ruff check src tests bench
+	.venv/bin/mypy
+	.venv/bin/pytest
+
+lint:
+	.venv/bin/ruff check src tests bench
+	.venv/bin/mypy
+
+bench:
+	@./scripts/bootstrap.sh --services
+	@for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done

@@ -1,0 +1,1 @@
+"""The ``knhk`` command line (SPEC §13)."""

@@ -1,0 +1,121 @@
+"""Entry point of the ``knhk`` command: global options, sub-commands and the error → exit-code mapping.
+
+Exit codes (SPEC §13): 0 success, 1 verification/integrity failure or rejected, 2 usage error,
+3 dependency unavailable. Errors are one clear line on stderr; no tracebacks unless ``KNHK_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from knhk import __version__
+from knhk.cli import audit, keys, receipts
+from knhk.cli.context import runtime, state
+from knhk.cli.output import print_json, say
+from knhk.errors import KnhkError
+from knhk.ops.logs import configure_logging
+from knhk.storage import schema
+
+app = typer.Typer(
+    name="knhk",
+    help="KNHK: provable, autonomic change control for a knowledge model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(receipts.app, name="receipts")
+app.add_typer(audit.app, name="audit")
+app.add_typer(keys.app, name="keys")
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"knhk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (env KNHK_DATA_DIR).")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Database URL (env KNHK_DATABASE_URL).")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+) -> None:
+    st = state(ctx)
+    st.data_dir = data_dir
+    st.database_url = database_url
+    settings = st.settings()
+    configure_logging(settings.log_level if os.environ.get("KNHK_LOG_LEVEL") else "WARNING", settings.log_format)
+    ctx.call_on_close(st.close)
+
+
+@app.command("init")
+def init(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Initialise the data directory or database explicitly (every command also does it on first use)."""
+    rt = runtime(ctx)
+    info = {"database": rt.db.url if rt.db.dialect == "sqlite" else rt.db.dialect,
+            "active_key_id": rt.keyring.active_key_id(), "keys_dir": str(rt.keyring.keys_dir)}
+    if as_json:
+        print_json(info)
+    else:
+        say(f"initialised {info['database']}; active signing key {info['active_key_id']}")
+
+
+@db_app.command("migrate")
+def migrate(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Apply pending schema migrations."""
+    from knhk.storage.database import Database
+
+    settings = state(ctx).settings()
+    db = Database(settings.resolved_database_url, pool_min=1, pool_max=2)
+    try:
+        applied = schema.migrate(db)
+        have = sorted(schema.applied(db))
+    finally:
+        db.close()
+    out = {"applied": [f"{m.version:04d}_{m.name}" for m in applied], "schema_version": have[-1] if have else 0}
+    if as_json:
+        print_json(out)
+    else:
+        say(f"applied {len(applied)} migration(s); schema version {out['schema_version']}")
+
+
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where to create the demo store.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the main job: a fresh embedded store, walked through end to end, with a report."""
+    from knhk.cli.demo import run_demo
+
+    code = run_demo(data_dir, as_json=as_json)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    debug = os.environ.get("KNHK_DEBUG") == "1"
+    try:
+        app()  # standalone: usage errors exit 2 with a message; typer.Exit carries the exit code
+    except KnhkError as exc:
+        if debug:
+            raise
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (set KNHK_DEBUG=1 for details)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
