@@ -1,0 +1,233 @@
+"""Ingesting observations (SPEC §2): validate, deduplicate, measure conformance, store, guard, notify.
+
+One call stores a single observation or an atomic batch of up to 10,000: every item is validated first, and
+if any is invalid nothing is stored and the error names the item's index. A client ``id`` is an idempotency
+key: the identical observation sent again returns the stored one (``duplicate``), the same id with other
+content is a :class:`~knhk.errors.ConflictError`; nothing is ever overwritten. Clock skew is judged for new
+observations only, so a late retry of a stored observation still answers as a duplicate.
+
+The batch is written in one transaction with ``executemany``; on PostgreSQL the transaction holds the advisory
+lock ``knhk.observations`` so ingest sequence numbers become visible in commit order (a cursor never skips a
+row) and the id lookup and insert cannot race; SQLite's write lock does the same.
+
+After the commit the sector's hot-path guards are evaluated on the new observations; each violation appends a
+``guard.violated`` and an ``alert.raised`` receipt (one ``append_many``), and ``on_ingested`` is called with
+the new observations (the detection engine subscribes). The receipts are appended after the observations
+commit: if the ledger is unavailable at that moment the observations stay stored and the call raises
+:class:`~knhk.errors.DependencyUnavailableError` saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from knhk.errors import ConflictError, DependencyUnavailableError, KnhkError, PayloadTooLargeError, UsageError
+from knhk.ledger.entry import EntryDraft
+from knhk.ledger.ledger import Ledger
+from knhk.observations.conformance import conformance_issues
+from knhk.observations.guards import GuardEvaluator, GuardViolation
+from knhk.observations.model import Observation, check_skew, parse_observation
+from knhk.ontology.schema import SectorSchema
+from knhk.ops.clock import Clock
+from knhk.storage import observation_store as store
+from knhk.storage.database import Database
+
+log = logging.getLogger("knhk.observations")
+
+MAX_BATCH = 10_000
+LOCK = "knhk.observations"
+
+SchemaLookup = Callable[[str], SectorSchema | None]
+Subscriber = Callable[[list[Observation]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to one submitted observation."""
+
+    observation: Observation
+    duplicate: bool = False
+    violations: tuple[GuardViolation, ...] = ()
+    receipt_ids: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.observation.id,
+            "duplicate": self.duplicate,
+            "conforming": self.observation.conforming,
+            "issues": list(self.observation.issues),
+            "skewed": self.observation.skewed,
+            "violations": [v.data() for v in self.violations],
+            "receipts": list(self.receipt_ids),
+        }
+
+
+def _at(index: int | None, exc: KnhkError) -> KnhkError:
+    """The same error, naming the batch item it concerns (unchanged for a single observation)."""
+    if index is None:
+        return exc
+    return type(exc)(f"observation {index}: {exc.message}", **{**exc.details, "index": index})
+
+
+class Ingestor:
+    """Validates, stores and guards observations for every sector of one installation."""
+
+    def __init__(self, db: Database, ledger: Ledger, schema_for: SchemaLookup, clock: Clock,
+                 on_ingested: Subscriber | None = None) -> None:
+        self.db = db
+        self.ledger = ledger
+        self.schema_for = schema_for
+        self.clock = clock
+        self.on_ingested = on_ingested
+        self.guards = GuardEvaluator()
+
+    def ingest(self, raw: Any, client: str | None = None) -> IngestResult:
+        """Ingest one observation."""
+        return self._ingest([raw], client, batch=False)[0]
+
+    def ingest_batch(self, raws: Sequence[Any], client: str | None = None) -> list[IngestResult]:
+        """Ingest up to 10,000 observations atomically; results are in input order."""
+        if not isinstance(raws, list | tuple):
+            raise UsageError("a batch must be a JSON array of observations")
+        if len(raws) > MAX_BATCH:
+            raise PayloadTooLargeError(f"a batch holds at most {MAX_BATCH} observations, got {len(raws)}")
+        return self._ingest(raws, client, batch=True)
+
+    # -- the steps ------------------------------------------------------------------------------------
+    def _ingest(self, raws: Sequence[Any], client: str | None, *, batch: bool) -> list[IngestResult]:
+        if not raws:
+            return []
+        received_us = self.clock.now_us()
+        parsed = self._parse(raws, client, received_us, batch)
+        unique, first_index = self._collapse(parsed, batch)
+        stored, fresh = self._store(unique, first_index, received_us, batch)
+        violations, receipt_ids, failure = self._guard(fresh)
+        if fresh and self.on_ingested is not None:
+            try:
+                self.on_ingested(fresh)
+            except Exception:  # the observations are stored; a subscriber must not undo an acknowledged write
+                log.exception("an on_ingested subscriber failed for %d observations", len(fresh))
+        if failure is not None:
+            raise failure
+        fresh_ids = {o.id for o in fresh}
+        results: list[IngestResult] = []
+        seen: set[str] = set()
+        for obs in parsed:
+            final = stored[obs.id]
+            is_new = obs.id in fresh_ids and obs.id not in seen
+            seen.add(obs.id)
+            results.append(IngestResult(
+                final, duplicate=not is_new,
+                violations=tuple(violations.get(obs.id, ())) if is_new else (),
+                receipt_ids=tuple(receipt_ids.get(obs.id, ())) if is_new else (),
+            ))
+        return results
+
+    def _parse(self, raws: Sequence[Any], client: str | None, received_us: int,
+               batch: bool) -> list[Observation]:
+        out: list[Observation] = []
+        schemas: dict[str, SectorSchema | None] = {}
+        for index, raw in enumerate(raws):
+            try:
+                obs = parse_observation(raw, received_us=received_us, client=client)
+            except KnhkError as exc:
+                if batch:
+                    raise _at(index, exc) from exc
+                raise
+            if obs.sector not in schemas:
+                schemas[obs.sector] = self.schema_for(obs.sector)
+            issues = conformance_issues(obs.event_type, obs.value, schemas[obs.sector])
+            out.append(replace(obs, conforming=not issues, issues=issues))
+        return out
+
+    @staticmethod
+    def _collapse(parsed: list[Observation], batch: bool) -> tuple[list[Observation], dict[str, int]]:
+        """Drop repeats of one id within the batch (identical content); refuse conflicting repeats."""
+        unique: list[Observation] = []
+        first: dict[str, int] = {}
+        for index, obs in enumerate(parsed):
+            earlier = first.get(obs.id)
+            if earlier is None:
+                first[obs.id] = index
+                unique.append(obs)
+            elif parsed[earlier].content_hash != obs.content_hash:
+                raise ConflictError(
+                    f"observation {index}: id {obs.id!r} is also used by observation {earlier} of this batch"
+                    " with different content", id=obs.id, index=index)
+        return unique, first
+
+    def _store(self, unique: list[Observation], first_index: dict[str, int], received_us: int,
+               batch: bool) -> tuple[dict[str, Observation], list[Observation]]:
+        """Insert the new observations in one transaction; return every id's stored form and the new ones."""
+        stored: dict[str, Observation] = {}
+        with self.db.transaction(lock=LOCK) as conn:
+            keyed = [o.id for o in unique if o.client_id]
+            existing = store.find_by_ids(conn, keyed) if keyed else {}
+            fresh: list[Observation] = []
+            for obs in unique:
+                index = first_index[obs.id] if batch else None
+                old = existing.get(obs.id)
+                if old is not None:
+                    if old.content_hash != obs.content_hash:
+                        raise _at(index, ConflictError(
+                            f"id {obs.id!r} is already stored with different content; observations are"
+                            " never overwritten", id=obs.id))
+                    stored[obs.id] = old
+                    continue
+                if not obs.ts_defaulted:
+                    try:
+                        skewed = check_skew(obs.ts_us, received_us)
+                    except KnhkError as exc:
+                        if index is not None:
+                            raise _at(index, exc) from exc
+                        raise
+                    if skewed:
+                        obs = replace(obs, skewed=True)
+                fresh.append(obs)
+            if fresh:
+                store.insert_observations(conn, fresh)
+                seqs = store.seqs_of(conn, [o.id for o in fresh])
+                fresh = [replace(o, seq=seqs[o.id]) for o in fresh]
+        for obs in fresh:
+            stored[obs.id] = obs
+        return stored, fresh
+
+    def _guard(self, fresh: list[Observation]) -> tuple[dict[str, list[GuardViolation]], dict[str, list[str]],
+                                                         KnhkError | None]:
+        """Evaluate hot-path guards on the new observations and write their receipts."""
+        by_sector: dict[str, list[Observation]] = {}
+        for obs in fresh:
+            by_sector.setdefault(obs.sector, []).append(obs)
+        found: list[tuple[str, GuardViolation]] = []
+        for sector, observations in by_sector.items():
+            schema = self.schema_for(sector)
+            ordered = sorted(observations, key=lambda o: o.ts_us)
+            found.extend((sector, v) for v in self.guards.evaluate(ordered, schema))
+        violations: dict[str, list[GuardViolation]] = {}
+        receipts: dict[str, list[str]] = {}
+        if not found:
+            return violations, receipts, None
+        drafts: list[EntryDraft] = []
+        for sector, v in found:
+            violations.setdefault(v.observation_id, []).append(v)
+            drafts.append(EntryDraft(log="receipts", kind="guard.violated", sector=sector,
+                                     subject=v.observation_id, outcome="violated", reason=v.reason,
+                                     evidence=[v.observation_id], data=v.data()))
+            drafts.append(EntryDraft(log="receipts", kind="alert.raised", sector=sector,
+                                     subject=v.observation_id, outcome=v.level, reason=v.reason,
+                                     evidence=[v.observation_id],
+                                     data={"level": v.level, "source": "guard", "guard_id": v.guard_id,
+                                           "criticality": v.criticality, "event_type": v.event_type}))
+        try:
+            entries = self.ledger.append_many(drafts)
+        except KnhkError as exc:
+            log.error("guard receipts for %d violations were not written: %s", len(found), exc)
+            return violations, receipts, DependencyUnavailableError(
+                f"the observations were stored, but the receipts of {len(found)} guard violation(s) could not"
+                f" be written to the ledger: {exc.message}")
+        for entry in entries:
+            receipts.setdefault(str(entry.fields["subject"]), []).append(entry.id)
+        return violations, receipts, None

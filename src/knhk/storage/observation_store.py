@@ -1,0 +1,159 @@
+"""SQL for observations and learned detector thresholds. No policy here: validation, idempotency and
+conformance live in :mod:`knhk.observations`, learning in :mod:`knhk.detection.learning`; this module only
+moves rows in and out, in as few round trips as possible (SQL written once with ``?`` placeholders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from knhk.observations.model import Observation
+from knhk.storage.database import Connection
+
+COLUMNS = ("seq, id, sector, event_type, ts_us, received_us, value, metadata, content_hash, conforming, issues,"
+           " skewed, client_id, ts_defaulted, client")
+_INSERT = (
+    "INSERT INTO observations (id, sector, event_type, ts_us, received_us, value, metadata, content_hash,"
+    " conforming, issues, skewed, client_id, ts_defaulted, client) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_CHUNK = 500
+
+
+def _row(obs: Observation) -> tuple[Any, ...]:
+    value_json = obs.value_json or orjson.dumps(dict(obs.value))
+    return (obs.id, obs.sector, obs.event_type, obs.ts_us, obs.received_us, value_json.decode(),
+            orjson.dumps(dict(obs.metadata)).decode(), obs.content_hash, obs.conforming,
+            orjson.dumps(list(obs.issues)).decode(), obs.skewed, obs.client_id, obs.ts_defaulted, obs.client)
+
+
+def _observation(row: Sequence[Any]) -> Observation:
+    value_text = str(row[6])
+    return Observation(
+        id=str(row[1]), sector=str(row[2]), event_type=str(row[3]), ts_us=int(row[4]),
+        received_us=int(row[5]), value=orjson.loads(value_text), metadata=orjson.loads(row[7]),
+        content_hash=str(row[8]), conforming=bool(row[9]), issues=tuple(orjson.loads(row[10])),
+        skewed=bool(row[11]), client_id=bool(row[12]), ts_defaulted=bool(row[13]),
+        client=None if row[14] is None else str(row[14]), seq=int(row[0]), value_json=value_text.encode(),
+    )
+
+
+def insert_observations(conn: Connection, observations: Sequence[Observation]) -> None:
+    """Insert rows (the caller's transaction makes a batch all-or-nothing)."""
+    conn.executemany(_INSERT, [_row(o) for o in observations])
+
+
+def find_by_ids(conn: Connection, ids: Iterable[str]) -> dict[str, Observation]:
+    """The stored observations among ``ids``, by id."""
+    wanted = sorted(set(ids))
+    out: dict[str, Observation] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start:start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE id IN ({marks})", chunk):
+            obs = _observation(row)
+            out[obs.id] = obs
+    return out
+
+
+def get_observation(conn: Connection, obs_id: str) -> Observation | None:
+    row = conn.fetchone(f"SELECT {COLUMNS} FROM observations WHERE id=?", (obs_id,))
+    return None if row is None else _observation(row)
+
+
+def seqs_of(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+    """The ingest sequence numbers of just-inserted ids."""
+    out: dict[str, int] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = list(ids[start:start + _CHUNK])
+        marks = ",".join("?" * len(chunk))
+        for obs_id, seq in conn.fetchall(f"SELECT id, seq FROM observations WHERE id IN ({marks})", chunk):
+            out[str(obs_id)] = int(seq)
+    return out
+
+
+def list_observations(
+    conn: Connection,
+    *,
+    sector: str | None = None,
+    event_type: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    after_seq: int = 0,
+    limit: int = 100,
+) -> list[Observation]:
+    """Observations in ingest order after the cursor ``after_seq``; ``since_us`` ≤ ts_us < ``until_us``."""
+    where = ["seq>?"]
+    params: list[Any] = [after_seq]
+    for clause, value in (("sector=?", sector), ("event_type=?", event_type), ("ts_us>=?", since_us),
+                          ("ts_us<?", until_us)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    params.append(limit)
+    rows = conn.fetchall(
+        f"SELECT {COLUMNS} FROM observations WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", params
+    )
+    return [_observation(r) for r in rows]
+
+
+def recent_observations(conn: Connection, sector: str, limit: int = 1000) -> list[Observation]:
+    """The ``limit`` most recently ingested observations of a sector, oldest first."""
+    rows = conn.fetchall(
+        f"SELECT {COLUMNS} FROM observations WHERE sector=? ORDER BY seq DESC LIMIT ?", (sector, limit)
+    )
+    return [_observation(r) for r in reversed(rows)]
+
+
+def count_observations(conn: Connection, sector: str | None = None) -> int:
+    if sector is None:
+        row = conn.fetchone("SELECT COUNT(*) FROM observations")
+    else:
+        row = conn.fetchone("SELECT COUNT(*) FROM observations WHERE sector=?", (sector,))
+    return int(row[0]) if row else 0
+
+
+# -- detector thresholds --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoredThreshold:
+    sector: str
+    pattern_type: str
+    threshold_milli: int
+    accepted: int
+    rejected: int
+    updated_us: int
+
+
+def _threshold(row: Sequence[Any]) -> StoredThreshold:
+    return StoredThreshold(str(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]))
+
+
+def get_threshold(conn: Connection, sector: str, pattern_type: str) -> StoredThreshold | None:
+    row = conn.fetchone(
+        "SELECT sector, pattern_type, threshold_milli, accepted, rejected, updated_us FROM detector_thresholds"
+        " WHERE sector=? AND pattern_type=?",
+        (sector, pattern_type),
+    )
+    return None if row is None else _threshold(row)
+
+
+def list_thresholds(conn: Connection, sector: str | None = None) -> list[StoredThreshold]:
+    sql = ("SELECT sector, pattern_type, threshold_milli, accepted, rejected, updated_us FROM detector_thresholds")
+    if sector is None:
+        rows = conn.fetchall(sql + " ORDER BY sector, pattern_type")
+    else:
+        rows = conn.fetchall(sql + " WHERE sector=? ORDER BY pattern_type", (sector,))
+    return [_threshold(r) for r in rows]
+
+
+def put_threshold(conn: Connection, t: StoredThreshold) -> None:
+    conn.execute(
+        "INSERT INTO detector_thresholds (sector, pattern_type, threshold_milli, accepted, rejected, updated_us)"
+        " VALUES (?,?,?,?,?,?) ON CONFLICT (sector, pattern_type) DO UPDATE SET"
+        " threshold_milli=excluded.threshold_milli, accepted=excluded.accepted, rejected=excluded.rejected,"
+        " updated_us=excluded.updated_us",
+        (t.sector, t.pattern_type, t.threshold_milli, t.accepted, t.rejected, t.updated_us),
+    )
