@@ -1,0 +1,40 @@
+"""Fixtures for the ontology tests: a registry over a runtime driven by a manual clock, on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from knhk.config import Settings
+from knhk.ledger.entry import Entry, EntryDraft
+from knhk.ontology.registry import SnapshotRegistry
+from knhk.ops.clock import ManualClock
+from knhk.runtime import Runtime
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def clocked_runtime(settings: Settings, clock: ManualClock) -> Iterator[Runtime]:
+    rt = Runtime.open(settings, clock=clock)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture
+def registry(clocked_runtime: Runtime, clock: ManualClock) -> SnapshotRegistry:
+    return SnapshotRegistry(clocked_runtime.db, clocked_runtime.ledger, clocked_runtime.audit, clock,
+                            gc_min_age_s=3600)
+
+
+def approve(runtime: Runtime, sector: str, snapshot_id: str, outcome: str = "approved") -> Entry:
+    """Write the validation receipt the pipeline writes for a snapshot."""
+    return runtime.ledger.append(EntryDraft(log="receipts", kind="proposal.validated", sector=sector,
+                                            subject="proposal-1", outcome=outcome,
+                                            data={"snapshot_id": snapshot_id, "passed": ["static"], "failed": []}))
