@@ -6,18 +6,18 @@ bound itself passes, anything beyond it violates. A missing field, ``null`` or a
 a boolean) does not violate — conformance reports wrong datatypes.
 
 Rate-limit guards (``rate_limit``) count events of the guard's event type (all types of the sector when the
-guard names none) by their timestamp. The guard is exceeded when the latest ``limit + 1`` events lie within
-``window_s`` seconds (inclusive), i.e. more than ``limit`` events in some ``window_s`` span ending at the
-latest one. Only those ``limit + 1`` timestamps are kept, so each event costs O(log limit) and memory is
-bounded by the limit. A violation is reported once per excursion: when the guard becomes exceeded; it is
-armed again once the latest ``limit + 1`` events no longer fit in the window. Counting is per process.
+guard names none) by timestamp, as a sliding log: an event whose window ``[ts − window_s, ts]`` (inclusive)
+holds more than ``limit`` events exceeds the guard. Late (out-of-order) arrivals are counted in place. A
+violation is reported once per excursion — by the event that starts it — and the guard re-arms after an
+event whose window is back within the limit. Timestamps are kept for the window plus 120 s (the largest
+accepted lateness) and at most max(10 × (limit + 1), 1000) of them: beyond that rate the guard is already
+in an excursion. Each event costs O(log n); counting is per process.
 """
 
 from __future__ import annotations
 
 import threading
-from bisect import insort
-from collections import deque
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,6 +28,9 @@ from knhk.ontology.schema import GuardSpec, SectorSchema
 
 VALUE_KINDS = ("max_value", "min_value")
 RATE_LIMIT = "rate_limit"
+LATE_ARRIVAL_US = 120_000_000  # an accepted timestamp is at most 60 s off the server clock, either way
+RATE_CAP_FACTOR = 10
+RATE_CAP_MIN = 1000
 ALERT_LEVELS = {"critical": "critical", "high": "critical", "medium": "warning", "low": "info"}
 
 
@@ -102,31 +105,42 @@ def value_violation(guard: GuardSpec, obs: Observation) -> GuardViolation | None
 
 
 class _RateWindow:
-    """The latest ``limit + 1`` timestamps of the events a rate-limit guard counts."""
+    """The sorted timestamps of the events a rate-limit guard counts, kept for the window plus the skew."""
 
-    __slots__ = ("exceeded", "keep", "times", "window_us")
+    __slots__ = ("cap", "exceeded", "limit", "max_ts", "start", "times", "window_us")
 
     def __init__(self, limit: int, window_s: int) -> None:
-        self.keep = limit + 1
+        self.limit = limit
         self.window_us = window_s * 1_000_000
-        self.times: deque[int] = deque()
+        self.cap = max(RATE_CAP_FACTOR * (limit + 1), RATE_CAP_MIN)
+        self.times: list[int] = []
+        self.start = 0  # times[start:] are live; the prefix is dropped lazily
+        self.max_ts: int | None = None
         self.exceeded = False
 
-    def add(self, ts_us: int) -> bool:
-        """Count one event; return True when this event starts an excursion over the limit."""
+    def add(self, ts_us: int) -> int | None:
+        """Count one event; return its window's event count when it starts an excursion over the limit."""
         times = self.times
-        if len(times) == self.keep:
-            if ts_us < times[0]:
-                return False  # older than every kept event: the latest limit+1 do not change
-            times.popleft()
         if not times or ts_us >= times[-1]:
             times.append(ts_us)
+            index = len(times) - 1
         else:
-            insort(times, ts_us)
-        over = len(times) == self.keep and times[-1] - times[0] <= self.window_us
+            index = bisect_right(times, ts_us, self.start)
+            times.insert(index, ts_us)
+        count = index + 1 - bisect_left(times, ts_us - self.window_us, self.start, index + 1)
+        over = count > self.limit
         started = over and not self.exceeded
         self.exceeded = over
-        return started
+        self.max_ts = ts_us if self.max_ts is None else max(self.max_ts, ts_us)
+        self._trim(self.max_ts)
+        return count if started else None
+
+    def _trim(self, max_ts: int) -> None:
+        floor = max_ts - self.window_us - LATE_ARRIVAL_US
+        self.start = max(bisect_left(self.times, floor, self.start), len(self.times) - self.cap)
+        if self.start > len(self.times) // 2:
+            del self.times[:self.start]
+            self.start = 0
 
 
 class GuardEvaluator:
@@ -163,8 +177,8 @@ class GuardEvaluator:
             held = (guard, _RateWindow(max(0, int(guard.limit)), guard.window_s))
             self._rates[key] = held
         window = held[1]
-        if not window.add(obs.ts_us):
+        count = window.add(obs.ts_us)
+        if count is None:
             return None
-        return GuardViolation(guard.guard_id, guard.kind, obs.event_type, guard.field,
-                              str(window.keep), decimal_text(guard.limit), guard.criticality, obs.id,
-                              guard.window_s)
+        return GuardViolation(guard.guard_id, guard.kind, obs.event_type, guard.field, str(count),
+                              decimal_text(guard.limit), guard.criticality, obs.id, guard.window_s)
