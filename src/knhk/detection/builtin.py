@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from knhk.detection.pattern import ERROR_SPIKE, HIGH_FREQUENCY, NO_OBSERVATIONS, SCHEMA_DRIFT, Pattern
-from knhk.detection.windows import SAMPLE_OBSERVATIONS, Entry, SectorWindows, Signature, tail
+from knhk.detection.windows import SAMPLE_OBSERVATIONS, Entry, SectorWindows, Signature, json_kinds, tail
 from knhk.ontology.schema import SectorSchema
 
 HIGH_FREQUENCY_CONFIDENCE = 0.95
@@ -47,6 +47,11 @@ def encode_sample(value: Any) -> str:
     return text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS - 1] + "…"
 
 
+def window_seconds(window_us: int) -> int:
+    """A window in whole seconds (at least 1), for proposals that state a rate per window."""
+    return max(1, round(window_us / 1_000_000))
+
+
 def _ids(entries: list[Entry]) -> tuple[str, ...]:
     return tuple(e[2] for e in entries)
 
@@ -65,7 +70,8 @@ def high_frequency(view: SectorWindows, schema: SectorSchema | None, now_us: int
             recommended_action=f"propose a rate-limit guard for {event_type}",
             evidence=_ids(evidence), detected_at_us=now_us,
             details={"event_type": event_type, "count": count, "threshold": cfg.high_frequency_count,
-                     "window_us": view.hf_us, "first_ts_us": entries[0][0], "last_ts_us": entries[-1][0],
+                     "window_us": view.hf_us, "window_s": window_seconds(view.hf_us),
+                     "first_ts_us": entries[0][0], "last_ts_us": entries[-1][0],
                      "evidence_truncated": count > len(evidence)},
         ))
     return out
@@ -127,6 +133,7 @@ def drift_details(event_type: str, new_type: bool, offending: list[tuple[Signatu
                 samples.append(text)
         fields[name] = {
             "types": sorted({s.types[name] for s in carrying}),
+            "kinds": json_kinds(s.types[name] for s in carrying),
             "count": sum(len(s.entries) for s in carrying),
             "present_in_all": len(carrying) == len(offending),
             "samples": samples,

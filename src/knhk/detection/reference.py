@@ -15,6 +15,7 @@ from knhk.detection.builtin import (
     NO_OBSERVATIONS_CONFIDENCE,
     SCHEMA_DRIFT_CONFIDENCE,
     encode_sample,
+    window_seconds,
 )
 from knhk.detection.pattern import (
     ERROR_SPIKE,
@@ -26,7 +27,7 @@ from knhk.detection.pattern import (
     Pattern,
     rank,
 )
-from knhk.detection.windows import SAMPLE_OBSERVATIONS, type_name
+from knhk.detection.windows import SAMPLE_OBSERVATIONS, json_kinds, type_name
 from knhk.observations.model import Observation
 from knhk.ontology.schema import SectorSchema
 
@@ -53,7 +54,8 @@ def detect_from_scratch(sector: str, observations: Sequence[Observation], schema
                 f"{HIGH_FREQUENCY}:{event_type}", HIGH_FREQUENCY, sector, HIGH_FREQUENCY_CONFIDENCE,
                 f"propose a rate-limit guard for {event_type}", evidence, now_us,
                 {"event_type": event_type, "count": len(group), "threshold": config.high_frequency_count,
-                 "window_us": hf_us, "first_ts_us": group[0].ts_us, "last_ts_us": group[-1].ts_us,
+                 "window_us": hf_us, "window_s": window_seconds(hf_us),
+                 "first_ts_us": group[0].ts_us, "last_ts_us": group[-1].ts_us,
                  "evidence_truncated": len(group) > len(evidence)}))
 
     error_us = config.window_us("error_window_s")
@@ -94,6 +96,7 @@ def detect_from_scratch(sector: str, observations: Sequence[Observation], schema
                 if text not in samples:
                     samples.append(text)
             fields[name] = {"types": sorted({type_name(o.value[name]) for o in carrying}),
+                            "kinds": json_kinds(type_name(o.value[name]) for o in carrying),
                             "count": len(carrying), "present_in_all": len(carrying) == len(offenders),
                             "samples": samples}
         evidence = tuple(o.id for o, _ in offenders[-limit:])

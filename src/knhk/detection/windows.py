@@ -35,6 +35,15 @@ SignatureKey = tuple[str, tuple[tuple[str, str], ...]]
 SAMPLE_OBSERVATIONS = 5
 
 
+JSON_KINDS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "NoneType": "null",
+              "dict": "object", "list": "array"}
+
+
+def json_kinds(type_names: Iterable[str]) -> list[str]:
+    """Python type names as JSON kinds (string, integer, number, boolean, null, object, array), sorted."""
+    return sorted({JSON_KINDS.get(name, name) for name in type_names})
+
+
 def type_name(value: Any) -> str:
     """The Python type of a JSON value as detectors report it (str, int, float, bool, NoneType, dict, list)."""
     return type(value).__name__
