@@ -28,12 +28,13 @@ MS = 1000
 
 json_values = st.one_of(st.integers(-5, 5), st.floats(-10, 10, allow_nan=False, allow_infinity=False),
                         st.sampled_from(["a", "b", "2024-05-01T12:00:00Z"]), st.booleans(), st.none())
-events = st.tuples(st.sampled_from(SECTORS), st.sampled_from(TYPES), st.integers(-15_000, 3_000),
+# times on a 500 ms grid so that events often sit exactly on a window's edge
+events = st.tuples(st.sampled_from(SECTORS), st.sampled_from(TYPES), st.integers(-30, 6).map(lambda k: k * 500),
                    st.dictionaries(st.sampled_from(KEYS), json_values, max_size=3), st.booleans())
 operations = st.lists(st.one_of(
-    st.tuples(st.just("advance"), st.integers(0, 4_000)),
+    st.tuples(st.just("advance"), st.integers(0, 8).map(lambda k: k * 500)),
     st.tuples(st.just("observe"), st.lists(events, max_size=12)),
-    st.tuples(st.just("detect"), st.sampled_from(SECTORS), st.integers(-2_000, 2_000),
+    st.tuples(st.just("detect"), st.sampled_from(SECTORS), st.integers(-4, 4).map(lambda k: k * 500),
               st.integers(0, len(SCHEMAS) - 1)),
 ), min_size=1, max_size=40)
 
