@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -33,8 +33,16 @@ def registry(clocked_runtime: Runtime, clock: ManualClock) -> SnapshotRegistry:
                             gc_min_age_s=3600)
 
 
-def approve(runtime: Runtime, sector: str, snapshot_id: str, outcome: str = "approved") -> Entry:
-    """Write the validation receipt the pipeline writes for a snapshot."""
-    return runtime.ledger.append(EntryDraft(log="receipts", kind="proposal.validated", sector=sector,
-                                            subject="proposal-1", outcome=outcome,
-                                            data={"snapshot_id": snapshot_id, "passed": ["static"], "failed": []}))
+Approve = Callable[..., Entry]
+
+
+@pytest.fixture
+def approve(clocked_runtime: Runtime) -> Approve:
+    """Writes the validation receipt the pipeline writes for a snapshot: ``approve(sector, id, outcome=…)``."""
+
+    def write(sector: str, snapshot_id: str, outcome: str = "approved") -> Entry:
+        return clocked_runtime.ledger.append(EntryDraft(
+            log="receipts", kind="proposal.validated", sector=sector, subject="proposal-1", outcome=outcome,
+            data={"snapshot_id": snapshot_id, "passed": ["static"], "failed": []}))
+
+    return write

@@ -48,6 +48,9 @@ _TYPE = f"<{RDF_TYPE}>"
 _SUBCLASS = f"<{RDFS_SUBCLASS_OF}>"
 _SH_PREFIX = f"<{SH}"
 _SHAPE_TYPES = frozenset({f"<{SH}NodeShape>", f"<{SH}PropertyShape>"})
+_SHAPE_VALUED = frozenset(f"<{SH}{name}>" for name in (
+    "property", "node", "not", "and", "or", "xone", "qualifiedValueShape", "ignoredProperties", "in",
+))
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def shapes_subgraph(triples: Iterable[Triple]) -> set[Triple]:
             out.add(t)
             obj = t[2]
             if obj in by_subject and obj not in seen and (obj.startswith(f"<{SKOLEM_PREFIX}") or obj in roots
-                                                        or t[1].startswith(_SH_PREFIX)):
+                                                        or t[1] in _SHAPE_VALUED):
                 queue.append(obj)
     return out
 
