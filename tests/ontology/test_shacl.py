@@ -23,18 +23,25 @@ def finance() -> tuple[frozenset[tuple[str, str, str]], SectorSchema]:
     return sigma, extract_schema("finance", "s" * 64, sigma)
 
 
-def test_valid_observations_conform(finance: tuple[frozenset[tuple[str, str, str]], SectorSchema]) -> None:
+ENGINES = pytest.mark.parametrize("engine", ["auto", "pyshacl"])
+
+
+@ENGINES
+def test_valid_observations_conform(finance: tuple[frozenset[tuple[str, str, str]], SectorSchema],
+                                    engine: str) -> None:
     sigma, schema = finance
     report = validate_observations(sigma, [("a", "payment.created", GOOD),
-                                           ("b", "payment.error", {"error_code": "E1"})], schema)
+                                           ("b", "payment.error", {"error_code": "E1"})], schema, engine=engine)
+    assert report.engine == ("compiled" if engine == "auto" else "pyshacl")
     assert report.conforms
     assert report.violations == ()
     assert report.violation_rate == 0.0
     assert report.focus_nodes == ("urn:knhk:obs:a", "urn:knhk:obs:b")
 
 
+@ENGINES
 def test_each_kind_of_nonconformance_is_reported(
-        finance: tuple[frozenset[tuple[str, str, str]], SectorSchema]) -> None:
+        finance: tuple[frozenset[tuple[str, str, str]], SectorSchema], engine: str) -> None:
     sigma, schema = finance
     report = validate_observations(sigma, [
         ("ok", "payment.created", GOOD),
@@ -42,7 +49,7 @@ def test_each_kind_of_nonconformance_is_reported(
         ("datatype", "payment.created", {**GOOD, "transaction_amount": "10"}),
         ("undeclared", "payment.created", {**GOOD, "note": "hi"}),
         ("unknown", "card.swiped", {"x": 1}),
-    ], schema)
+    ], schema, engine=engine)
     assert not report.conforms
     assert report.violating_nodes == {f"urn:knhk:obs:{n}" for n in ("missing", "datatype", "undeclared", "unknown")}
     assert report.violation_rate == pytest.approx(4 / 5)
@@ -60,16 +67,19 @@ def test_each_kind_of_nonconformance_is_reported(
     assert report.to_json()["violating_count"] == 4
 
 
-def test_only_focus_nodes_are_validated(finance: tuple[frozenset[tuple[str, str, str]], SectorSchema]) -> None:
+@ENGINES
+def test_only_focus_nodes_are_validated(finance: tuple[frozenset[tuple[str, str, str]], SectorSchema],
+                                        engine: str) -> None:
     sigma, schema = finance
     data = observation_triples("bad", "payment.created", {}, schema) + \
         observation_triples("good", "payment.created", GOOD, schema)
-    assert validate(sigma, data, ["<urn:knhk:obs:good>"]).conforms
-    assert not validate(sigma, data, ["urn:knhk:obs:bad"]).conforms
-    assert validate(sigma, data, []).conforms
+    assert validate(sigma, data, ["<urn:knhk:obs:good>"], engine=engine).conforms
+    assert not validate(sigma, data, ["urn:knhk:obs:bad"], engine=engine).conforms
+    assert validate(sigma, data, [], engine=engine).conforms
 
 
-def test_shapes_follow_subclasses_without_inference() -> None:
+@ENGINES
+def test_shapes_follow_subclasses_without_inference(engine: str) -> None:
     text = """@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
 @prefix sh: <http://www.w3.org/ns/shacl#> .
 @prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
@@ -82,8 +92,8 @@ d:BaseShape sh:targetClass d:Base ; sh:property [ sh:path d:n ; sh:minCount 1 ] 
 """
     sigma = frozenset(parse_rdf(text))
     schema = extract_schema("demo", "s" * 64, sigma)
-    assert not validate_observations(sigma, [("x", "ping", {})], schema).conforms
-    assert validate_observations(sigma, [("x", "ping", {"n": 1})], schema).conforms
+    assert not validate_observations(sigma, [("x", "ping", {})], schema, engine=engine).conforms
+    assert validate_observations(sigma, [("x", "ping", {"n": 1})], schema, engine=engine).conforms
 
 
 def test_shapes_subgraph_takes_shapes_and_their_lists_only() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import rdflib
 from pyshacl import validate as pyshacl_validate
 
+from knhk.errors import InvalidInputError
 from knhk.ontology.core import CRITICALITIES, GUARD_KINDS, core_triples
 from knhk.ontology.mapping import observation_node, observation_triples
 from knhk.ontology.namespaces import (
@@ -41,6 +42,7 @@ from knhk.ontology.namespaces import (
 )
 from knhk.ontology.rdf import SKOLEM_PREFIX, Triple, literal_value, to_ntriples
 from knhk.ontology.schema import SectorSchema
+from knhk.ontology.shapes import CompiledShapes, compile_shapes
 
 Observation = tuple[str, str, dict[str, Any]]  # (id, event_type, value)
 
@@ -76,6 +78,7 @@ class ShaclReport:
     focus_nodes: tuple[str, ...]
     violations: tuple[Violation, ...] = ()
     by_focus: dict[str, tuple[Violation, ...]] = field(default_factory=dict)
+    engine: str = "pyshacl"  # which engine answered: "compiled" (knhk.ontology.shapes) or "pyshacl"
 
     @property
     def violating_nodes(self) -> frozenset[str]:
@@ -92,6 +95,7 @@ class ShaclReport:
             "focus_count": len(self.focus_nodes),
             "violating_count": len(self.by_focus),
             "violations": [v.to_json() for v in self.violations],
+            "engine": self.engine,
         }
 
 
@@ -122,31 +126,40 @@ def shapes_subgraph(triples: Iterable[Triple]) -> set[Triple]:
     return out
 
 
+@dataclass(frozen=True)
+class _Shapes:
+    graph: rdflib.Graph
+    subclass: list[Triple]
+    compiled: CompiledShapes | None
+
+
 class _ShapesCache:
-    """rdflib shapes graphs and class hierarchies per Σ content (LRU; a frozenset caches its own hash)."""
+    """Shapes per Σ content (LRU; a frozenset caches its own hash): the rdflib graph for pySHACL, the
+    class hierarchy, and the compiled fast path when the shapes allow it."""
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._items: OrderedDict[int, tuple[frozenset[Triple], rdflib.Graph, list[Triple]]] = OrderedDict()
+        self._items: OrderedDict[int, tuple[frozenset[Triple], _Shapes]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, schema_triples: frozenset[Triple] | set[Triple]) -> tuple[rdflib.Graph, list[Triple]]:
+    def get(self, schema_triples: frozenset[Triple] | set[Triple]) -> _Shapes:
         content = schema_triples if isinstance(schema_triples, frozenset) else frozenset(schema_triples)
         key = hash(content)
         with self._lock:
             item = self._items.get(key)
             if item is not None and (item[0] is content or item[0] == content):
                 self._items.move_to_end(key)
-                return item[1], item[2]
+                return item[1]
         shapes = shapes_subgraph(content) | shapes_subgraph(core_triples())
         subclass = sorted(t for t in content if t[1] == _SUBCLASS)
         graph = rdflib.Graph()
         graph.parse(data=to_ntriples(shapes), format="nt")
+        built = _Shapes(graph, subclass, compile_shapes(shapes, content))
         with self._lock:
-            self._items[key] = (content, graph, subclass)
+            self._items[key] = (content, built)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        return graph, subclass
+        return built
 
 
 _SHAPES = _ShapesCache()
@@ -179,40 +192,58 @@ def _violations(results: rdflib.Graph) -> list[Violation]:
             constraint=str(component) if component is not None else "",
             value=_term_text(value),
         ))
-    out.sort(key=lambda v: (v.focus_node, v.path or "", v.constraint, v.value or "", v.message))
     return out
 
 
-def validate(schema_triples: frozenset[Triple] | set[Triple], data_triples: Iterable[Triple],
-             focus_nodes: Sequence[str]) -> ShaclReport:
-    """Validate ``focus_nodes`` (N-Triples IRI terms or plain IRIs) of the data graph against Σ's shapes."""
-    focus_plain = tuple(dict.fromkeys(f[1:-1] if f.startswith("<") else f for f in focus_nodes))
-    if not focus_plain:
-        return ShaclReport(True, ())
-    shapes, subclass = _SHAPES.get(schema_triples)
-    data = rdflib.Graph()
-    data.parse(data=to_ntriples(list(data_triples)) + to_ntriples(subclass), format="nt")
-    conforms, results, _ = pyshacl_validate(
-        data, shacl_graph=shapes, inference="none", focus_nodes=[rdflib.URIRef(f) for f in focus_plain],
-        allow_warnings=True, allow_infos=True,
-    )
-    violations = _violations(results)
+def _report(focus: tuple[str, ...], violations: list[Violation], engine: str) -> ShaclReport:
+    violations.sort(key=lambda v: (v.focus_node, v.path or "", v.constraint, v.value or "", v.message))
     by_focus: dict[str, list[Violation]] = {}
     for violation in violations:
         by_focus.setdefault(violation.focus_node, []).append(violation)
-    return ShaclReport(bool(conforms) and not violations, focus_plain, tuple(violations),
-                       {k: tuple(v) for k, v in by_focus.items()})
+    return ShaclReport(not violations, focus, tuple(violations), {k: tuple(v) for k, v in by_focus.items()},
+                       engine)
+
+
+def validate(schema_triples: frozenset[Triple] | set[Triple], data_triples: Iterable[Triple],
+             focus_nodes: Sequence[str], *, engine: str = "auto") -> ShaclReport:
+    """Validate ``focus_nodes`` (N-Triples IRI terms or plain IRIs) of the data graph against Σ's shapes.
+
+    ``engine``: ``auto`` uses the compiled fast path when Σ's shapes stay within its subset, else pySHACL;
+    ``pyshacl`` always uses pySHACL.
+    """
+    if engine not in ("auto", "pyshacl"):
+        raise InvalidInputError(f"SHACL engine {engine!r} must be 'auto' or 'pyshacl'")
+    focus_plain = tuple(dict.fromkeys(f[1:-1] if f.startswith("<") else f for f in focus_nodes))
+    if not focus_plain:
+        return ShaclReport(True, ())
+    shapes = _SHAPES.get(schema_triples)
+    if shapes.compiled is not None and engine == "auto":
+        nodes: dict[str, dict[str, list[str]]] = {}
+        for s, p, o in data_triples:
+            nodes.setdefault(s, {}).setdefault(p, []).append(o)
+        findings = shapes.compiled.validate(nodes, [f"<{f}>" for f in focus_plain])
+        return _report(focus_plain, [
+            Violation(f.focus[1:-1], None if f.path is None else f.path[1:-1], f.message, f.constraint[1:-1],
+                      f.value) for f in findings
+        ], "compiled")
+    data = rdflib.Graph()
+    data.parse(data=to_ntriples(list(data_triples)) + to_ntriples(shapes.subclass), format="nt")
+    _, results, _ = pyshacl_validate(
+        data, shacl_graph=shapes.graph, inference="none", focus_nodes=[rdflib.URIRef(f) for f in focus_plain],
+        allow_warnings=True, allow_infos=True,
+    )
+    return _report(focus_plain, _violations(results), "pyshacl")
 
 
 def validate_observations(schema_triples: frozenset[Triple] | set[Triple], observations: Sequence[Observation],
-                          schema: SectorSchema) -> ShaclReport:
+                          schema: SectorSchema, *, engine: str = "auto") -> ShaclReport:
     """Map observations to RDF under ``schema`` and validate exactly those nodes against Σ's shapes."""
     data: list[Triple] = []
     focus: list[str] = []
     for obs_id, event_type, value in observations:
         data.extend(observation_triples(obs_id, event_type, value, schema))
         focus.append(observation_node(obs_id))
-    return validate(schema_triples, data, focus)
+    return validate(schema_triples, data, focus, engine=engine)
 
 
 # -- the static meta-check ------------------------------------------------------------------------------
