@@ -1,12 +1,13 @@
-"""SHACL validation of mapped observations against a snapshot's shapes (W3C SHACL, via pySHACL), and the
-static meta-check of Σ itself.
+"""SHACL validation of mapped observations against a snapshot's shapes (W3C SHACL), and the static
+meta-check of Σ itself.
 
 - :func:`validate` validates only the given focus nodes of a data graph (SPEC §6 Q2: "validate only the
   focus nodes the change touches"), with ``inference='none'``. The shapes are the SHACL part of Σ_sector plus
   the Σ_core shapes, cut out of the snapshot and cached per content. When they stay within the SHACL Core
-  subset of :mod:`knhk.ontology.shapes` (true of every bundled pack and of the rule proposer's shapes) the
-  compiled engine answers; otherwise pySHACL does. Both report the same violations (tested). The data graph also carries Σ's ``rdfs:subClassOf`` triples, so
-  ``sh:targetClass`` reaches instances of subclasses exactly as SHACL §2.1.3.3 defines.
+  subset of :mod:`knhk.ontology.shapes` (true of every bundled pack) the compiled engine answers; otherwise
+  pySHACL does. Both report the same violations (tested). The data graph also carries Σ's
+  ``rdfs:subClassOf`` triples, so ``sh:targetClass`` reaches instances of subclasses as SHACL §2.1.3.3
+  defines.
 - :func:`validate_observations` maps observations (:mod:`knhk.ontology.mapping`) and validates them.
 - :func:`check_sigma_wellformed` is the static stage's meta-check: IRIs are absolute, every class has a
   superclass, every property a domain and a range, event types and guards are declared properly.
