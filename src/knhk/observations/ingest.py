@@ -6,9 +6,10 @@ key: the identical observation sent again returns the stored one (``duplicate``)
 content is a :class:`~knhk.errors.ConflictError`; nothing is ever overwritten. Clock skew is judged for new
 observations only, so a late retry of a stored observation still answers as a duplicate.
 
-The batch is written in one transaction with ``executemany``; on PostgreSQL the transaction holds the advisory
-lock ``knhk.observations`` so ingest sequence numbers become visible in commit order (a cursor never skips a
-row) and the id lookup and insert cannot race; SQLite's write lock does the same.
+The batch is written in one transaction (SQLite: ``executemany``; PostgreSQL: one set-based ``INSERT …
+RETURNING``); on PostgreSQL the transaction holds the advisory lock ``knhk.observations`` so ingest sequence
+numbers become visible in commit order (a cursor never skips a row) and the id lookup and insert cannot race;
+SQLite's write lock does the same.
 
 After the commit the sector's hot-path guards are evaluated on the new observations; each violation appends a
 ``guard.violated`` and an ``alert.raised`` receipt (one ``append_many``), and ``on_ingested`` is called with
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from knhk.errors import ConflictError, DependencyUnavailableError, KnhkError, PayloadTooLargeError, UsageError
@@ -29,7 +30,7 @@ from knhk.ledger.entry import EntryDraft
 from knhk.ledger.ledger import Ledger
 from knhk.observations.conformance import conformance_issues
 from knhk.observations.guards import GuardEvaluator, GuardViolation
-from knhk.observations.model import Observation, check_skew, parse_observation
+from knhk.observations.model import Conform, Observation, check_skew, is_sector, parse_observation
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import Clock
 from knhk.storage import observation_store as store
@@ -129,18 +130,24 @@ class Ingestor:
     def _parse(self, raws: Sequence[Any], client: str | None, received_us: int,
                batch: bool) -> list[Observation]:
         out: list[Observation] = []
-        schemas: dict[str, SectorSchema | None] = {}
+        conformers: dict[str, Conform] = {}
+
+        def conformer(sector: str) -> Conform:
+            found = conformers.get(sector)
+            if found is None:
+                schema = self.schema_for(sector)
+                found = conformers[sector] = lambda event_type, value: conformance_issues(event_type, value, schema)
+            return found
+
         for index, raw in enumerate(raws):
+            sector = raw.get("sector") if isinstance(raw, dict) else None
+            conform = conformer(sector) if isinstance(sector, str) and is_sector(sector) else None
             try:
-                obs = parse_observation(raw, received_us=received_us, client=client)
+                out.append(parse_observation(raw, received_us=received_us, client=client, conform=conform))
             except KnhkError as exc:
                 if batch:
                     raise _at(index, exc) from exc
                 raise
-            if obs.sector not in schemas:
-                schemas[obs.sector] = self.schema_for(obs.sector)
-            issues = conformance_issues(obs.event_type, obs.value, schemas[obs.sector])
-            out.append(replace(obs, conforming=not issues, issues=issues))
         return out
 
     @staticmethod
@@ -177,20 +184,17 @@ class Ingestor:
                             " never overwritten", id=obs.id))
                     stored[obs.id] = old
                     continue
-                if not obs.ts_defaulted:
+                if obs.skewed:
                     try:
-                        skewed = check_skew(obs.ts_us, received_us)
+                        check_skew(obs.ts_us, received_us)
                     except KnhkError as exc:
                         if index is not None:
                             raise _at(index, exc) from exc
                         raise
-                    if skewed:
-                        obs = replace(obs, skewed=True)
                 fresh.append(obs)
             if fresh:
-                store.insert_observations(conn, fresh)
-                seqs = store.seqs_of(conn, [o.id for o in fresh])
-                fresh = [replace(o, seq=seqs[o.id]) for o in fresh]
+                seqs = store.insert_observations(conn, fresh)
+                fresh = [o.with_seq(seqs[o.id]) for o in fresh]
         for obs in fresh:
             stored[obs.id] = obs
         return stored, fresh

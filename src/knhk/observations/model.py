@@ -25,15 +25,16 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import uuid_utils
 
 from knhk.errors import InvalidInputError, PayloadTooLargeError, UsageError
-from knhk.ops.clock import format_rfc3339, parse_rfc3339
+from knhk.ops.clock import format_rfc3339
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_METADATA_KEYS = 64
@@ -48,6 +49,10 @@ _TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _SECTOR = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+Conform = Callable[[str, Mapping[str, Any]], tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,12 @@ class Observation:
             "content_hash": self.content_hash,
         }
 
+    def with_seq(self, seq: int) -> Observation:
+        """The same observation with its ingest sequence number."""
+        return Observation(self.id, self.event_type, self.sector, self.ts_us, self.received_us, self.value,
+                           self.metadata, self.content_hash, self.client_id, self.ts_defaulted, self.skewed,
+                           self.conforming, self.issues, self.client, seq, self.value_json)
+
 
 def new_id() -> str:
     """A server-assigned observation id: a UUIDv7 string (time-ordered)."""
@@ -107,16 +118,20 @@ def content_hash(event_type: str, sector: str, client_ts_us: int | None, value: 
     return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def parse_observation(raw: Any, *, received_us: int, client: str | None = None) -> Observation:
-    """Validate one raw observation (as decoded from JSON) and build it; clock skew is not judged here.
+def parse_observation(raw: Any, *, received_us: int, client: str | None = None,
+                      conform: Conform | None = None) -> Observation:
+    """Validate one raw observation (as decoded from JSON) and build it.
 
+    ``conform(event_type, value)`` gives its conformance issues (none when omitted). The timestamp is flagged
+    ``skewed`` when it is more than 5 s off ``received_us``; rejecting one more than 60 s off is left to
+    :func:`check_skew`, because a stored observation sent again is a duplicate however late it comes.
     Raises :class:`UsageError` for a non-object, :class:`PayloadTooLargeError` for a value or metadata over
     its size limit, and :class:`InvalidInputError` naming the field and the rule for anything else.
     """
     if not isinstance(raw, dict):
         raise UsageError(f"an observation must be a JSON object, not {_json_kind(raw)}")
-    unknown = sorted(str(k) for k in raw if k not in FIELDS)
-    if unknown:
+    if not FIELDS.issuperset(raw):
+        unknown = sorted(str(k) for k in raw if k not in FIELDS)
         raise InvalidInputError(
             f"unknown field(s) {', '.join(unknown)}; an observation has only {', '.join(sorted(FIELDS))}",
             field=unknown[0],
@@ -132,6 +147,7 @@ def parse_observation(raw: Any, *, received_us: int, client: str | None = None) 
     client_ts = _timestamp(raw.get("timestamp"))
     value, value_json = _value(raw.get("value"))
     metadata = _metadata(raw.get("metadata"))
+    issues = () if conform is None else conform(event_type, value)
     return Observation(
         id=obs_id,
         event_type=event_type,
@@ -143,6 +159,9 @@ def parse_observation(raw: Any, *, received_us: int, client: str | None = None) 
         content_hash=content_hash(event_type, sector, client_ts, value, metadata),
         client_id=client_id,
         ts_defaulted=client_ts is None,
+        skewed=client_ts is not None and abs(client_ts - received_us) > SKEW_FLAG_US,
+        conforming=not issues,
+        issues=issues,
         client=client,
         value_json=value_json,
     )
@@ -157,9 +176,10 @@ def parse_timestamp(text: str) -> int | None:
     if not _RFC3339.fullmatch(text):
         return None
     try:
-        return parse_rfc3339(text)
-    except (ValueError, OverflowError):
+        parsed = datetime.fromisoformat(text.upper())
+    except ValueError:
         return None
+    return (parsed - _EPOCH) // _ONE_US
 
 
 def check_skew(ts_us: int, now_us: int) -> bool:

@@ -20,6 +20,18 @@ _INSERT = (
     "INSERT INTO observations (id, sector, event_type, ts_us, received_us, value, metadata, content_hash,"
     " conforming, issues, skewed, client_id, ts_defaulted, client) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_RECORD = (
+    "id text, sector text, event_type text, ts_us bigint, received_us bigint, value text, metadata text,"
+    " content_hash text, conforming boolean, issues text, skewed boolean, client_id boolean,"
+    " ts_defaulted boolean, client text"
+)
+_NAMES = tuple(c.split()[0] for c in _RECORD.split(","))
+_INSERT_PG = (
+    "INSERT INTO observations (id, sector, event_type, ts_us, received_us, value, metadata, content_hash,"
+    " conforming, issues, skewed, client_id, ts_defaulted, client) SELECT * FROM json_to_recordset(?::json)"
+    f" AS r({_RECORD}) RETURNING id, seq"
+)
+_IDS_PG = "(SELECT json_array_elements_text(?::json))"
 _CHUNK = 500
 
 
@@ -41,22 +53,42 @@ def _observation(row: Sequence[Any]) -> Observation:
     )
 
 
-def insert_observations(conn: Connection, observations: Sequence[Observation]) -> None:
-    """Insert rows (the caller's transaction makes a batch all-or-nothing)."""
-    conn.executemany(_INSERT, [_row(o) for o in observations])
+def insert_observations(conn: Connection, observations: Sequence[Observation]) -> dict[str, int]:
+    """Insert rows (the caller's transaction makes a batch all-or-nothing); return id → ingest sequence.
+
+    SQLite: one ``executemany``. PostgreSQL: one ``INSERT … SELECT FROM json_to_recordset(?) RETURNING``
+    statement per batch — one round trip, the rows travel as one JSON document parsed by the server.
+    """
+    rows = [_row(o) for o in observations]
+    if not rows:
+        return {}
+    if conn.dialect == "postgresql":
+        document = orjson.dumps([dict(zip(_NAMES, row, strict=True)) for row in rows]).decode()
+        returned = conn.fetchall(_INSERT_PG, (document,))
+        return {str(obs_id): int(seq) for obs_id, seq in returned}
+    conn.executemany(_INSERT, rows)
+    return seqs_of(conn, [o.id for o in observations])
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield list(ids[start:start + _CHUNK])
 
 
 def find_by_ids(conn: Connection, ids: Iterable[str]) -> dict[str, Observation]:
     """The stored observations among ``ids``, by id."""
     wanted = sorted(set(ids))
-    out: dict[str, Observation] = {}
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start:start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        for row in conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE id IN ({marks})", chunk):
-            obs = _observation(row)
-            out[obs.id] = obs
-    return out
+    if not wanted:
+        return {}
+    if conn.dialect == "postgresql":
+        rows = conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE id IN {_IDS_PG}",
+                             (orjson.dumps(wanted).decode(),))
+    else:
+        rows = []
+        for chunk in _chunks(wanted):
+            marks = ",".join("?" * len(chunk))
+            rows.extend(conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE id IN ({marks})", chunk))
+    return {obs.id: obs for obs in map(_observation, rows)}
 
 
 def get_observation(conn: Connection, obs_id: str) -> Observation | None:
@@ -65,14 +97,16 @@ def get_observation(conn: Connection, obs_id: str) -> Observation | None:
 
 
 def seqs_of(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
-    """The ingest sequence numbers of just-inserted ids."""
-    out: dict[str, int] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start:start + _CHUNK])
-        marks = ",".join("?" * len(chunk))
-        for obs_id, seq in conn.fetchall(f"SELECT id, seq FROM observations WHERE id IN ({marks})", chunk):
-            out[str(obs_id)] = int(seq)
-    return out
+    """The ingest sequence numbers of stored ids."""
+    if conn.dialect == "postgresql":
+        rows = conn.fetchall(f"SELECT id, seq FROM observations WHERE id IN {_IDS_PG}",
+                             (orjson.dumps(list(ids)).decode(),))
+    else:
+        rows = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows.extend(conn.fetchall(f"SELECT id, seq FROM observations WHERE id IN ({marks})", chunk))
+    return {str(obs_id): int(seq) for obs_id, seq in rows}
 
 
 def list_observations(
