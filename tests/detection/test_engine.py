@@ -68,7 +68,7 @@ def test_a_failing_detector_is_isolated() -> None:
 
 
 def test_windows_slide_as_time_passes_without_new_observations() -> None:
-    eng, clock = engine()
+    eng, _ = engine()
     eng.observe(busy_sector())
     assert len(eng.detect("finance", SCHEMA, NOW).patterns) == 4
     later = eng.detect("finance", SCHEMA, NOW + 61 * US)
