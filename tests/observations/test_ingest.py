@@ -192,3 +192,12 @@ def test_a_failing_subscriber_does_not_undo_the_ingest(runtime: Runtime) -> None
     ingestor = Ingestor(runtime.db, runtime.ledger, lambda s: None, ManualClock(T0), on_ingested=broken)
     result = ingestor.ingest({"event_type": "e", "sector": "s"})
     assert ObservationReader(runtime.db).get(result.observation.id).issues == ("unknown_event_type",)
+
+
+def test_skew_without_a_client_id_is_rejected_before_anything_is_stored(h: Harness) -> None:
+    raw = {"event_type": "user.login", "sector": "finance", "timestamp": format_rfc3339(T0 - 60 * US - 1)}
+    with pytest.raises(InvalidInputError, match=r"^timestamp is 60.000001 s behind server time"):
+        h.ingestor.ingest(raw)
+    with pytest.raises(InvalidInputError, match=r"^observation 1: timestamp is 60.000001 s behind"):
+        h.ingestor.ingest_batch([payment(1), raw])
+    assert h.reader.count() == 0

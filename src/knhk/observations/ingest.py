@@ -170,6 +170,9 @@ class Ingestor:
                batch: bool) -> tuple[dict[str, Observation], list[Observation]]:
         """Insert the new observations in one transaction; return every id's stored form and the new ones."""
         stored: dict[str, Observation] = {}
+        for obs in unique:  # server-assigned ids cannot be duplicates: judge their skew before taking the lock
+            if obs.skewed and not obs.client_id:
+                self._check_skew(obs, first_index[obs.id] if batch else None, received_us)
         with self.db.transaction(lock=LOCK) as conn:
             keyed = [o.id for o in unique if o.client_id]
             existing = store.find_by_ids(conn, keyed) if keyed else {}
@@ -184,13 +187,8 @@ class Ingestor:
                             " never overwritten", id=obs.id))
                     stored[obs.id] = old
                     continue
-                if obs.skewed:
-                    try:
-                        check_skew(obs.ts_us, received_us)
-                    except KnhkError as exc:
-                        if index is not None:
-                            raise _at(index, exc) from exc
-                        raise
+                if obs.skewed and obs.client_id:
+                    self._check_skew(obs, index, received_us)
                 fresh.append(obs)
             if fresh:
                 seqs = store.insert_observations(conn, fresh)
@@ -198,6 +196,15 @@ class Ingestor:
         for obs in fresh:
             stored[obs.id] = obs
         return stored, fresh
+
+    @staticmethod
+    def _check_skew(obs: Observation, index: int | None, received_us: int) -> None:
+        try:
+            check_skew(obs.ts_us, received_us)
+        except KnhkError as exc:
+            if index is not None:
+                raise _at(index, exc) from exc
+            raise
 
     def _guard(self, fresh: list[Observation]) -> tuple[dict[str, list[GuardViolation]], dict[str, list[str]],
                                                          KnhkError | None]:
