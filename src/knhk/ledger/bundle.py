@@ -10,6 +10,7 @@ from the entry fields and says which check failed.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,13 +36,15 @@ def make_bundle(entry: Entry, tree_size: int, proof: Sequence[bytes], checkpoint
     }
 
 
+_LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+
+
 def _hex(value: Any, what: str, size: int | None = None) -> bytes:
-    if not isinstance(value, str):
-        raise IntegrityError(f"{what} is not hex text")
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError as exc:
-        raise IntegrityError(f"{what} is not hex text") from exc
+    """Lowercase hex only: ``bytes.fromhex`` alone would also accept upper case and spaces, so one bundle
+    could be spelled many ways and still verify."""
+    if not isinstance(value, str) or not _LOWER_HEX.fullmatch(value):
+        raise IntegrityError(f"{what} is not lowercase hex text")
+    raw = bytes.fromhex(value)
     if size is not None and len(raw) != size:
         raise IntegrityError(f"{what} is {len(raw)} bytes, expected {size}")
     return raw

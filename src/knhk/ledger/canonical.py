@@ -20,12 +20,24 @@ MAX_SAFE_INT = 2**53 - 1
 _MAX_DEPTH = 64
 
 
+def _check_utf8(text: str, path: str) -> None:
+    """Refuse strings that are not valid Unicode scalar sequences (lone surrogates cannot be UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalEncodingError(
+            f"{path}: string contains a lone surrogate (U+{ord(text[exc.start]):04X}) and cannot be UTF-8"
+        ) from None
+
+
 def _check(value: Any, path: str, depth: int) -> bool:
     """Validate ``value``; return True when some object key needs JCS (UTF-16) ordering."""
     if depth > _MAX_DEPTH:
         raise CanonicalEncodingError(f"{path}: nesting deeper than {_MAX_DEPTH} levels")
     kind = type(value)
     if kind is str:
+        if not value.isascii():
+            _check_utf8(value, path)
         return False
     if kind is bool or value is None:
         return False
@@ -38,8 +50,10 @@ def _check(value: Any, path: str, depth: int) -> bool:
         for key, item in value.items():
             if type(key) is not str:
                 raise CanonicalEncodingError(f"{path}: object key {key!r} is not a string")
-            if not key.isascii() and any(ord(ch) > 0xFFFF for ch in key):
-                needs_utf16 = True
+            if not key.isascii():
+                _check_utf8(key, f"{path} (key {key!r})")
+                if any(ord(ch) > 0xFFFF for ch in key):
+                    needs_utf16 = True
             if _check(item, f"{path}.{key}", depth + 1):
                 needs_utf16 = True
         return needs_utf16

@@ -26,6 +26,21 @@ _NAME = re.compile(r"^[^\s+]+$")
 _SIZE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
 
 
+def _b64decode_strict(text: str, what: str) -> bytes:
+    """Standard base64 with padding, in its one canonical spelling (unused bits zero), or IntegrityError.
+
+    Without the round-trip check, a note could be re-spelled (e.g. the last character of a signature
+    changed within its unused bits) and still verify, so two different texts would carry one signature.
+    """
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise IntegrityError(f"checkpoint {what} is not base64") from exc
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise IntegrityError(f"checkpoint {what} is not canonical base64")
+    return raw
+
+
 def note_key_hash(name: str, public_key: bytes) -> bytes:
     """The 4-byte signed-note key hash of an Ed25519 verifier key."""
     return hashlib.sha256(name.encode() + b"\n" + ED25519_TYPE + public_key).digest()[:4]
@@ -82,10 +97,7 @@ def parse_checkpoint(note: str) -> tuple[Checkpoint, list[tuple[str, bytes, byte
         raise IntegrityError("checkpoint origin line is empty or contains spaces")
     if not _SIZE.match(size_text):
         raise IntegrityError(f"checkpoint tree size {size_text!r} is not a decimal number")
-    try:
-        root = base64.b64decode(root_text, validate=True)
-    except binascii.Error as exc:
-        raise IntegrityError("checkpoint root hash is not base64") from exc
+    root = _b64decode_strict(root_text, "root hash")
     if len(root) != 32:
         raise IntegrityError("checkpoint root hash is not 32 bytes")
     if not sigs.endswith("\n"):
@@ -95,10 +107,7 @@ def parse_checkpoint(note: str) -> tuple[Checkpoint, list[tuple[str, bytes, byte
         if not line.startswith(_DASH):
             raise IntegrityError(f"checkpoint signature line {line!r} does not start with an em dash")
         name, _, b64 = line[len(_DASH):].partition(" ")
-        try:
-            raw = base64.b64decode(b64, validate=True)
-        except binascii.Error as exc:
-            raise IntegrityError("checkpoint signature is not base64") from exc
+        raw = _b64decode_strict(b64, "signature")
         if len(raw) < 5:
             raise IntegrityError("checkpoint signature is too short")
         signatures.append((name, raw[:4], raw[4:]))

@@ -214,16 +214,24 @@ def _check_rows(result: ChunkResult, log: str, rows: Sequence[Sequence[Any]], pl
 
 def _check_tree(result: ChunkResult, db: Database, log: str, leaves: list[bytes | None],
                 sizes: Sequence[int]) -> None:
-    if any(h is None for h in leaves):
+    """Rebuild the chunk's perfect subtrees, compare them with the stored nodes, and keep what the
+    checkpoint and root checks need. With entries missing, only the part before the first gap is rebuilt
+    (so checkpoints of sizes before the damage can still be confirmed)."""
+    present = len(leaves)
+    for i, h in enumerate(leaves):
+        if h is None:
+            present = i
+            break
+    if present < len(leaves):
         result.complete = False
-        _fail(result, None, "merkle", f"tree over entries {result.start}..{result.end - 1} cannot be rebuilt")
-        return
+        _fail(result, None, "merkle",
+              f"tree over entries {result.start + present}..{result.end - 1} cannot be rebuilt")
     computed: dict[NodeKey, bytes] = {}
-    level_hashes: list[bytes] = [h for h in leaves if h is not None]
+    level_hashes: list[bytes] = [h for h in leaves[:present] if h is not None]
     first = result.start
     level = 0
     with db.connection() as conn:
-        while True:
+        while level_hashes:
             base = first >> level
             stored = dict(sql.nodes_in_range(conn, log, level, base, base + len(level_hashes)))
             for offset, h in enumerate(level_hashes):
@@ -237,10 +245,10 @@ def _check_tree(result: ChunkResult, db: Database, log: str, leaves: list[bytes 
             level_hashes = [node_hash(level_hashes[i], level_hashes[i + 1])
                             for i in range(0, len(level_hashes) - 1, 2)]
             level += 1
-    if result.end - result.start == CHUNK:
+    if result.complete and result.end - result.start == CHUNK:
         result.top = computed[(CHUNK_LEVEL, result.start >> CHUNK_LEVEL)]
     for size in sizes:
-        if result.start < size <= result.end:
+        if result.start < size <= result.start + present:
             result.partials[size] = [computed[k] for k in decompose(result.start, size)]
 
 
@@ -264,13 +272,16 @@ def verify_chunk(url: str | Database, log: str, start: int, end: int, uses: Sequ
 def verify_log(db: Database, log: str, *, workers: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Verify one whole log; ``progress(done_entries, total)`` is called as chunks finish."""
-    with db.connection() as conn:
+    # One snapshot, so that appends made while we read cannot make head, count, checkpoints and nodes
+    # disagree (entries and nodes below the head are immutable, so chunks may be read afterwards).
+    with db.snapshot() as conn:
         head = sql.head(conn, log)
         total = sql.count_entries(conn, log)
         uses = sql.key_uses(conn, log)
         keys = {k.key_id: k.public_key for k in sql.list_keys(conn)}
         checkpoints = sql.list_checkpoints(conn, log)
-    size = 0 if head is None else head.tree_size
+        size = 0 if head is None else head.tree_size
+        beyond = sql.nodes_beyond(conn, log, size)
     sizes = sorted({cp.tree_size for cp in checkpoints if 0 < cp.tree_size <= size} | ({size} if size else set()))
     chunks = [(a, min(a + CHUNK, size)) for a in range(0, size, CHUNK)]
     results: list[ChunkResult] = []
@@ -291,11 +302,12 @@ def verify_log(db: Database, log: str, *, workers: int | None = None,
             done += b - a
             if progress:
                 progress(done, size)
-    return _assemble(db, log, size, total, results, checkpoints, keys)
+    return _assemble(db, log, size, total, results, checkpoints, keys, beyond)
 
 
 def _assemble(db: Database, log: str, size: int, total: int, results: list[ChunkResult],
-              checkpoints: Sequence[sql.StoredCheckpoint], keys: Mapping[str, bytes]) -> VerifyReport:
+              checkpoints: Sequence[sql.StoredCheckpoint], keys: Mapping[str, bytes],
+              beyond: Sequence[NodeKey] = ()) -> VerifyReport:
     counts = dict.fromkeys(CATEGORIES, 0)
     failures: list[Failure] = []
     verified = 0
@@ -323,34 +335,49 @@ def _assemble(db: Database, log: str, size: int, total: int, results: list[Chunk
         prev = res
     if total != size:
         fail(None, "chain", f"log holds {total} entries but its last seq says {size}")
+    for level, idx in beyond:
+        fail(None, "merkle", f"stored Merkle node (level {level}, index {idx}) covers entries beyond the log's "
+             f"end ({size}): entries were removed")
 
-    # Levels above the chunks, rebuilt from the chunk roots and compared with storage.
+    # Levels above the chunks, rebuilt from the roots of the leading run of complete chunks and compared
+    # with storage (past a damaged chunk nothing above chunk level can be rebuilt).
     upper: dict[NodeKey, bytes] = {}
-    complete = all(r.complete for r in results)
-    if complete:
-        tops = [r.top for r in results if r.top is not None]
-        level, hashes = CHUNK_LEVEL, tops
-        with db.connection() as conn:
-            while len(hashes) >= 2:
-                hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes) - 1, 2)]
-                level += 1
-                stored = dict(sql.nodes_in_range(conn, log, level, 0, len(hashes)))
-                for idx, h in enumerate(hashes):
-                    upper[(level, idx)] = h
-                    if stored.get(idx) != h:
-                        fail(None, "merkle", f"stored Merkle node (level {level}, index {idx}) is wrong or missing")
-        for r in results:
-            if r.top is not None:
-                upper[(CHUNK_LEVEL, r.start >> CHUNK_LEVEL)] = r.top
+    lead = 0
+    while lead < len(results) and results[lead].complete:
+        lead += 1
+    tops = [r.top for r in results[:lead] if r.top is not None]
+    level, hashes = CHUNK_LEVEL, tops
+    with db.connection() as conn:
+        while len(hashes) >= 2:
+            hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes) - 1, 2)]
+            level += 1
+            stored = dict(sql.nodes_in_range(conn, log, level, 0, len(hashes)))
+            for idx, h in enumerate(hashes):
+                upper[(level, idx)] = h
+                if stored.get(idx) != h:
+                    fail(None, "merkle", f"stored Merkle node (level {level}, index {idx}) is wrong or missing")
+    for r in results[:lead]:
+        if r.top is not None:
+            upper[(CHUNK_LEVEL, r.start >> CHUNK_LEVEL)] = r.top
 
     def root_at(s: int) -> bytes | None:
-        if not complete or s == 0:
+        """The rebuilt root of the first ``s`` entries, or None when entries it needs are missing."""
+        if s == 0:
             return None
-        keys = decompose(0, s)
-        hashes = [upper[k] for k in keys if k[0] >= CHUNK_LEVEL]
-        if any(k[0] < CHUNK_LEVEL for k in keys):
-            chunk = next(r for r in results if r.start < s <= r.end)
-            hashes += chunk.partials.get(s, [])
+        chunk_no = (s - 1) >> CHUNK_LEVEL
+        if chunk_no >= len(results) or chunk_no > lead:
+            return None
+        hashes: list[bytes] = []
+        for k in decompose(0, s):
+            if k[0] >= CHUNK_LEVEL:
+                if k not in upper:
+                    return None
+                hashes.append(upper[k])
+        if any(k[0] < CHUNK_LEVEL for k in decompose(0, s)):
+            partial = results[chunk_no].partials.get(s)
+            if partial is None:
+                return None
+            hashes += partial
         return fold(hashes)
 
     root = root_at(size) if size else hashlib.sha256(b"").digest()
@@ -375,12 +402,19 @@ def _assemble(db: Database, log: str, size: int, total: int, results: list[Chunk
                  f"checkpoint at size {cp.tree_size} is beyond the log's end ({size}): entries were removed")
             continue
         expected = root_at(cp.tree_size)
-        if expected is None or expected != cp.root_hash:
+        if expected is None:
+            checkpoint_ok = False
+            fail(cp.tree_size, "checkpoint",
+                 f"checkpoint at size {cp.tree_size} cannot be confirmed: entries it covers are missing")
+        elif expected != cp.root_hash:
             checkpoint_ok = False
             fail(cp.tree_size, "checkpoint",
                  f"checkpoint at size {cp.tree_size} is not consistent with the stored log "
                  "(its root differs from the rebuilt tree: history was rewritten)")
-    failures.sort(key=lambda f: (f.seq is None, f.seq if f.seq is not None else 0))
+    # Entry failures first, in seq order (the first one is "the first bad seq"), then tree and checkpoint
+    # failures (whose seq is a tree size), then failures of the log as a whole.
+    failures.sort(key=lambda f: (f.category in ("merkle", "checkpoint"), f.seq is None,
+                                 f.seq if f.seq is not None else 0))
     return VerifyReport(
         log=log,
         total_count=total,

@@ -256,6 +256,28 @@ class Database:
                 raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(lock),))
             yield _PgConnection(raw)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction whose reads all see one consistent state of the database.
+
+        SQLite (WAL): a deferred transaction reads from one snapshot from its first SELECT on. PostgreSQL:
+        REPEATABLE READ, READ ONLY. Used where several reads must agree (e.g. a log's head, its row count
+        and its checkpoints, read while appends continue).
+        """
+        if self._closed:
+            raise DependencyUnavailableError("the database handle is closed")
+        if self.dialect == "sqlite":
+            raw = self._sqlite()
+            raw.execute("BEGIN")
+            try:
+                yield _SqliteConnection(raw)
+            finally:
+                raw.execute("ROLLBACK")
+            return
+        with self._pg_connection() as raw, raw.transaction():
+            raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield _PgConnection(raw)
+
     def dedicated(self) -> Database:
         """A second handle on the same database (its own connections), e.g. for a sequencer thread."""
         return Database(self.url, pool_min=1, pool_max=2) if self.dialect == "postgresql" else self

@@ -90,6 +90,22 @@ def nodes_in_range(conn: Connection, log: str, level: int, first: int, last: int
     return [(int(i), bytes(h)) for i, h in rows]
 
 
+def nodes_beyond(conn: Connection, log: str, size: int) -> list[NodeKey]:
+    """Stored nodes that cover a leaf at or beyond ``size`` (there must be none): node (level, idx) covers
+    leaves up to (idx+1)·2^level, so it belongs to a tree of ``size`` leaves only if idx < size >> level."""
+    top = max(size.bit_length(), 1)
+    out: list[NodeKey] = []
+    for level in range(top + 1):
+        row = conn.fetchone("SELECT idx FROM ledger_nodes WHERE log=? AND level=? AND idx>=? ORDER BY idx LIMIT 1",
+                            (log, level, size >> level))
+        if row is not None:
+            out.append((level, int(row[0])))
+    row = conn.fetchone("SELECT level, idx FROM ledger_nodes WHERE log=? AND level>? LIMIT 1", (log, top))
+    if row is not None:
+        out.append((int(row[0]), int(row[1])))
+    return out
+
+
 def stored_node_levels(conn: Connection, log: str) -> list[int]:
     return [int(r[0]) for r in conn.fetchall("SELECT DISTINCT level FROM ledger_nodes WHERE log=?", (log,))]
 
