@@ -1,7 +1,13 @@
-"""Wiring for one process: settings → database (migrated) → keyring → ledger → audit log.
+"""Wiring for one process: settings → database (migrated) → keyring → ledger → audit log → snapshots →
+observations and detection → proposals → the loop coordinator.
 
 ``Runtime.open(settings)`` is what the CLI, the service and tests call. A fresh data directory or database
-initialises itself here on first use (migrations applied, a signing key generated for the embedded mode).
+initialises itself here on first use (migrations applied, a signing key generated for the embedded mode, the
+bundled sector packs installed as each sector's root snapshot).
+
+Two clocks: ``clock`` stamps what the system records (ledger times, snapshot creation); ``loop_clock`` is the
+time the loop reasons in (observation skew, detection windows, doctrine time windows, approval expiry). They
+are the same wall clock in production; a replay (``knhk demo``) runs the loop on the recording's time.
 """
 
 from __future__ import annotations
@@ -14,14 +20,26 @@ from pathlib import Path
 from knhk.audit.log import AuditLog
 from knhk.audit.subjects import Subjects
 from knhk.config import Settings
+from knhk.detection.engine import DetectionEngine
+from knhk.detection.thresholds import ThresholdBook
 from knhk.errors import ConfigurationError
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
 from knhk.ledger.sequencer import CheckpointPolicy
 from knhk.ledger.signing import SigningKey, read_key_file
+from knhk.loop.coordinator import Coordinator
+from knhk.loop.proposals import LoopPolicy, ProposalService
+from knhk.observations.ingest import Ingestor
+from knhk.observations.reader import ObservationReader
+from knhk.ontology.registry import SnapshotRegistry
+from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
+from knhk.sectors.pack import available_sectors, load_pack
 from knhk.storage import schema
 from knhk.storage.database import Database
+from knhk.validation.doctrines import Doctrine
+
+SYSTEM_ACTOR = "system:knhk"
 
 log = logging.getLogger("knhk")
 
@@ -54,6 +72,13 @@ def _index_secret(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
+def doctrines_for(sector: str) -> list[Doctrine]:
+    """The doctrines of a sector's bundled pack."""
+    if sector not in available_sectors():
+        return []
+    return [Doctrine.from_json(raw) for raw in load_pack(sector).doctrines]
+
+
 @dataclass
 class Runtime:
     """The wired-up objects of one KNHK process."""
@@ -65,9 +90,18 @@ class Runtime:
     subjects: Subjects
     audit: AuditLog
     clock: Clock
+    loop_clock: Clock
+    registry: SnapshotRegistry
+    reader: ObservationReader
+    engine: DetectionEngine
+    ingestor: Ingestor
+    thresholds: ThresholdBook
+    proposals: ProposalService
+    coordinator: Coordinator
 
     @classmethod
-    def open(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, migrate: bool = True) -> Runtime:
+    def open(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, loop_clock: Clock | None = None,
+             migrate: bool = True, install_packs: bool = True) -> Runtime:
         db = Database(
             settings.resolved_database_url,
             pool_min=settings.db_pool_min,
@@ -84,10 +118,42 @@ class Runtime:
                                       settings.log_origin_prefix)
             ledger = Ledger(db, keyring, policy=policy, clock=clock, max_batch=settings.sequencer_max_batch)
             subjects = Subjects(db, _index_secret(settings), clock)
+            audit = AuditLog(ledger, subjects)
+            lclock = loop_clock or clock
+            registry = SnapshotRegistry(db, ledger, audit, clock)
+            if install_packs:
+                for sector in available_sectors():
+                    registry.install_root(sector, load_pack(sector).sigma, SYSTEM_ACTOR)
+            reader = ObservationReader(db)
+            engine = DetectionEngine(lclock)
+
+            def schema_for(sector: str) -> SectorSchema | None:
+                return registry.current_schema(sector) if registry.current(sector) is not None else None
+
+            ingestor = Ingestor(db, ledger, schema_for, lclock, on_ingested=engine.observe)
+            thresholds = ThresholdBook(db, clock)
+            proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
+            coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock)
         except BaseException:
             db.close()
             raise
-        return cls(settings, db, keyring, ledger, subjects, AuditLog(ledger, subjects), clock)
+        return cls(settings, db, keyring, ledger, subjects, audit, clock, lclock, registry, reader, engine,
+                   ingestor, thresholds, proposals, coordinator)
+
+    def prime(self, since_us: int) -> int:
+        """Refill the detection windows from observations stored since ``since_us``; return how many."""
+        n = 0
+        batch = []
+        for obs in self.reader.since(since_us):
+            batch.append(obs)
+            if len(batch) >= 5000:
+                self.engine.prime(batch)
+                n += len(batch)
+                batch = []
+        if batch:
+            self.engine.prime(batch)
+            n += len(batch)
+        return n
 
     def close(self) -> None:
         self.ledger.close()

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from knhk import __version__
-from knhk.cli import audit, keys, receipts
+from knhk.cli import audit, keys, loop, proposals, receipts, sigma
 from knhk.cli.context import runtime, state
 from knhk.cli.output import print_json, say
 from knhk.errors import KnhkError
@@ -31,6 +31,10 @@ app = typer.Typer(
 app.add_typer(receipts.app, name="receipts")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
+app.add_typer(sigma.app, name="sigma")
+app.add_typer(proposals.app, name="proposals")
+app.command("ingest")(loop.ingest)
+app.command("cycle")(loop.cycle)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 

@@ -89,6 +89,13 @@ class DetectionEngine:
         """Rebuild windows at start-up from stored observations (e.g. everything of the last drift window)."""
         self.observe(observations)
 
+    def window_size(self, sector: str, now_us: int | None = None) -> int:
+        """How many of the sector's observations fall in its error-spike window (the last 60 s by default)."""
+        with self._lock:
+            windows = self._sector(sector)
+            windows.advance(self.clock.now_us() if now_us is None else now_us)
+            return len(windows.error_all)
+
     # -- detecting ------------------------------------------------------------------------------------
     def detect(self, sector: str, schema: SectorSchema | None, now_us: int | None = None, *,
                thresholds: Mapping[str, int] | None = None) -> DetectionResult:

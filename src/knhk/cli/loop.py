@@ -1,0 +1,126 @@
+"""``knhk ingest`` and ``knhk cycle``: feed observations, run MAPE-K cycles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.progress import BarColumn, Progress, TextColumn
+
+from knhk.cli.context import runtime
+from knhk.cli.output import print_json, say, table
+from knhk.errors import InvalidInputError, KnhkError, UsageError
+from knhk.observations.model import parse_observation
+from knhk.ops.clock import format_rfc3339
+from knhk.sectors.pack import available_sectors
+
+BATCH = 1000
+
+
+def read_json_lines(source: str) -> list[Any]:
+    """Every line of a JSON-lines file (or stdin for ``-``) as JSON values; the first bad line is an error."""
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
+    out: list[Any] = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInputError(f"line {number} of {source} is not JSON: {exc}") from exc
+    return out
+
+
+def ingest(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="JSON-lines file of observations, or - for standard input.")],
+    client: Annotated[str | None, typer.Option(help="Name the ingesting client (audited).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Ingest observations (JSON lines: event_type, sector, value, optional timestamp, metadata, id).
+
+    Every line is checked before anything is stored: one bad line stores nothing and names the line.
+    """
+    raws = read_json_lines(source)
+    rt = runtime(ctx)
+    now = rt.loop_clock.now_us()
+    for number, raw in enumerate(raws, start=1):
+        try:
+            parse_observation(raw, received_us=now)
+        except KnhkError as exc:
+            raise type(exc)(f"line {number}: {exc.message}") from exc
+    summary = {"read": len(raws), "stored": 0, "duplicates": 0, "non_conforming": 0, "guard_violations": 0,
+               "skewed": 0}
+    with Progress(TextColumn("ingesting"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  transient=True, disable=as_json or not sys.stderr.isatty()) as progress:
+        task = progress.add_task("ingest", total=len(raws))
+        for start in range(0, len(raws), BATCH):
+            results = rt.ingestor.ingest_batch(raws[start:start + BATCH], client=client)
+            for r in results:
+                summary["duplicates" if r.duplicate else "stored"] += 1
+                summary["non_conforming"] += 0 if r.observation.conforming else 1
+                summary["guard_violations"] += len(r.violations)
+                summary["skewed"] += 1 if r.observation.skewed else 0
+            progress.update(task, advance=len(results))
+    if as_json:
+        print_json(summary)
+    else:
+        say(f"ingested {summary['stored']} observation(s), {summary['duplicates']} duplicate(s); "
+            f"{summary['non_conforming']} not conforming to their sector's snapshot; "
+            f"{summary['guard_violations']} guard violation(s) receipted; {summary['skewed']} flagged skewed")
+
+
+def describe_cycle(record: dict[str, Any]) -> None:
+    c = record["counts"]
+    say(f"cycle {record['id']} of [bold]{record['sector']}[/bold]: {record['outcome']} "
+        f"in {record['duration_ms']:.0f} ms")
+    say(f"  {c['observations']} observation(s) in window, {c['patterns']} pattern(s), {c['proposals']} new "
+        f"proposal(s), {c['promotions']} promoted, {c['held']} held, {c['rejected']} rejected, {c['alerts']} alert(s)")
+    for p in record["patterns"]:
+        say(f"  pattern {p['name']} (confidence {p['confidence']:.2f}): {p['action']}")
+    for p in record["proposals"]:
+        extra = f" at stage {p['failed_stage']}: {p['reason']}" if p.get("failed_stage") else ""
+        say(f"  proposal {p['id'][:17]}… from {p['pattern']}: {p['outcome']}{extra}")
+    if record.get("error"):
+        say(f"  [red]failed[/red]: {record['error']}")
+
+
+def cycle(
+    ctx: typer.Context,
+    sector: Annotated[str | None, typer.Option(help="The sector to run (default: every installed sector).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run one MAPE-K cycle now (per sector); exit 1 when a cycle failed."""
+    rt = runtime(ctx)
+    sectors = [sector] if sector else available_sectors()
+    if sector is not None and rt.registry.current(sector) is None:
+        raise InvalidInputError(f"unknown sector {sector!r}; installed: {', '.join(available_sectors())}")
+    rt.prime(rt.loop_clock.now_us() - 300_000_000)
+    records = [rt.coordinator.run_cycle(s).to_json() for s in sectors]
+    if as_json:
+        print_json(records[0] if sector else records)
+    else:
+        for r in records:
+            describe_cycle(r)
+    if any(r["outcome"] == "failed" for r in records):
+        raise typer.Exit(1)
+
+
+def cycles_list(ctx: typer.Context, sector: str | None = None, limit: int = 20, as_json: bool = False) -> None:
+    from knhk.storage import loop_store
+
+    rt = runtime(ctx)
+    with rt.db.connection() as conn:
+        rows = loop_store.list_cycles(conn, sector, limit)
+    if as_json:
+        print_json(rows)
+        return
+    table("cycles", ["id", "sector", "started", "outcome", "patterns", "proposals", "promotions"],
+          [[r["id"], r["sector"], format_rfc3339(r["started_us"]), r["outcome"], r["counts"].get("patterns"),
+            r["counts"].get("proposals"), r["counts"].get("promotions")] for r in rows])

@@ -1,0 +1,337 @@
+"""The life of a proposal: created from a plan, validated, held, approved or rejected by people, promoted.
+
+Every step writes its receipt (``proposal.created``, ``proposal.validated``, ``proposal.held``,
+``approval.recorded`` / ``approval.refused``, ``snapshot.promoted`` via the registry) and, for people's
+actions, an audit entry. Identities are pseudonymised before anything is stored. A promotion that meets a
+stale base (another change was promoted meanwhile) is rebased once: the same ΔΣ becomes a new proposal on the
+new current snapshot and is validated again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import uuid_utils
+
+from knhk.audit.log import AuditLog
+from knhk.errors import ConflictError, KnhkError, NotFoundError, StaleBaseError
+from knhk.governance.approvals import ApprovalRecord, check_approval
+from knhk.ledger.entry import Entry, EntryDraft
+from knhk.ledger.ledger import Ledger
+from knhk.observations.reader import ObservationReader
+from knhk.ontology.registry import SnapshotRegistry
+from knhk.ontology.snapshot import derive
+from knhk.ops.clock import Clock
+from knhk.proposals.delta import DeltaSigma
+from knhk.proposals.model import FINAL, Proposal, ProposalStatus, proposal_id
+from knhk.proposals.proposer import Plan
+from knhk.storage import loop_store as sql
+from knhk.storage.database import Database
+from knhk.validation.doctrines import Approver, Doctrine
+from knhk.validation.pipeline import ValidationInput, validate
+from knhk.validation.shadow import ShadowLimits, replay
+from knhk.validation.stages import ValidationReport
+
+log = logging.getLogger("knhk.loop")
+
+RULE_PROPOSER = "system:rule-proposer"
+LOOP_ACTOR = "system:knhk-loop"
+DAY_US = 86_400_000_000
+
+
+@dataclass
+class LoopPolicy:
+    """Tunables of the Execute phase."""
+
+    recent_observations: int = 1000
+    daily_change_budget: int = 100
+    approval_expiry_s: int = 7 * 24 * 3600
+    limits: ShadowLimits = field(default_factory=ShadowLimits)
+
+
+@dataclass
+class Execution:
+    """What executing one proposal did."""
+
+    proposal: Proposal
+    report: ValidationReport | None
+    outcome: str  # approved→promoted, rejected, held, no_op, expired, superseded
+    promoted_snapshot: str | None = None
+    receipts: list[str] = field(default_factory=list)
+    rebased_to: str | None = None
+
+
+class ProposalService:
+    """Creates, validates, approves and promotes proposals for every sector."""
+
+    def __init__(self, db: Database, ledger: Ledger, audit: AuditLog, registry: SnapshotRegistry,
+                 reader: ObservationReader, doctrines_for: Callable[[str], Sequence[Doctrine]], clock: Clock,
+                 policy: LoopPolicy | None = None) -> None:
+        self.db = db
+        self.ledger = ledger
+        self.audit = audit
+        self.registry = registry
+        self.reader = reader
+        self.doctrines_for = doctrines_for
+        self.clock = clock
+        self.policy = policy or LoopPolicy()
+
+    # -- reading --------------------------------------------------------------------------------------
+    def get(self, pid: str) -> tuple[Proposal, ProposalStatus]:
+        with self.db.connection() as conn:
+            p = sql.get_proposal(conn, pid)
+            st = sql.get_status(conn, pid)
+        if p is None or st is None:
+            raise NotFoundError(f"no proposal {pid}")
+        return p, st
+
+    def find(self, *, sector: str | None = None, status: str | None = None,
+             limit: int = 100) -> list[tuple[Proposal, ProposalStatus]]:
+        with self.db.connection() as conn:
+            return sql.list_proposals(conn, sector=sector, status=status, limit=limit)
+
+    def validations(self, pid: str) -> list[dict[str, Any]]:
+        with self.db.connection() as conn:
+            return sql.validations_of(conn, pid)
+
+    def approvals(self, pid: str) -> list[dict[str, Any]]:
+        with self.db.connection() as conn:
+            return sql.approvals_of(conn, pid)
+
+    # -- creating -------------------------------------------------------------------------------------
+    def create(self, sector: str, plan: Plan, *, pattern: str | None, author: str = RULE_PROPOSER,
+               proposer: str = "rule") -> tuple[Proposal, bool]:
+        """Record a proposal for ``plan`` on the sector's current snapshot; (proposal, created?)."""
+        base = self.registry.current(sector)
+        if base is None:
+            raise NotFoundError(f"sector {sector} has no current snapshot")
+        delta = plan.delta.effective(base.triples)
+        pid = proposal_id(sector, base.id, delta)
+        with self.db.connection() as conn:
+            existing = sql.get_proposal(conn, pid)
+        if existing is not None:
+            return existing, False
+        now = self.clock.now_us()
+        candidate = self.registry.store(derive(base, additions=delta.additions, removals=delta.removals,
+                                               created_us=now, proposal_id=pid))
+        author_ps = self.audit.subjects.pseudonym(author)
+        proposal = Proposal(pid, sector, base.id, candidate.id, delta, pattern, plan.rationale, author_ps, proposer,
+                            delta.cost(), now)
+        draft = EntryDraft(log="receipts", kind="proposal.created", sector=sector, subject=pid, outcome="created",
+                           reason=plan.rationale[:4096], evidence=[pattern] if pattern else [],
+                           data={"proposal_id": pid, "base_snapshot_id": base.id, "snapshot_id": candidate.id,
+                                 "pattern": pattern, "proposer": proposer, "author": author_ps,
+                                 "cost": proposal.cost, "delta_digest": delta.digest(),
+                                 "summary": delta.summary().to_json(),
+                                 "additions": len(delta.additions), "removals": len(delta.removals)})
+
+        def hook(conn: Any) -> None:
+            if sql.get_proposal(conn, pid) is not None:
+                raise ConflictError(f"proposal {pid} exists")
+            sql.insert_proposal(conn, proposal)
+            sql.set_status(conn, pid, "created", None, now)
+
+        try:
+            entry = self.ledger.append(draft, hook=hook)
+        except ConflictError:
+            with self.db.connection() as conn:
+                found = sql.get_proposal(conn, pid)
+            assert found is not None
+            return found, False
+        return Proposal(**{**proposal.__dict__, "receipt_id": entry.id}), True
+
+    # -- validating and executing ---------------------------------------------------------------------
+    def _approvers(self, pid: str) -> list[Approver]:
+        return [Approver(a["subject"], frozenset(a["roles"]), a["sector"])
+                for a in self.approvals(pid) if a["decision"] == "approve"]
+
+    def _ledger_time_problems(self) -> list[str]:
+        recent = self.ledger.entries("receipts", descending=True, limit=1000)
+        recent.reverse()
+        for prev, cur in pairwise(recent):
+            if cur.ts_us < prev.ts_us:
+                return [f"receipt {cur.seq} is timestamped before its parent {prev.seq}"]
+        return []
+
+    def validate(self, pid: str) -> tuple[ValidationReport, Entry]:
+        """Run the pipeline on a proposal now; record the validation receipt and the new status."""
+        proposal, status = self.get(pid)
+        now = self.clock.now_us()
+        base = self.registry.get(proposal.base_id)
+        candidate = self.registry.get(proposal.candidate_id)
+        current = self.registry.refresh(proposal.sector)
+        base_schema = self.registry.schema(base.id)
+        cand_schema = self.registry.schema(candidate.id)
+        observations = self.reader.recent(proposal.sector, self.policy.recent_observations)
+        with self.db.connection() as conn:
+            spent = sql.promoted_cost_since(conn, proposal.sector, now - DAY_US)
+        ancestry = frozenset(i.id for i in self.registry.lineage(base.id))
+        inp = ValidationInput(
+            proposal_id=pid, sector=proposal.sector, author=proposal.author, delta=proposal.delta, base_id=base.id,
+            candidate_id=candidate.id, current_id=None if current is None else current.id,
+            base_triples=base.triples, candidate_triples=candidate.triples, base_schema=base_schema,
+            candidate_schema=cand_schema, ancestry=ancestry, stored_candidate_digest=candidate.content_digest,
+            candidate_digest=candidate.content_digest, doctrines=self.doctrines_for(proposal.sector),
+            approvers=self._approvers(pid), now_us=now,
+            remaining_budget=max(0, self.policy.daily_change_budget - spent),
+            shadow=lambda: replay(base_triples=base.triples, candidate_triples=candidate.triples,
+                                  base_schema=base_schema, candidate_schema=cand_schema, delta=proposal.delta,
+                                  observations=observations, limits=self.policy.limits),
+            ledger_time_problems=self._ledger_time_problems, limits=self.policy.limits)
+        report = validate(inp)
+        vid = str(uuid_utils.uuid7())
+        outcome = report.outcome
+        new_status = {"approved": "approved", "rejected": "rejected", "held": "held", "no_op": "no_op"}[outcome]
+        held_at = now if outcome == "held" and status.held_at_us is None else None
+        draft = EntryDraft(
+            log="receipts", kind="proposal.validated", sector=proposal.sector, subject=pid, outcome=outcome,
+            reason=(report.reason or "all stages passed")[:4096],
+            data={"proposal_id": pid, "snapshot_id": candidate.id, "validation_id": vid,
+                  "passed": report.passed_stages, "failed": report.failed_stages,
+                  "failed_stage": report.failed_stage, "warnings": report.warnings[:20],
+                  "pending_approvals": [p["doctrine_id"] for p in report.pending_approvals],
+                  "version_bump": report.version_bump, "irreversible": report.irreversible,
+                  "duration_us": report.duration_us,
+                  "stages": [{"name": s.name, "status": s.status, "duration_us": s.duration_us}
+                             for s in report.stages]})
+        entry = self.ledger.append(draft)
+
+        with self.db.transaction() as conn:
+            sql.insert_validation(conn, vid, pid, candidate.id, outcome, report.to_json(), entry.id, now)
+            sql.set_status(conn, pid, new_status, report.reason, now, held_at_us=held_at)
+        return report, entry
+
+    def execute(self, pid: str, *, actor: str = LOOP_ACTOR, rebase: bool = True) -> Execution:
+        """Validate a proposal and act on the outcome: promote, hold (with a receipt) or reject."""
+        proposal, status = self.get(pid)
+        if status.status in FINAL:
+            return Execution(proposal, None, status.status)
+        if status.status == "held" and self._expired(status):
+            return self._expire(proposal)
+        report, entry = self.validate(pid)
+        result = Execution(proposal, report, report.outcome, receipts=[entry.id])
+        if report.outcome == "held":
+            if status.status != "held":
+                held = self.ledger.append(EntryDraft(
+                    log="receipts", kind="proposal.held", sector=proposal.sector, subject=pid, outcome="held",
+                    reason=(report.reason or "awaiting approval")[:4096],
+                    data={"proposal_id": pid, "snapshot_id": proposal.candidate_id,
+                          "pending_approvals": report.pending_approvals,
+                          "expires_in_s": self.policy.approval_expiry_s}))
+                result.receipts.append(held.id)
+            return result
+        if report.outcome != "approved":
+            return result
+        try:
+            move = self.registry.promote(proposal.sector, proposal.candidate_id, actor=actor,
+                                         expected_current=proposal.base_id, validation_receipt_id=entry.id,
+                                         reason=proposal.rationale[:4096])
+        except StaleBaseError:
+            if not rebase:
+                raise
+            return self._rebase(proposal, result)
+        now = self.clock.now_us()
+        with self.db.transaction() as conn:
+            sql.set_status(conn, pid, "promoted", f"promoted as {proposal.candidate_id}", now)
+        result.outcome = "promoted"
+        result.promoted_snapshot = proposal.candidate_id
+        if move.receipt is not None:
+            result.receipts.append(move.receipt.id)
+        return result
+
+    def _rebase(self, proposal: Proposal, result: Execution) -> Execution:
+        now = self.clock.now_us()
+        plan = Plan(proposal.delta, proposal.rationale + " (rebased on the new current snapshot)")
+        new, _ = self.create(proposal.sector, plan, pattern=proposal.pattern, author=proposal.author,
+                             proposer=proposal.proposer)
+        with self.db.transaction() as conn:
+            sql.set_status(conn, proposal.id, "superseded", f"rebased as {new.id}", now)
+        again = self.execute(new.id, rebase=False)
+        again.rebased_to = new.id
+        again.receipts = result.receipts + again.receipts
+        return again
+
+    def _expired(self, status: ProposalStatus) -> bool:
+        held = status.held_at_us
+        return held is not None and self.clock.now_us() > held + self.policy.approval_expiry_s * 1_000_000
+
+    def _expire(self, proposal: Proposal) -> Execution:
+        now = self.clock.now_us()
+        entry = self.ledger.append(EntryDraft(
+            log="receipts", kind="proposal.expired", sector=proposal.sector, subject=proposal.id, outcome="expired",
+            reason=f"no quorum within {self.policy.approval_expiry_s // 86400} days",
+            data={"proposal_id": proposal.id, "snapshot_id": proposal.candidate_id}))
+        with self.db.transaction() as conn:
+            sql.set_status(conn, proposal.id, "expired", "approval request expired", now)
+        return Execution(proposal, None, "expired", receipts=[entry.id])
+
+    def expire_overdue(self, sector: str) -> list[Execution]:
+        out = []
+        for proposal, status in self.find(sector=sector, status="held", limit=1000):
+            if self._expired(status):
+                out.append(self._expire(proposal))
+        return out
+
+    # -- people ---------------------------------------------------------------------------------------
+    def decide(self, pid: str, *, identity: str, roles: Sequence[str], sector_attr: str | None,
+               decision: str = "approve", comment: str | None = None) -> Execution:
+        """An authenticated person approves or rejects a held proposal; a quorum promotes it at once."""
+        proposal, status = self.get(pid)
+        subject = self.audit.subjects.pseudonym(identity)
+        approver = Approver(subject, frozenset(roles), sector_attr)
+        resource = f"proposal/{pid}"
+        now = self.clock.now_us()
+        existing = [ApprovalRecord(pid, Approver(a["subject"], frozenset(a["roles"]), a["sector"]), a["decision"],
+                                   a["at_us"]) for a in self.approvals(pid)]
+        try:
+            if status.status != "held":
+                raise ConflictError(f"proposal {pid} is {status.status}, not held for approval")
+            check_approval(author=proposal.author, approver=approver, decision=decision,
+                           doctrines=self.doctrines_for(proposal.sector), existing=existing,
+                           held_at_us=status.held_at_us or now, now_us=now,
+                           expiry_s=self.policy.approval_expiry_s)
+        except KnhkError as exc:
+            refusal = self.ledger.append(EntryDraft(
+                log="receipts", kind="approval.refused", sector=proposal.sector, subject=pid, outcome="refused",
+                reason=exc.message[:4096],
+                data={"proposal_id": pid, "approver": subject, "roles": sorted(roles), "sector_attr": sector_attr,
+                      "decision": decision}))
+            self.audit.record(identity, f"proposal.{'approved' if decision == 'approve' else 'rejected'}", resource,
+                              "denied", reason=exc.message[:4096], sector=proposal.sector,
+                              metadata={"roles": ",".join(sorted(roles)), "refusal_receipt": refusal.id})
+            raise
+        aid = str(uuid_utils.uuid7())
+        draft = EntryDraft(log="receipts", kind="approval.recorded", sector=proposal.sector, subject=pid,
+                           outcome=decision, reason=comment,
+                           data={"proposal_id": pid, "approval_id": aid, "approver": subject,
+                                 "roles": sorted(roles), "sector_attr": sector_attr, "decision": decision,
+                                 "at_us": now})
+
+        def hook(conn: Any) -> None:
+            if not sql.insert_approval(conn, aid, pid, subject, list(roles), sector_attr, decision, comment, now):
+                raise ConflictError("this subject has already decided on this proposal")
+
+        entry = self.ledger.append(draft, hook=hook)
+        self.audit.record(identity, f"proposal.{'approved' if decision == 'approve' else 'rejected'}", resource,
+                          "success", reason=comment, sector=proposal.sector,
+                          metadata={"roles": ",".join(sorted(roles)), "receipt": entry.id})
+        if decision == "reject":
+            with self.db.transaction() as conn:
+                sql.set_status(conn, pid, "rejected", f"rejected by approver {subject}", now)
+            return Execution(proposal, None, "rejected", receipts=[entry.id])
+        result = self.execute(pid, actor=identity)
+        result.receipts.insert(0, entry.id)
+        return result
+
+    def reject_by(self, pid: str, *, identity: str, roles: Sequence[str], sector_attr: str | None,
+                  comment: str | None = None) -> Execution:
+        return self.decide(pid, identity=identity, roles=roles, sector_attr=sector_attr, decision="reject",
+                           comment=comment)
+
+
+def delta_from_json(data: Any) -> DeltaSigma:
+    return DeltaSigma.from_json(data)

@@ -1,0 +1,140 @@
+"""SQL for proposals, their status, validations, approvals and cycle records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from knhk.proposals.delta import DeltaSigma
+from knhk.proposals.model import Proposal, ProposalStatus
+from knhk.storage.database import Connection
+
+_PROPOSAL_COLS = "id, sector, base_id, candidate_id, delta, pattern, rationale, author, proposer, cost, created_us"
+
+
+def insert_proposal(conn: Connection, p: Proposal) -> None:
+    conn.execute(
+        "INSERT INTO proposals (id, sector, base_id, candidate_id, delta, digest, pattern, rationale, author, "
+        "proposer, cost, summary, created_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (p.id, p.sector, p.base_id, p.candidate_id, orjson.dumps(p.delta.to_json()).decode(), p.delta.digest(),
+         p.pattern, p.rationale, p.author, p.proposer, p.cost, orjson.dumps(p.delta.summary().to_json()).decode(),
+         p.created_us),
+    )
+
+
+def _proposal(row: Sequence[Any]) -> Proposal:
+    return Proposal(str(row[0]), str(row[1]), str(row[2]), str(row[3]), DeltaSigma.from_json(orjson.loads(row[4])),
+                    row[5], str(row[6]), str(row[7]), str(row[8]), int(row[9]), int(row[10]))
+
+
+def get_proposal(conn: Connection, proposal_id: str) -> Proposal | None:
+    row = conn.fetchone(f"SELECT {_PROPOSAL_COLS} FROM proposals WHERE id=?", (proposal_id,))
+    return None if row is None else _proposal(row)
+
+
+def list_proposals(conn: Connection, *, sector: str | None = None, status: str | None = None,
+                   limit: int = 100, before_us: int | None = None) -> list[tuple[Proposal, ProposalStatus]]:
+    where: list[str] = ["1=1"]
+    params: list[Any] = []
+    if sector is not None:
+        where.append("p.sector=?")
+        params.append(sector)
+    if status is not None:
+        where.append("s.status=?")
+        params.append(status)
+    if before_us is not None:
+        where.append("p.created_us<?")
+        params.append(before_us)
+    params.append(limit)
+    cols = ", ".join(f"p.{c.strip()}" for c in _PROPOSAL_COLS.split(","))
+    rows = conn.fetchall(
+        f"SELECT {cols}, s.status, s.reason, s.held_at_us, s.updated_us FROM proposals p "
+        f"JOIN proposal_status s ON s.proposal_id = p.id WHERE {' AND '.join(where)} "
+        "ORDER BY p.created_us DESC, p.id LIMIT ?", params)
+    return [(_proposal(r[:11]), ProposalStatus(str(r[0]), str(r[11]), r[12], r[13], int(r[14]))) for r in rows]
+
+
+def set_status(conn: Connection, proposal_id: str, status: str, reason: str | None, now_us: int,
+               held_at_us: int | None = None) -> None:
+    updated = conn.execute(
+        "UPDATE proposal_status SET status=?, reason=?, updated_us=?, held_at_us=COALESCE(?, held_at_us) "
+        "WHERE proposal_id=?", (status, reason, now_us, held_at_us, proposal_id))
+    if updated == 0:
+        conn.execute("INSERT INTO proposal_status (proposal_id, status, reason, held_at_us, updated_us) "
+                     "VALUES (?,?,?,?,?)", (proposal_id, status, reason, held_at_us, now_us))
+
+
+def get_status(conn: Connection, proposal_id: str) -> ProposalStatus | None:
+    row = conn.fetchone("SELECT proposal_id, status, reason, held_at_us, updated_us FROM proposal_status "
+                        "WHERE proposal_id=?", (proposal_id,))
+    return None if row is None else ProposalStatus(str(row[0]), str(row[1]), row[2], row[3], int(row[4]))
+
+
+def insert_validation(conn: Connection, validation_id: str, proposal_id: str, snapshot_id: str, outcome: str,
+                      report: dict[str, Any], receipt_id: str, now_us: int) -> None:
+    conn.execute(
+        "INSERT INTO validations (id, proposal_id, snapshot_id, outcome, report, receipt_id, created_us) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (validation_id, proposal_id, snapshot_id, outcome, orjson.dumps(report).decode(), receipt_id, now_us))
+
+
+def validations_of(conn: Connection, proposal_id: str) -> list[dict[str, Any]]:
+    rows = conn.fetchall("SELECT id, snapshot_id, outcome, report, receipt_id, created_us FROM validations "
+                         "WHERE proposal_id=? ORDER BY created_us", (proposal_id,))
+    return [{"id": r[0], "snapshot_id": r[1], "outcome": r[2], "report": orjson.loads(r[3]), "receipt_id": r[4],
+             "created_us": int(r[5])} for r in rows]
+
+
+def insert_approval(conn: Connection, approval_id: str, proposal_id: str, subject: str, roles: Sequence[str],
+                    sector_attr: str | None, decision: str, comment: str | None, at_us: int) -> bool:
+    """Insert an approval unless this subject already decided on the proposal; True when inserted."""
+    return conn.execute(
+        "INSERT INTO approvals (id, proposal_id, subject, roles, sector_attr, decision, comment, at_us) "
+        "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (proposal_id, subject) DO NOTHING",
+        (approval_id, proposal_id, subject, orjson.dumps(sorted(roles)).decode(), sector_attr, decision, comment,
+         at_us)) == 1
+
+
+def approvals_of(conn: Connection, proposal_id: str) -> list[dict[str, Any]]:
+    rows = conn.fetchall("SELECT id, subject, roles, sector_attr, decision, comment, at_us FROM approvals "
+                         "WHERE proposal_id=? ORDER BY at_us", (proposal_id,))
+    return [{"id": r[0], "subject": r[1], "roles": orjson.loads(r[2]), "sector": r[3], "decision": r[4],
+             "comment": r[5], "at_us": int(r[6])} for r in rows]
+
+
+def promoted_cost_since(conn: Connection, sector: str, since_us: int) -> int:
+    row = conn.fetchone(
+        "SELECT COALESCE(SUM(p.cost), 0) FROM proposals p JOIN proposal_status s ON s.proposal_id = p.id "
+        "WHERE p.sector=? AND s.status='promoted' AND s.updated_us>=?", (sector, since_us))
+    return int(row[0]) if row else 0
+
+
+def insert_cycle(conn: Connection, record: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO cycles (id, sector, started_us, finished_us, outcome, counts, receipt_ids, error) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (record["id"], record["sector"], record["started_us"], record["finished_us"], record["outcome"],
+         orjson.dumps(record["counts"]).decode(), orjson.dumps(record["receipt_ids"]).decode(), record.get("error")))
+
+
+def _cycle(r: Sequence[Any]) -> dict[str, Any]:
+    return {"id": r[0], "sector": r[1], "started_us": int(r[2]), "finished_us": int(r[3]), "outcome": r[4],
+            "counts": orjson.loads(r[5]), "receipt_ids": orjson.loads(r[6]), "error": r[7]}
+
+
+def get_cycle(conn: Connection, cycle_id: str) -> dict[str, Any] | None:
+    row = conn.fetchone("SELECT id, sector, started_us, finished_us, outcome, counts, receipt_ids, error FROM cycles "
+                        "WHERE id=?", (cycle_id,))
+    return None if row is None else _cycle(row)
+
+
+def list_cycles(conn: Connection, sector: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    cols = "id, sector, started_us, finished_us, outcome, counts, receipt_ids, error"
+    if sector is None:
+        rows = conn.fetchall(f"SELECT {cols} FROM cycles ORDER BY started_us DESC LIMIT ?", (limit,))
+    else:
+        rows = conn.fetchall(f"SELECT {cols} FROM cycles WHERE sector=? ORDER BY started_us DESC LIMIT ?",
+                             (sector, limit))
+    return [_cycle(r) for r in rows]

@@ -1,0 +1,66 @@
+"""Compatibility analysis of a ΔΣ (SPEC §6 ``guards`` and ``compatibility`` stages).
+
+*Removed* items lose their ``rdf:type`` declaration; *narrowed* items keep it but lose or change a triple
+that defines what they accept (domain, range, superclass, a shape's datatype) or gain a new SHACL constraint
+on their path (minCount, maxCount, datatype, pattern, in, min/max bounds, closed). Both are breaking changes:
+a major version bump. Additions only are a minor bump. A *dangling reference* is an IRI used as a class,
+datatype or path (rdfs:domain/range/subClassOf, sh:targetClass/class/path/datatype/node, knhk:appliesTo) that
+neither Σ_new, Σ_core nor a standard vocabulary declares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from knhk.ontology.core import core_triples
+from knhk.ontology.namespaces import KNHK, OWL, RDF, RDF_TYPE, RDFS, SH, XSD, iri
+from knhk.proposals.delta import DeltaSigma, Triple
+
+_TYPE = iri(RDF_TYPE)
+_DEFINING_TERMS = {iri(RDFS + "domain"), iri(RDFS + "range"), iri(RDFS + "subClassOf")}
+_CONSTRAINTS = {iri(SH + x) for x in ("minCount", "maxCount", "datatype", "pattern", "in", "minInclusive",
+                                      "maxInclusive", "minExclusive", "maxExclusive", "closed", "minLength",
+                                      "maxLength", "hasValue", "class", "node")}
+_REFERENCES = {iri(RDFS + "domain"), iri(RDFS + "range"), iri(RDFS + "subClassOf"), iri(SH + "targetClass"),
+               iri(SH + "class"), iri(SH + "path"), iri(SH + "node"), iri(SH + "datatype"), iri(KNHK + "appliesTo")}
+_STANDARD = (RDF, RDFS, OWL, XSD, SH)
+
+
+def _paths_of_shapes(triples: Iterable[Triple]) -> dict[str, str]:
+    """property shape → the property IRI it constrains (sh:path)."""
+    return {s: o for s, p, o in triples if p == iri(SH + "path")}
+
+
+def removed_or_narrowed(delta: DeltaSigma, base: frozenset[Triple]) -> set[str]:
+    """IRIs (N-Triples form) of the classes and properties that ``delta`` removes or narrows."""
+    out: set[str] = set()
+    for s, p, _o in delta.removals:
+        if p == _TYPE or p in _DEFINING_TERMS:
+            out.add(s)
+    base_subjects = {s for s, _, _ in base}
+    paths = _paths_of_shapes([*base, *delta.additions])
+    for s, p, _o in delta.additions:
+        if p in _CONSTRAINTS and s in paths and paths[s] in base_subjects:
+            out.add(paths[s])
+    return out
+
+
+def version_bump(delta: DeltaSigma, narrowed: set[str]) -> str:
+    if narrowed or any(p == _TYPE for _, p, _ in delta.removals):
+        return "major"
+    if delta.additions:
+        return "minor"
+    return "patch"
+
+
+def dangling_references(triples: Iterable[Triple]) -> list[str]:
+    graph = set(triples)
+    declared = {s for s, _, _ in graph} | {s for s, _, _ in core_triples()}
+    out: set[str] = set()
+    for _s, p, o in graph:
+        if p in _REFERENCES and o.startswith("<"):
+            value = o[1:-1]
+            if value.startswith(_STANDARD) or o in declared:
+                continue
+            out.add(o)
+    return sorted(out)
