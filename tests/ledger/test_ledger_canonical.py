@@ -1,0 +1,140 @@
+"""Canonical ledger JSON (SPEC §8) is byte-identical to RFC 8785 (JCS) on its whole domain, and everything
+outside the domain is refused with a CanonicalEncodingError that names where the bad value is.
+
+The oracle is the independent ``rfc8785`` package. The domain: str (including characters outside the Basic
+Multilingual Plane, also in object keys, where JCS orders keys by UTF-16 code units), int within
+±(2^53 − 1), bool, None, and nested lists and objects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from knhk.errors import CanonicalEncodingError
+from knhk.ledger.canonical import MAX_SAFE_INT, canonical_bytes
+from knhk.ledger.entry import EntryDraft
+
+# Text biased towards the interesting parts of Unicode: ASCII controls (escaped), BMP, astral planes.
+_chars = st.one_of(
+    st.characters(exclude_categories=("Cs",)),
+    st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF, exclude_categories=("Cs",)),
+    st.characters(min_codepoint=0, max_codepoint=0x7F),
+    st.characters(min_codepoint=0xE000, max_codepoint=0xFFFF, exclude_categories=("Cs",)),
+)
+texts = st.text(_chars, max_size=12)
+safe_ints = st.integers(min_value=-MAX_SAFE_INT, max_value=MAX_SAFE_INT)
+scalars = st.one_of(st.none(), st.booleans(), safe_ints, texts,
+                    st.sampled_from([0, -1, 1, MAX_SAFE_INT, -MAX_SAFE_INT]))
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(texts, inner, max_size=5)),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(values)
+def test_canonical_bytes_equal_rfc8785_on_the_domain(value: Any) -> None:
+    encoded = canonical_bytes(value)
+    assert encoded == rfc8785.dumps(value)
+    assert json.loads(encoded.decode("utf-8")) == value  # valid UTF-8 JSON meaning the same value
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(st.characters(min_codepoint=0xD000, max_codepoint=0x1F000,
+                                             exclude_categories=("Cs",)), min_size=1, max_size=3),
+                       safe_ints, min_size=2, max_size=8))
+def test_object_keys_are_ordered_by_utf16_code_units(value: dict[str, int]) -> None:
+    # Keys drawn around the BMP/astral boundary, where UTF-16 order differs from code-point order.
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+    assert canonical_bytes({"nested": [value]}) == rfc8785.dumps({"nested": [value]})
+
+
+def test_astral_key_sorts_before_high_bmp_key_as_jcs_requires() -> None:
+    value = {"\uffff": 1, "\U00010000": 2, "a": 3}
+    expected = '{"a":3,"\U00010000":2,"\uffff":1}'.encode()
+    assert canonical_bytes(value) == expected == rfc8785.dumps(value)
+
+
+def test_escapes_and_integer_bounds() -> None:
+    value = {"s": "\x00\x1f\"\\/\x7f\u2028é😀", "max": MAX_SAFE_INT, "min": -MAX_SAFE_INT, "t": True, "n": None}
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+    assert canonical_bytes(value).startswith(b'{"max":9007199254740991,"min":-9007199254740991,"n":null,')
+
+
+def _nest(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_nesting_limit_is_a_clear_refusal() -> None:
+    assert canonical_bytes(_nest(64)) == rfc8785.dumps(_nest(64))
+    with pytest.raises(CanonicalEncodingError, match=r"nesting deeper than 64"):
+        canonical_bytes(_nest(65))
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "why"),
+    [
+        ({"a": 1.5}, r"\$\.a:", "float"),
+        ({"a": [0.0]}, r"\$\.a\[0\]:", "float"),
+        ({"x": {"y": float("nan")}}, r"\$\.x\.y:", "float"),
+        ({"x": [1, float("inf")]}, r"\$\.x\[1\]:", "float"),
+        ([float("-inf")], r"\$\[0\]:", "float"),
+        ({"b": b"bytes"}, r"\$\.b:", "bytes"),
+        ({"b": bytearray(b"x")}, r"\$\.b:", "bytearray"),
+        ({"n": MAX_SAFE_INT + 1}, r"\$\.n:", "outside"),
+        ({"n": -MAX_SAFE_INT - 1}, r"\$\.n:", "outside"),
+        ({"n": [2**64]}, r"\$\.n\[0\]:", "outside"),
+        ({1: "x"}, r"\$:", "not a string"),
+        ({"d": {None: 1}}, r"\$\.d:", "not a string"),
+        ({"d": {(1, 2): 1}}, r"\$\.d:", "not a string"),
+        ({"s": {1, 2}}, r"\$\.s:", "set"),
+        ({"s": frozenset()}, r"\$\.s:", "frozenset"),
+        ({"t": "ok \ud800 lone"}, r"\$\.t:", "lone surrogate"),
+        ({"t": ["\udfff"]}, r"\$\.t\[0\]:", "lone surrogate"),
+        ({"k": {"\udc00": 1}}, r"\$\.k \(key", "lone surrogate"),
+        ({"o": object()}, r"\$\.o:", "object"),
+    ],
+)
+def test_values_outside_the_domain_are_refused_naming_the_path(value: Any, path: str, why: str) -> None:
+    with pytest.raises(CanonicalEncodingError, match=path) as info:
+        canonical_bytes(value)
+    assert why in str(info.value)
+
+
+_bad = st.sampled_from([1.0, -0.5, float("nan"), float("inf"), b"\x00", MAX_SAFE_INT + 1,
+                        -(2**60), {1, 2}, "\ud83d", bytearray()])
+
+
+@settings(max_examples=150, deadline=None)
+@given(values, _bad, st.lists(st.one_of(st.integers(0, 3), texts), min_size=1, max_size=6))
+def test_a_bad_value_anywhere_is_refused_and_located(good: Any, bad: Any, route: list[Any]) -> None:
+    """Plant one bad value at a random place inside a valid document: always refused, path reported."""
+    doc: Any = bad
+    path = ""
+    for step in reversed(route):
+        if isinstance(step, int):
+            doc = [*([good] * step), doc]
+            path = f"[{step}]" + path
+        else:
+            doc = {step: doc}
+            path = f".{step}" + path
+    with pytest.raises(CanonicalEncodingError) as info:
+        canonical_bytes(doc)
+    assert str(info.value).startswith("$" + path), (str(info.value), path)
+
+
+def test_entry_drafts_refuse_non_canonical_data_before_anything_is_written() -> None:
+    with pytest.raises(CanonicalEncodingError, match=r"\$\.data\.ratio"):
+        EntryDraft(log="receipts", kind="test.made", data={"ratio": 0.5})
+    with pytest.raises(CanonicalEncodingError, match=r"\$\.evidence\[1\]"):
+        EntryDraft(log="receipts", kind="test.made", evidence=["ok", 2**53])
