@@ -20,7 +20,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def clocked_runtime(settings: Settings, clock: ManualClock) -> Iterator[Runtime]:
-    rt = Runtime.open(settings, clock=clock)
+    rt = Runtime.open(settings, clock=clock, install_packs=False)
     try:
         yield rt
     finally:

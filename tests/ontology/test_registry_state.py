@@ -34,7 +34,8 @@ class RegistryMachine(RuleBasedStateMachine):
         self.tmp = Path(tempfile.mkdtemp(prefix="knhk-registry-"))
         self.clock = ManualClock()
         self.runtime = Runtime.open(Settings(data_dir=self.tmp, database_url=f"sqlite:///{self.tmp / 'k.db'}",
-                                             checkpoint_every_seconds=3600), clock=self.clock)
+                                             checkpoint_every_seconds=3600), clock=self.clock,
+                                    install_packs=False)
         self.registry = SnapshotRegistry(self.runtime.db, self.runtime.ledger, self.runtime.audit, self.clock,
                                          gc_min_age_s=MIN_AGE_S)
         self.parent: dict[str, str | None] = {}
