@@ -70,3 +70,22 @@ CREATE TRIGGER ledger_keys_retire_only BEFORE UPDATE ON ledger_keys
 WHEN NEW.key_id IS NOT OLD.key_id OR NEW.public_key IS NOT OLD.public_key
   OR NEW.created_us IS NOT OLD.created_us OR OLD.retired_us IS NOT NULL
 BEGIN SELECT RAISE(ABORT, 'ledger_keys: only an unset retirement time may be set'); END;
+-- INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers (unless a connection turns
+-- on recursive_triggers), so refuse inserts that collide with a stored row. Entries, nodes and key uses
+-- abort; checkpoints and keys, whose writers insert with ON CONFLICT DO NOTHING, keep the stored row.
+CREATE TRIGGER ledger_entries_no_replace BEFORE INSERT ON ledger_entries
+WHEN EXISTS (SELECT 1 FROM ledger_entries WHERE log = NEW.log AND seq = NEW.seq)
+  OR EXISTS (SELECT 1 FROM ledger_entries WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only: an entry with this seq or id exists'); END;
+CREATE TRIGGER ledger_nodes_no_replace BEFORE INSERT ON ledger_nodes
+WHEN EXISTS (SELECT 1 FROM ledger_nodes WHERE log = NEW.log AND level = NEW.level AND idx = NEW.idx)
+BEGIN SELECT RAISE(ABORT, 'ledger_nodes is append-only: this node exists'); END;
+CREATE TRIGGER ledger_key_use_no_replace BEFORE INSERT ON ledger_key_use
+WHEN EXISTS (SELECT 1 FROM ledger_key_use WHERE log = NEW.log AND valid_from_seq = NEW.valid_from_seq)
+BEGIN SELECT RAISE(ABORT, 'ledger_key_use is append-only: this key use exists'); END;
+CREATE TRIGGER ledger_checkpoints_no_replace BEFORE INSERT ON ledger_checkpoints
+WHEN EXISTS (SELECT 1 FROM ledger_checkpoints WHERE log = NEW.log AND tree_size = NEW.tree_size)
+BEGIN SELECT RAISE(IGNORE); END;
+CREATE TRIGGER ledger_keys_no_replace BEFORE INSERT ON ledger_keys
+WHEN EXISTS (SELECT 1 FROM ledger_keys WHERE key_id = NEW.key_id)
+BEGIN SELECT RAISE(IGNORE); END;
