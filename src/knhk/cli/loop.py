@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,29 +14,76 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from knhk.cli.context import runtime
 from knhk.cli.output import print_json, say, table
-from knhk.errors import InvalidInputError, KnhkError, UsageError
-from knhk.observations.model import parse_observation
+from knhk.errors import ConflictError, InvalidInputError, KnhkError, UsageError
+from knhk.observations.ingest import MAX_BATCH
+from knhk.observations.model import Observation, check_skew, parse_observation
 from knhk.ops.clock import format_rfc3339
+from knhk.runtime import Runtime
 from knhk.sectors.pack import available_sectors
+from knhk.storage import observation_store
 
-BATCH = 1000
+BATCH = MAX_BATCH  # files of up to 10,000 observations are stored in one transaction
 
 
-def read_json_lines(source: str) -> list[Any]:
-    """Every line of a JSON-lines file (or stdin for ``-``) as JSON values; the first bad line is an error."""
+def read_numbered_json_lines(source: str) -> list[tuple[int, Any]]:
+    """(line number, JSON value) of every non-blank line of a JSON-lines file (or stdin for ``-``); the first
+    bad line is an error naming it."""
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
-    out: list[Any] = []
+    out: list[tuple[int, Any]] = []
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            out.append(orjson.loads(line))
+            out.append((number, orjson.loads(line)))
         except orjson.JSONDecodeError as exc:
             raise InvalidInputError(f"line {number} of {source} is not JSON: {exc}") from exc
     return out
+
+
+def read_json_lines(source: str) -> list[Any]:
+    """Every line of a JSON-lines file (or stdin for ``-``) as JSON values; the first bad line is an error."""
+    return [value for _, value in read_numbered_json_lines(source)]
+
+
+def _at_line(number: int, exc: KnhkError) -> KnhkError:
+    message = re.sub(r"^observation \d+: ", "", exc.message)
+    return type(exc)(f"line {number}: {message}")
+
+
+def check_lines(rt: Runtime, lines: Sequence[tuple[int, Any]], now_us: int) -> None:
+    """Everything ingest would refuse, judged for every line before anything is stored: a malformed
+    observation, an id used twice with different content (in the file or already stored), a timestamp
+    more than 60 s off (unless the line is an already-stored duplicate)."""
+    parsed: list[tuple[int, Observation]] = []
+    first: dict[str, tuple[int, str]] = {}
+    for number, raw in lines:
+        try:
+            obs = parse_observation(raw, received_us=now_us)
+        except KnhkError as exc:
+            raise _at_line(number, exc) from exc
+        if obs.client_id:
+            earlier = first.setdefault(obs.id, (number, obs.content_hash))
+            if earlier[1] != obs.content_hash:
+                raise ConflictError(f"line {number}: id {obs.id!r} is also used by line {earlier[0]} with "
+                                    "different content")
+        parsed.append((number, obs))
+    with rt.db.connection() as conn:
+        stored = observation_store.find_by_ids(conn, list(first))
+    for number, obs in parsed:
+        old = stored.get(obs.id) if obs.client_id else None
+        if old is not None:
+            if old.content_hash != obs.content_hash:
+                raise ConflictError(f"line {number}: id {obs.id!r} is already stored with different content; "
+                                    "observations are never overwritten")
+            continue
+        if obs.skewed:
+            try:
+                check_skew(obs.ts_us, now_us)
+            except KnhkError as exc:
+                raise _at_line(number, exc) from exc
 
 
 def ingest(
@@ -47,21 +96,23 @@ def ingest(
 
     Every line is checked before anything is stored: one bad line stores nothing and names the line.
     """
-    raws = read_json_lines(source)
+    lines = read_numbered_json_lines(source)
     rt = runtime(ctx)
-    now = rt.loop_clock.now_us()
-    for number, raw in enumerate(raws, start=1):
-        try:
-            parse_observation(raw, received_us=now)
-        except KnhkError as exc:
-            raise type(exc)(f"line {number}: {exc.message}") from exc
+    check_lines(rt, lines, rt.loop_clock.now_us())
+    raws = [raw for _, raw in lines]
     summary = {"read": len(raws), "stored": 0, "duplicates": 0, "non_conforming": 0, "guard_violations": 0,
                "skewed": 0}
     with Progress(TextColumn("ingesting"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   transient=True, disable=as_json or not sys.stderr.isatty()) as progress:
         task = progress.add_task("ingest", total=len(raws))
         for start in range(0, len(raws), BATCH):
-            results = rt.ingestor.ingest_batch(raws[start:start + BATCH], client=client)
+            try:
+                results = rt.ingestor.ingest_batch(raws[start:start + BATCH], client=client)
+            except KnhkError as exc:
+                index = exc.details.get("index")
+                if isinstance(index, int) and 0 <= start + index < len(lines):
+                    raise _at_line(lines[start + index][0], exc) from exc
+                raise
             for r in results:
                 summary["duplicates" if r.duplicate else "stored"] += 1
                 summary["non_conforming"] += 0 if r.observation.conforming else 1
@@ -102,7 +153,7 @@ def cycle(
     if sector is not None and rt.registry.current(sector) is None:
         raise InvalidInputError(f"unknown sector {sector!r}; installed: {', '.join(available_sectors())}")
     rt.prime(rt.loop_clock.now_us() - 300_000_000)
-    records = [rt.coordinator.run_cycle(s).to_json() for s in sectors]
+    records = [rt.run_cycle(s).to_json() for s in sectors]
     if as_json:
         print_json(records[0] if sector else records)
     else:

@@ -2,7 +2,7 @@
 
 An approval binds a subject (pseudonym), the roles and sector attribute they acted with, and the time. It is
 refused when the approver is the proposal's author, holds two roles of one incompatible set of a mandatory
-segregation-of-duties doctrine, has already decided on this proposal, or arrives after the request expired
+segregation-of-duties doctrine in effect, has already decided on this proposal, or arrives after the request expired
 (default 7 days after the proposal was held). Refusals are errors the caller audits.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from knhk.errors import ConflictError, ForbiddenError
 from knhk.validation.doctrines import Approver, Doctrine, incompatible_roles
@@ -42,8 +43,9 @@ def check_approval(*, author: str, approver: Approver, decision: str, doctrines:
         raise ConflictError(f"decision must be one of {', '.join(DECISIONS)}")
     if approver.subject == author:
         raise ForbiddenError("the author of a proposal can neither approve nor promote it")
+    today = datetime.fromtimestamp(now_us / 1_000_000, tz=UTC).date()
     for d in doctrines:
-        if d.type == "segregation_of_duties" and d.level == "mandatory":
+        if d.type == "segregation_of_duties" and d.level == "mandatory" and d.in_effect(today):
             clash = incompatible_roles(approver.roles, d.params["incompatible"])
             if clash:
                 raise ForbiddenError(

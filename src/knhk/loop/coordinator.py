@@ -147,21 +147,13 @@ class Coordinator:
                 proposal, created = self.proposals.create(sector, plan, pattern=p.name)
                 planned.append((p, proposal.id, created))
                 counts["proposals" if created else "proposals_existing"] += 1
+                if created and proposal.receipt_id is not None:
+                    record.receipt_ids.append(proposal.receipt_id)
         except Exception as exc:
             log.exception("cycle %s of %s failed", record.id, sector)
             record.outcome = "failed"
             record.error = f"{type(exc).__name__}: {exc}"
             return self._finish(record, counts, t0)
-        # Alerts
-        for p in patterns:
-            if p.alert_level is not None:
-                alert = self.ledger.append(EntryDraft(
-                    log="receipts", kind="alert.raised", sector=sector, subject=p.name, outcome=p.alert_level,
-                    reason=p.recommended_action, evidence=list(p.evidence[:100]),
-                    data={"cycle_id": record.id, "pattern": p.name, "level": p.alert_level}))
-                record.receipt_ids.append(alert.id)
-                record.alerts.append({"pattern": p.name, "level": p.alert_level, "receipt": alert.id})
-                counts["alerts"] += 1
         # Execute
         for p, pid, _created in planned:
             try:
@@ -174,6 +166,12 @@ class Coordinator:
             executions.append((p, execution))
             record.receipt_ids += execution.receipts
             report = execution.report
+            if report is None and execution.outcome != "expired":
+                # decided in an earlier cycle (re-running on the same data): nothing happened to it now
+                record.proposals.append({"id": execution.proposal.id, "pattern": p.name,
+                                         "outcome": execution.outcome, "failed_stage": None,
+                                         "reason": "already decided in an earlier cycle", "snapshot_id": None})
+                continue
             if report is not None and report.outcome in ("approved", "held"):
                 counts["validations_passed"] += 1
             elif report is not None and report.outcome == "rejected":
@@ -192,6 +190,16 @@ class Coordinator:
                 "snapshot_id": execution.promoted_snapshot})
         for expired in self.proposals.expire_overdue(sector):
             record.receipt_ids += expired.receipts
+        # Alerts (SPEC §1 order: after the Execute phase's receipts, before cycle.completed)
+        for p in patterns:
+            if p.alert_level is not None:
+                alert = self.ledger.append(EntryDraft(
+                    log="receipts", kind="alert.raised", sector=sector, subject=p.name, outcome=p.alert_level,
+                    reason=p.recommended_action, evidence=list(p.evidence[:100]),
+                    data={"cycle_id": record.id, "pattern": p.name, "level": p.alert_level}))
+                record.receipt_ids.append(alert.id)
+                record.alerts.append({"pattern": p.name, "level": p.alert_level, "receipt": alert.id})
+                counts["alerts"] += 1
         # Knowledge
         for p, execution in executions:
             if execution.outcome in ("promoted", "rejected") and execution.report is not None:

@@ -212,6 +212,12 @@ class ProposalService:
             return Execution(proposal, None, status.status)
         if status.status == "held" and self._expired(status):
             return self._expire(proposal)
+        if rebase:
+            current = self.registry.refresh(proposal.sector)
+            if current is not None and current.id != proposal.base_id:
+                # another change was promoted since this one was planned: rebase and validate again, rather
+                # than let Q1 reject a change whose only fault is its age
+                return self._rebase(proposal, Execution(proposal, None, "superseded"))
         report, entry = self.validate(pid)
         result = Execution(proposal, report, report.outcome, receipts=[entry.id])
         if report.outcome == "held":
@@ -246,13 +252,14 @@ class ProposalService:
     def _rebase(self, proposal: Proposal, result: Execution) -> Execution:
         now = self.clock.now_us()
         plan = Plan(proposal.delta, proposal.rationale + " (rebased on the new current snapshot)")
-        new, _ = self.create(proposal.sector, plan, pattern=proposal.pattern, author=proposal.author,
-                             proposer=proposal.proposer)
+        new, created = self.create(proposal.sector, plan, pattern=proposal.pattern, author=proposal.author,
+                                   proposer=proposal.proposer)
         with self.db.transaction() as conn:
             sql.set_status(conn, proposal.id, "superseded", f"rebased as {new.id}", now)
         again = self.execute(new.id, rebase=False)
         again.rebased_to = new.id
-        again.receipts = result.receipts + again.receipts
+        created_receipt = [new.receipt_id] if created and new.receipt_id is not None else []
+        again.receipts = result.receipts + created_receipt + again.receipts
         return again
 
     def _expired(self, status: ProposalStatus) -> bool:
@@ -323,7 +330,7 @@ class ProposalService:
             with self.db.transaction() as conn:
                 sql.set_status(conn, pid, "rejected", f"rejected by approver {subject}", now)
             return Execution(proposal, None, "rejected", receipts=[entry.id])
-        result = self.execute(pid, actor=identity)
+        result = self.execute(pid)  # a reached quorum is promoted by the loop itself, not by the approver
         result.receipts.insert(0, entry.id)
         return result
 

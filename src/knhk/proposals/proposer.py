@@ -38,10 +38,13 @@ from knhk.ontology.namespaces import (
     sector_namespace,
 )
 from knhk.ontology.schema import SectorSchema
+from knhk.ops.clock import parse_rfc3339
 from knhk.proposals.delta import DeltaSigma, Triple
 
 _T = iri(RDF_TYPE)
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# RFC 3339 date-times that are also valid xsd:dateTime lexical forms (upper-case T and Z, no space), so the
+# declared datatype accepts the very values it was inferred from
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,16 @@ class Plan:
     details: Mapping[str, object] = field(default_factory=dict)
 
 
+def _is_datetime(text: str) -> bool:
+    if not _RFC3339.match(text):
+        return False
+    try:
+        parse_rfc3339(text)
+    except ValueError:
+        return False
+    return True
+
+
 def infer_datatype(f: ObservedField) -> str:
     kinds = set(f.kinds) - {"null"}
     if kinds == {"boolean"}:
@@ -88,7 +101,7 @@ def infer_datatype(f: ObservedField) -> str:
         return XSD + "decimal"
     if kinds == {"string"}:
         strings = [s for s in f.samples if isinstance(s, str)]
-        if strings and all(_RFC3339.match(s) for s in strings):
+        if strings and all(_is_datetime(s) for s in strings):
             return XSD + "dateTime"
     return XSD + "string"
 
@@ -143,22 +156,25 @@ def propose_drift(sector: str, base: frozenset[Triple], schema: SectorSchema, fi
             add += [(shape, _T, iri(SH + "NodeShape")), (shape, iri(SH + "targetClass"), cls)]
         else:
             shape = existing
-    declared: dict[str, tuple[str, str]] = {}  # field name → (property term, range term)
+    declared: dict[str, list[str]] = {}  # field name literal → property terms carrying it (sorted)
     for s, p, o in base:
         if p == iri(KNHK + "fieldName"):
-            declared.setdefault(o, (s, ""))
+            declared.setdefault(o, []).append(s)
+    for props in declared.values():
+        props.sort()
     ranges = {s: o for s, p, o in base if p == iri(RDFS + "range")}
     new_fields: list[str] = []
     for f in sorted(finding.fields, key=lambda x: x.name):
         if spec is not None and f.name in spec.fields:
             continue
         datatype = iri(infer_datatype(f))
-        known = declared.get(literal(f.name))
-        if known is not None and ranges.get(known[0]) == datatype:
-            prop = known[0]
+        known = declared.get(literal(f.name), [])
+        same_range = [p for p in known if ranges.get(p) == datatype]  # deterministic: the smallest IRI wins
+        if same_range:
+            prop = same_range[0]
             add.append((prop, iri(RDFS + "domain"), cls))
         else:
-            local = f.name if known is None else f"{class_local_name(finding.event_type)}_{f.name}"
+            local = f.name if not known else f"{class_local_name(finding.event_type)}_{f.name}"
             prop = iri(_fresh(ns + re.sub(r"[^A-Za-z0-9_\-]", "_", local), taken))
             add += [(prop, _T, iri(RDF_PROPERTY)), (prop, _T, iri(OWL_DATATYPE_PROPERTY)),
                     (prop, iri(RDFS + "domain"), cls), (prop, iri(RDFS + "range"), datatype),

@@ -24,6 +24,7 @@ _CONSTRAINTS = {iri(SH + x) for x in ("minCount", "maxCount", "datatype", "patte
 _REFERENCES = {iri(RDFS + "domain"), iri(RDFS + "range"), iri(RDFS + "subClassOf"), iri(SH + "targetClass"),
                iri(SH + "class"), iri(SH + "path"), iri(SH + "node"), iri(SH + "datatype"), iri(KNHK + "appliesTo")}
 _STANDARD = (RDF, RDFS, OWL, XSD, SH)
+_PROTECTED = iri(KNHK + "protected")
 
 
 def _paths_of_shapes(triples: Iterable[Triple]) -> dict[str, str]:
@@ -45,8 +46,42 @@ def removed_or_narrowed(delta: DeltaSigma, base: frozenset[Triple]) -> set[str]:
     return out
 
 
+def loosened(delta: DeltaSigma, base: frozenset[Triple]) -> set[str]:
+    """IRIs (N-Triples form) of the classes and properties whose SHACL constraints or guard-profile annotation
+    ``delta`` removes: a removed triple of a property shape (or its ``sh:property`` link) loosens the shape's
+    path and target class; a removed ``sh:targetClass`` or node-level constraint loosens the target class; a
+    removed ``knhk:protected`` annotation takes its subject out of the guard profile. Harmless for ordinary
+    items, but a protected class or property must *keep* its constraints (SPEC §6 ``protected``)."""
+    out: set[str] = set()
+    paths = _paths_of_shapes(base)
+    targets: dict[str, set[str]] = {}
+    owners: dict[str, set[str]] = {}
+    for s, p, o in base:
+        if p == iri(SH + "targetClass"):
+            targets.setdefault(s, set()).add(o)
+        elif p == iri(SH + "property"):
+            owners.setdefault(o, set()).add(s)
+    for s, p, o in delta.removals:
+        if p == _PROTECTED:
+            out.add(s)
+        if p == iri(SH + "targetClass"):
+            out.add(o)
+        if p == iri(SH + "property"):
+            if o in paths:
+                out.add(paths[o])
+            out |= targets.get(s, set())
+        if s in paths:
+            out.add(paths[s])
+            for shape in owners.get(s, ()):
+                out |= targets.get(shape, set())
+        if s in targets and p in _CONSTRAINTS:
+            out |= targets[s]
+    return out
+
+
 def version_bump(delta: DeltaSigma, narrowed: set[str]) -> str:
-    if narrowed or any(p == _TYPE for _, p, _ in delta.removals):
+    """``major`` for a removal or narrowing (a breaking change, SPEC §6), ``minor`` for additions only."""
+    if narrowed or delta.removals:
         return "major"
     if delta.additions:
         return "minor"

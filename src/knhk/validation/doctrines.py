@@ -263,6 +263,6 @@ def evaluate(doctrines: Sequence[Doctrine], ctx: DoctrineContext) -> DoctrineOut
             names = {str(x) for x in [*p.get("classes", []), *p.get("properties", [])]}
             touched = sorted(n for n in names if n in {_local(x) for x in ctx.removed_or_narrowed})
             for name in touched:
-                message = f"protected {name} would be removed or narrowed"
+                message = f"protected {name} would be removed or narrowed, or lose its constraints"
                 out.violations.append(Violation(d.id, d.type, d.level, message))
     return out

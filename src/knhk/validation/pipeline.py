@@ -21,7 +21,7 @@ from knhk.ontology.rdf import normalize
 from knhk.ontology.schema import SectorSchema
 from knhk.ontology.shacl import check_sigma_wellformed
 from knhk.proposals.delta import DeltaSigma, Triple
-from knhk.validation.compatibility import dangling_references, removed_or_narrowed, version_bump
+from knhk.validation.compatibility import dangling_references, loosened, removed_or_narrowed, version_bump
 from knhk.validation.doctrines import Approver, Doctrine, DoctrineContext, DoctrineOutcome, evaluate
 from knhk.validation.shadow import ShadowLimits, ShadowResult
 from knhk.validation.stages import STAGES, StageResult, ValidationReport
@@ -60,6 +60,7 @@ class _Run:
         self.shadow_result: ShadowResult | None = None
         self.doctrine_outcome = DoctrineOutcome()
         self.narrowed: set[str] = set()
+        self.loosened: set[str] = set()
         self.warnings: list[str] = []
 
     def shadow(self) -> ShadowResult:
@@ -155,12 +156,14 @@ class _Run:
     def doctrines(self) -> StageResult:
         inp = self.inp
         self.narrowed = removed_or_narrowed(inp.delta, inp.base_triples)
+        self.loosened = loosened(inp.delta, inp.base_triples)
         resources: dict[str, Decimal] = {}
         for guard in inp.candidate_schema.guards:
             if guard.kind == "max_value" and guard.field is not None:
                 resources[guard.field] = max(resources.get(guard.field, guard.limit), guard.limit)
         ctx = DoctrineContext(sector=inp.sector, author=inp.author, approvers=inp.approvers, now_us=inp.now_us,
-                              resources=resources, removed_or_narrowed=frozenset(self.narrowed))
+                              resources=resources,
+                              removed_or_narrowed=frozenset(self.narrowed | self.loosened))
         outcome = evaluate(inp.doctrines, ctx)
         self.doctrine_outcome = outcome
         details = {"violations": [v.to_json() for v in outcome.violations],
@@ -179,11 +182,15 @@ class _Run:
     def guards(self) -> StageResult:
         inp = self.inp
         profile = set(inp.base_schema.protected_classes) | set(inp.base_schema.protected_properties)
-        hit = sorted(x for x in self.narrowed if x in profile or iri(x) in profile or x.strip("<>") in profile)
+        changed = self.narrowed | self.loosened
+        hit = sorted(x for x in changed if x in profile or iri(x) in profile or x.strip("<>") in profile)
         immutable = {g.iri for g in inp.base_schema.guards if g.immutable}
-        touched_guards = sorted({s for s, _, _ in inp.delta.removals if s.strip("<>") in immutable or s in immutable})
+        # an immutable guard may be neither removed nor changed: added triples alter it as much as removed
+        # ones (a second knhk:limit or knhk:hotPath value changes what the guard reads)
+        touched_guards = sorted({s for s, _, _ in (*inp.delta.removals, *inp.delta.additions)
+                                 if s.strip("<>") in immutable or s in immutable})
         if hit or touched_guards:
-            parts = [f"protected {x} would be removed or narrowed" for x in hit]
+            parts = [f"protected {x} would be removed or narrowed, or lose its constraints" for x in hit]
             parts += [f"immutable guard {g} would be changed or removed" for g in touched_guards]
             return StageResult("guards", False, "; ".join(parts))
         return StageResult("guards", True,
