@@ -130,11 +130,11 @@ def cli_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[str,
 
 
 def run_cli(args: Sequence[str], data_dir: Path, database_url: str | None, *, stdin: str | None = None,
-            timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess[str]:
+            timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed ``knhk`` command in a subprocess and capture everything it prints."""
     return subprocess.run(
         [KNHK, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
-        env=cli_env(data_dir, database_url, **extra_env), check=False,
+        env=cli_env(data_dir, database_url, **(env or {})), check=False,
     )
 
 

@@ -158,15 +158,15 @@ def test_cli_checkpoint_stores_a_verifiable_checkpoint(tmp_path: Path, database_
     data = tmp_path / "data"
     env = {"KNHK_LOG_ORIGIN_PREFIX": "cli.example/"}
     done = run_cli(["audit", "append", "--actor", "ops@example.org", "--action", "deploy.started",
-                    "--resource", "svc/api", "--outcome", "success"], data, database_url, **env)
+                    "--resource", "svc/api", "--outcome", "success"], data, database_url, env=env)
     assert done.returncode == 0, done.stderr
     notes = {}
     for log in ("receipts", "audit"):
-        done = run_cli(["receipts", "checkpoint", "--log", log, "--json"], data, database_url, **env)
+        done = run_cli(["receipts", "checkpoint", "--log", log, "--json"], data, database_url, env=env)
         assert done.returncode == 0, done.stderr
         notes[log] = orjson.loads(done.stdout)
-    keys = orjson.loads(run_cli(["keys", "list", "--json"], data, database_url, **env).stdout)
-    again = run_cli(["receipts", "checkpoint", "--log", "audit"], data, database_url, **env)
+    keys = orjson.loads(run_cli(["keys", "list", "--json"], data, database_url, env=env).stdout)
+    again = run_cli(["receipts", "checkpoint", "--log", "audit"], data, database_url, env=env)
     assert again.returncode == 0, again.stderr
     assert again.stdout == notes["audit"]["note"]  # the plain form prints the note itself
     rt = Runtime.open(make_settings(database_url, data, log_origin_prefix="cli.example/"), install_packs=False)

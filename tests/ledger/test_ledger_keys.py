@@ -33,7 +33,7 @@ def test_cli_generate_rotate_list_and_old_entries_keep_verifying(tmp_path: Path,
     outputs: list[str] = []
 
     def knhk(*args: str, code: int = 0) -> str:
-        done = run_cli(list(args), data, database_url, KNHK_LOG_LEVEL="DEBUG")
+        done = run_cli(list(args), data, database_url, env={"KNHK_LOG_LEVEL": "DEBUG"})
         outputs.extend([done.stdout, done.stderr])
         assert done.returncode == code, (args, done.stdout, done.stderr)
         return done.stdout
