@@ -58,6 +58,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 
+    # -- the HTTP service
+    host: str = Field(default="127.0.0.1", description="Listen address of `knhk serve`.")
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request body limit (413 above).")
+    max_batch_body_bytes: int = Field(default=33_554_432, ge=1024, description="Body limit of the batch ingest.")
+    redis_url: str | None = Field(default=None, description="Optional Redis for rate limits (redis://…).")
+    rate_limit_per_minute: int = Field(default=100_000, ge=1, description="Requests per principal per minute.")
+    cycle_interval_s: float = Field(default=60.0, ge=0, description="Scheduled cycles per sector; 0 disables.")
+    verify_interval_s: float = Field(default=300.0, ge=0, description="Periodic full ledger verification; 0 off.")
+    checkpoint_interval_s: float = Field(default=60.0, ge=0, description="Periodic checkpoints; 0 disables.")
+    phi_sectors: list[str] = Field(default_factory=lambda: ["healthcare"],
+                                   description="Sectors whose reads need an X-Access-Justification header.")
+
     @field_validator("database_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
@@ -78,6 +92,47 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.resolved_database_url.startswith("sqlite://")
+
+    # -- identity and access (SPEC §10; read by knhk.service.auth and knhk.service.tls)
+    oidc_issuers: list[dict[str, object]] = Field(
+        default_factory=list,
+        description=(
+            "Trusted OpenID issuers, as JSON: [{issuer, audience, user_id_claim?, roles_claim?, group_roles?, "
+            "sector_claim?, mfa_amr?, mfa_acr?, jwks_uri?, jwks_file?}]. Empty: only the local dev issuer, "
+            "loopback only."
+        ),
+    )
+    oidc_leeway_s: int = Field(default=60, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
+    oidc_max_token_age_s: int = Field(default=3600, ge=60, description="Reject tokens whose iat is older.")
+    oidc_jwks_refetch_interval_s: float = Field(
+        default=60.0, ge=0, description="At most one JWKS refetch per issuer in this many seconds (unknown kid)."
+    )
+    oidc_jwks_max_age_s: float = Field(default=3600.0, gt=0, description="Refresh a cached JWKS after this long.")
+    oidc_http_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of discovery and JWKS requests.")
+    oidc_token_cache_size: int = Field(default=10_000, ge=0, description="Verified tokens cached; 0 disables.")
+    auth_mfa_amr_values: list[str] = Field(default_factory=lambda: ["mfa", "otp", "hwk"],
+                                           description="amr values that prove multi-factor authentication.")
+    auth_mfa_acr_values: list[str] = Field(default_factory=list,
+                                           description="acr values that prove multi-factor authentication.")
+    auth_sector_claim: str = Field(default="sector", description="Claim naming the principal's sector.")
+    auth_mfa_required_roles: list[str] = Field(
+        default_factory=lambda: ["operator", "administrator"],
+        description="Mutating actions only these roles may do require MFA.",
+    )
+    local_issuer_key_file: Path | None = Field(
+        default=None, description="Signing key of the local dev issuer; default data_dir/local-issuer/key.pem."
+    )
+    local_issuer_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
+    tls_cert_file: Path | None = Field(default=None, description="PEM server certificate chain; enables TLS 1.3.")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of the server certificate.")
+    tls_key_password: SecretStr | None = Field(default=None, description="Password of an encrypted key file.")
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
+    )
+
+    @cached_property
+    def resolved_local_issuer_key_file(self) -> Path:
+        return self.local_issuer_key_file or self.data_dir / "local-issuer" / "key.pem"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from knhk.audit.log import AuditLog
@@ -27,7 +27,8 @@ from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
 from knhk.ledger.sequencer import CheckpointPolicy
 from knhk.ledger.signing import SigningKey, read_key_file
-from knhk.loop.coordinator import Coordinator
+from knhk.loop.coordinator import Coordinator, CycleRecord
+from knhk.loop.leases import Leases
 from knhk.loop.proposals import LoopPolicy, ProposalService
 from knhk.observations.ingest import Ingestor
 from knhk.observations.reader import ObservationReader
@@ -98,10 +99,19 @@ class Runtime:
     thresholds: ThresholdBook
     proposals: ProposalService
     coordinator: Coordinator
+    leases: Leases
+    subscribed: bool = True
+    _cursors: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, loop_clock: Clock | None = None,
-             migrate: bool = True, install_packs: bool = True) -> Runtime:
+             migrate: bool = True, install_packs: bool = True, subscribe_engine: bool = True) -> Runtime:
+        """Open (and on first use initialise) an installation.
+
+        ``subscribe_engine``: feed the detection windows directly from this process's ingests (embedded use).
+        A service with several workers or replicas passes False; each cycle then catches the windows up from
+        the database by ingest sequence (:meth:`catch_up`), so every process sees every observation once.
+        """
         db = Database(
             settings.resolved_database_url,
             pool_min=settings.db_pool_min,
@@ -130,7 +140,8 @@ class Runtime:
             def schema_for(sector: str) -> SectorSchema | None:
                 return registry.current_schema(sector) if registry.current(sector) is not None else None
 
-            ingestor = Ingestor(db, ledger, schema_for, lclock, on_ingested=engine.observe)
+            ingestor = Ingestor(db, ledger, schema_for, lclock,
+                                on_ingested=engine.observe if subscribe_engine else None)
             thresholds = ThresholdBook(db, clock)
             proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
             coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock)
@@ -138,7 +149,44 @@ class Runtime:
             db.close()
             raise
         return cls(settings, db, keyring, ledger, subjects, audit, clock, lclock, registry, reader, engine,
-                   ingestor, thresholds, proposals, coordinator)
+                   ingestor, thresholds, proposals, coordinator, Leases(db), subscribe_engine)
+
+    def catch_up(self, sector: str) -> int:
+        """Feed the sector's detection windows with observations stored since the last catch-up (by ingest
+        sequence; the first time, everything within the longest detection window)."""
+        if self.subscribed:
+            return 0
+        fed = 0
+        after = self._cursors.get(sector)
+        if after is None:
+            window_s = max(300.0, self.engine.config(sector).drift_window_s)
+            batch = list(self.reader.since(self.loop_clock.now_us() - int(window_s * 1_000_000), sector=sector))
+            self.engine.monitor(sector)
+            self.engine.observe(batch)
+            fed = len(batch)
+            after = max((o.seq or 0 for o in batch), default=0)
+            if not batch:
+                with self.db.connection() as conn:
+                    row = conn.fetchone("SELECT COALESCE(MAX(seq), 0) FROM observations WHERE sector=?", (sector,))
+                after = int(row[0]) if row else 0
+        while True:
+            page = self.reader.query(sector=sector, after=after, limit=10_000)
+            if not page.items:
+                break
+            self.engine.observe(page.items)
+            fed += len(page.items)
+            after = max(o.seq or after for o in page.items)
+            if page.next_after is None:
+                break
+        self._cursors[sector] = after
+        return fed
+
+    def run_cycle(self, sector: str) -> CycleRecord:
+        """One cycle of ``sector``, holding the sector's database lease (one running cycle per sector across
+        every process and replica; a second caller gets a ConflictError)."""
+        with self.leases.hold(f"knhk.cycle.{sector}", 600, what=f"a cycle of sector {sector}"):
+            self.catch_up(sector)
+            return self.coordinator.run_cycle(sector)
 
     def prime(self, since_us: int) -> int:
         """Refill the detection windows from observations stored since ``since_us``; return how many."""

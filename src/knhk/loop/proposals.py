@@ -334,6 +334,11 @@ class ProposalService:
         result.receipts.insert(0, entry.id)
         return result
 
+    def mark_promoted(self, pid: str) -> None:
+        """Record that an operator promoted this proposal's snapshot explicitly."""
+        with self.db.transaction() as conn:
+            sql.set_status(conn, pid, "promoted", "promoted by an operator", self.clock.now_us())
+
     def reject_by(self, pid: str, *, identity: str, roles: Sequence[str], sector_attr: str | None,
                   comment: str | None = None) -> Execution:
         return self.decide(pid, identity=identity, roles=roles, sector_attr=sector_attr, decision="reject",
