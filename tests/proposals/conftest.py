@@ -7,4 +7,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loop"))
 
-from loop_fixtures import *  # noqa: E402, F403
+from loop_fixtures import *  # noqa: F403
