@@ -6,7 +6,7 @@ encrypted; its password comes from ``KNHK_TLS_KEY_PASSWORD`` or a secrets file),
 is configured, client-certificate verification with ``CERT_REQUIRED`` (a client without a certificate, or with
 one not issued by that CA, fails the handshake).
 
-``uvicorn_tls_kwargs`` gives the keyword arguments for ``uvicorn.run``/``uvicorn.Config`` that make uvicorn use
+``uvicorn_ssl_options`` gives the keyword arguments for ``uvicorn.run``/``uvicorn.Config`` that make uvicorn use
 exactly this context (through its ``ssl_context_factory``; the factory is a picklable object, so it also works
 with several worker processes).
 """
@@ -93,7 +93,7 @@ def ssl_context_from_settings(settings: Settings) -> ssl.SSLContext | None:
     return factory() if factory else None
 
 
-def uvicorn_tls_kwargs(settings: Settings) -> dict[str, Any]:
+def uvicorn_ssl_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``: empty when TLS is off. The context is built
     once here first, so a bad certificate or key stops start-up with a clear message."""
     factory = TlsContextFactory.from_settings(settings)

@@ -9,6 +9,7 @@ route's permission (403 on failure). See ``docs/identity-and-access.md``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -32,6 +33,9 @@ from knhk.service.auth.rbac import (
     needs_mfa,
     permissions_of,
 )
+
+if TYPE_CHECKING:
+    from knhk.runtime import Runtime
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -65,9 +69,13 @@ def issuer_configs(settings: Settings) -> list[IssuerConfig]:
     return [LocalIssuer.from_settings(settings).issuer_config(settings)]
 
 
-def build_authenticator(settings: Settings, *, http_client: httpx.Client | None = None, clock: Clock = SYSTEM_CLOCK,
+def build_authenticator(settings: Settings, runtime: Runtime | None = None, *,
+                        http_client: httpx.Client | None = None, clock: Clock | None = None,
                         on_failure: Callable[[AuthenticationFailure], None] | None = None) -> Authenticator:
-    """The authenticator the service uses, configured from the settings."""
+    """The authenticator the service uses, configured from the settings (token times on the runtime's clock
+    when a runtime is given)."""
+    if clock is None:
+        clock = runtime.clock if runtime is not None else SYSTEM_CLOCK
     return Authenticator(
         issuer_configs(settings),
         leeway_s=settings.oidc_leeway_s,

@@ -278,6 +278,7 @@ def parse_jwks(document: object, allowed: Sequence[str], *, source: str) -> tupl
         kid = raw.get("kid")
         label = f"key {kid!r} of {source}"
         if raw.get("use", "sig") != "sig" or ("key_ops" in raw and "verify" not in (raw.get("key_ops") or [])):
+            log.info("%s skipped: not a signature-verification key (use/key_ops)", label)
             continue
         if "d" in raw or raw.get("kty") == "oct":
             log.warning("%s skipped: a JWK Set must publish public keys only", label)
