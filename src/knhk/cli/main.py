@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from knhk import __version__
-from knhk.cli import audit, keys, loop, proposals, receipts, sigma
+from knhk.cli import audit, keys, loop, proposals, receipts, serve, sigma, subjects
 from knhk.cli.context import runtime, state
 from knhk.cli.output import print_json, say
 from knhk.errors import KnhkError
@@ -34,7 +34,9 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(sigma.app, name="sigma")
 app.add_typer(proposals.app, name="proposals")
 app.add_typer(__import__("knhk.cli.token", fromlist=["app"]).app, name="token")
+app.add_typer(subjects.app, name="subjects")
 app.command("ingest")(loop.ingest)
+app.command("serve")(serve.serve)
 app.command("cycle")(loop.cycle)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -91,6 +93,32 @@ def migrate(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")]
         print_json(out)
     else:
         say(f"applied {len(applied)} migration(s); schema version {out['schema_version']}")
+
+
+@db_app.command("grant-app-role")
+def grant_app_role(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Argument(help="The login role the service will connect as.")] = "knhk_app",
+    password_file: Annotated[Path | None, typer.Option(help="Set the role's password from this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create the least-privilege application role (PostgreSQL; run as the schema owner after migrating)."""
+    from knhk.storage.database import Database
+    from knhk.storage.roles import create_app_role
+
+    settings = state(ctx).settings()
+    db = Database(settings.resolved_database_url, pool_min=1, pool_max=2)
+    try:
+        schema.migrate(db)
+        password = password_file.read_text().strip() if password_file else None
+        statements = create_app_role(db, role, password)
+    finally:
+        db.close()
+    if as_json:
+        print_json({"role": role, "statements": statements})
+    else:
+        say(f"role {role}: SELECT and INSERT on every table; UPDATE/DELETE only where the product changes rows; "
+            "no TRUNCATE anywhere")
 
 
 @app.command("demo")

@@ -1,0 +1,64 @@
+"""The FastAPI application (SPEC §10): ``create_app(settings)``.
+
+One process holds one :class:`~knhk.runtime.Runtime` (PostgreSQL or embedded SQLite), the authenticator,
+the rate limiter, the ingest-audit aggregator and the background scheduler. The detection windows catch up
+from the database before each cycle (``subscribe_engine=False``), so any number of workers and replicas see
+every observation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from knhk import __version__
+from knhk.config import Settings
+from knhk.runtime import Runtime
+from knhk.service import problems, scheduler
+from knhk.service.auth import build_authenticator
+from knhk.service.guards import RequestGuards
+from knhk.service.routes import PREFIX, audit, cycles, observations, patterns, proposals, receipts, snapshots
+from knhk.service.routes import health as health_routes
+from knhk.service.state import IngestAudit, RateLimiter, ServiceState
+
+log = logging.getLogger("knhk.service")
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None, background: bool = True) -> FastAPI:
+    """Build the application. ``runtime`` may be given (tests); otherwise it is opened at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or Runtime.open(settings, subscribe_engine=False)
+        rt.registry.refresh()
+        st = ServiceState(settings, rt, build_authenticator(settings, rt), RateLimiter(
+            settings.rate_limit_per_minute, settings.redis_url), IngestAudit(rt))
+        app.state.knhk = st
+        if background:
+            scheduler.start(st)
+        try:
+            yield
+        finally:
+            scheduler.stop(st)
+            if runtime is None:
+                rt.close()
+
+    app = FastAPI(title="KNHK", version=__version__, lifespan=lifespan,
+                  description="Provable, autonomic change control for a knowledge model.",
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+    problems.install(app)
+    for module in (observations, patterns, proposals, snapshots, cycles, receipts, audit):
+        app.include_router(module.router, prefix=PREFIX)
+    app.include_router(health_routes.router)
+    limits = {f"{PREFIX}/observations/batch": settings.max_batch_body_bytes}
+    app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits)
+    return app
+
+
+def app_factory() -> Any:
+    """Entry point for ``uvicorn --factory knhk.service.app:app_factory`` (settings from the environment)."""
+    return create_app(Settings())

@@ -1,0 +1,129 @@
+"""Request guards applied before any route runs (pure ASGI middleware).
+
+* Body size: a ``Content-Length`` over the route's limit is refused with 413 before the body is read; a
+  body without a length is read up to the limit and refused with 413 beyond it (the route then sees the
+  buffered body).
+* Media type: a request with a body must be ``application/json`` (or ``application/*+json``), else 415.
+* Metrics: every request is counted by method, route *template* and status, and timed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from knhk.service import metrics
+from knhk.service.problems import PROBLEM_JSON
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
+
+
+async def _send_problem(send: Send, status: int, detail: str, code: str) -> None:
+    import orjson
+
+    body = orjson.dumps({"type": f"https://knhk.dev/problems/{code}", "title": {413: "Content Too Large",
+                         415: "Unsupported Media Type"}[status], "status": status, "detail": detail, "code": code})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuards:
+    """Body-size and media-type checks plus request metrics."""
+
+    def __init__(self, app: ASGIApp, *, default_limit: int, limits: dict[str, int]) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        self.limits = limits  # path → byte limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+        method = scope["method"]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = int(message["status"])
+            await send(message)
+
+        try:
+            if method.encode() in _BODY_METHODS:
+                refused = await self._check(scope, send_wrapper)
+                if refused:
+                    return
+                buffered = await self._read(scope, receive)
+                if buffered is None:
+                    await _send_problem(send_wrapper, 413, f"the request body exceeds {self._limit(scope)} bytes",
+                                        "too_large")
+                    return
+                receive = buffered
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.REQUESTS.labels(method, template, str(status_holder["status"])).inc()
+            metrics.REQUEST_DURATION.labels(method, template).observe(time.perf_counter() - started)
+
+    def _limit(self, scope: Scope) -> int:
+        return self.limits.get(scope["path"], self.default_limit)
+
+    async def _check(self, scope: Scope, send: Send) -> bool:
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        length = headers.get(b"content-length")
+        limit = self._limit(scope)
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                size = -1
+            if size > limit:
+                await _send_problem(send, 413, f"the request body of {size} bytes exceeds {limit} bytes", "too_large")
+                return True
+            if size == 0:
+                return False
+        elif b"transfer-encoding" not in headers:
+            return False
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if not (ctype == b"application/json" or (ctype.startswith(b"application/") and ctype.endswith(b"+json"))):
+            shown = ctype.decode("latin-1") or "none"
+            await _send_problem(send, 415, f"send the body as application/json (got {shown})", "unsupported_media_type")
+            return True
+        return False
+
+    async def _read(self, scope: Scope, receive: Receive) -> Receive | None:
+        """Read the whole body (at most the limit); None when it is larger."""
+        limit = self._limit(scope)
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > limit:
+                return None
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay

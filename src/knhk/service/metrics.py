@@ -1,0 +1,47 @@
+"""Prometheus metrics of the service (SPEC §10 ``/metrics``), safe with several worker processes.
+
+With more than one worker, set ``PROMETHEUS_MULTIPROC_DIR`` (``knhk serve`` does it): every process writes
+its samples to files there and ``/metrics`` aggregates them (prometheus-client multiprocess mode; gauges
+declare how they aggregate). With one process the default registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as prom_multiprocess
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+REQUESTS = Counter("knhk_requests_total", "HTTP requests by method, route template and status.",
+                   ["method", "route", "status"])
+REQUEST_DURATION = Histogram(
+    "knhk_request_duration_seconds", "HTTP request duration by method and route template.", ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+OBSERVATIONS = Counter("knhk_observations_ingested_total", "Observations stored, by sector.", ["sector"])
+PATTERNS = Counter("knhk_patterns_detected_total", "Patterns detected, by sector and pattern.", ["sector", "pattern"])
+PROPOSALS = Counter("knhk_proposals_total", "Proposals decided, by sector and outcome.", ["sector", "outcome"])
+PROMOTIONS = Counter("knhk_snapshot_promotions_total", "Snapshot promotions, by sector.", ["sector"])
+RECEIPTS = Counter("knhk_receipts_appended_total", "Ledger entries appended by this service, by log.", ["log"])
+TREE_SIZE = Gauge("knhk_ledger_tree_size", "Entries in each ledger log (Merkle tree size).", ["log"],
+                  multiprocess_mode="max")
+CHAIN_VALID = Gauge("knhk_receipt_chain_valid", "1 when the last full verification of the log passed, else 0.",
+                    ["log"], multiprocess_mode="min")
+CHAIN_VERIFIED_AT = Gauge("knhk_receipt_chain_verified_timestamp_seconds",
+                          "Unix time of the last full verification of the log.", ["log"], multiprocess_mode="max")
+POOL = Gauge("knhk_db_pool_connections", "Database pool connections by state.", ["state"],
+             multiprocess_mode="livesum")
+CYCLE_DURATION = Histogram("knhk_cycle_duration_seconds", "MAPE-K cycle duration by sector and outcome.",
+                           ["sector", "outcome"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+DEPENDENCY_UP = Gauge("knhk_dependency_up", "1 when the dependency answered its last health check.", ["dependency"],
+                      multiprocess_mode="min")
+
+
+def render() -> bytes:
+    """The exposition text for ``/metrics`` (aggregated across workers in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()

@@ -1,0 +1,205 @@
+"""Request and response bodies of the API (the OpenAPI document is generated from these)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ObservationIn(_Model):
+    id: str | None = Field(default=None, description="Client id: an idempotency key (1–128 of [A-Za-z0-9_.:-]).")
+    event_type: str = Field(description="1–128 characters of [A-Za-z0-9_.:-].")
+    sector: str = Field(description="Lowercase sector slug.")
+    timestamp: str | None = Field(default=None, description="RFC 3339; defaults to the time of receipt.")
+    value: dict[str, Any] = Field(default_factory=dict, description="JSON object, at most 64 KiB encoded.")
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class ObservationBatchIn(_Model):
+    observations: list[ObservationIn] = Field(max_length=10_000, description="1–10,000 observations, atomic.")
+
+
+class Observation(BaseModel):
+    id: str
+    seq: int | None
+    event_type: str
+    sector: str
+    timestamp: str
+    received_at: str
+    value: dict[str, Any]
+    metadata: dict[str, str]
+    conforming: bool
+    issues: list[str]
+    skewed: bool
+    client_id: bool
+    content_hash: str
+
+
+class IngestResult(BaseModel):
+    observation: Observation
+    duplicate: bool
+    violations: list[dict[str, Any]]
+    receipts: list[str]
+
+
+class BatchResult(BaseModel):
+    stored: int
+    duplicates: int
+    results: list[IngestResult]
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class ObservationPage(BaseModel):
+    items: list[Observation]
+    next_cursor: str | None
+
+
+class DetectIn(_Model):
+    sector: str
+
+
+class Detection(BaseModel):
+    sector: str
+    detected_at: str
+    patterns: list[dict[str, Any]]
+    dropped: list[dict[str, Any]]
+    errors: list[dict[str, str]]
+
+
+class ProposalIn(_Model):
+    sector: str
+    rationale: str = Field(min_length=1, max_length=4096)
+    additions: list[list[str]] = Field(default_factory=list, description="[subject, predicate, object] N-Triples terms")
+    removals: list[list[str]] = Field(default_factory=list)
+
+
+class Proposal(BaseModel):
+    id: str
+    sector: str
+    base_snapshot_id: str
+    candidate_snapshot_id: str
+    pattern: str | None
+    rationale: str
+    author: str
+    proposer: str
+    cost: int
+    created_us: int
+    summary: dict[str, list[str]]
+    receipt_id: str | None
+    status: str
+    reason: str | None
+    delta: dict[str, Any] | None = None
+    validations: list[dict[str, Any]] | None = None
+    approvals: list[dict[str, Any]] | None = None
+
+
+class ApprovalIn(_Model):
+    decision: Literal["approve", "reject"] = "approve"
+    comment: str | None = Field(default=None, max_length=4096)
+
+
+class Execution(BaseModel):
+    proposal_id: str
+    outcome: str
+    promoted_snapshot: str | None
+    receipts: list[str]
+    report: dict[str, Any] | None
+
+
+class PromoteIn(_Model):
+    sector: str | None = None
+    validation_receipt_id: str | None = None
+    force: bool = False
+    reason: str | None = Field(default=None, max_length=4096)
+
+
+class RollbackIn(_Model):
+    sector: str
+    reason: str | None = Field(default=None, max_length=4096)
+
+
+class PointerMove(BaseModel):
+    sector: str
+    snapshot_id: str
+    previous_id: str | None
+    version: int
+    action: str
+    forced: bool
+    noop: bool
+    receipt_id: str | None
+    receipt_seq: int | None
+
+
+class CycleIn(_Model):
+    sector: str
+
+
+class Cycle(BaseModel):
+    id: str
+    sector: str
+    started_us: int
+    finished_us: int
+    outcome: str
+    counts: dict[str, int]
+    receipt_ids: list[str]
+    error: str | None
+    duration_ms: float | None = None
+    patterns: list[dict[str, Any]] | None = None
+    proposals: list[dict[str, Any]] | None = None
+    alerts: list[dict[str, Any]] | None = None
+
+
+class Checkpoint(BaseModel):
+    log: str
+    tree_size: int
+    root_hash: str
+    key_id: str
+    issued: str
+    note: str
+
+
+class Consistency(BaseModel):
+    log: str
+    first: int
+    second: int
+    first_root: str
+    second_root: str
+    proof: list[str]
+
+
+class Bundle(BaseModel):
+    log: str
+    entry: dict[str, Any]
+    leaf_index: int
+    tree_size: int
+    inclusion_proof: list[str]
+    checkpoint: str
+    public_key: str
+
+
+class Erasure(BaseModel):
+    pseudonym: str
+    erased: bool
+    ledger_entries_referencing: int
+    audit_entries_referencing: int
+    approvals_referencing: int
+    observations_ingested: int
+    identity_rows_deleted: int
+    key_rows_deleted: int
+    receipt_id: str
+
+
+class Health(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    version: str
+    uptime_s: float
+    dependencies: dict[str, dict[str, Any]]

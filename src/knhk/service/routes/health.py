@@ -1,0 +1,103 @@
+"""Health and metrics (unauthenticated): ``/health/live``, ``/health/ready``, ``/health``, ``/metrics``.
+
+``live`` never touches a dependency. ``ready`` fails (503) until the store is reachable, migrations are
+applied, a signing key is usable and every sector pack is installed. ``/health`` reports each dependency and
+an overall status: ``unhealthy`` (503) when the database or ledger is down or the ledger failed its last
+verification, ``degraded`` (200) when only optional parts (Redis) are down.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from knhk import __version__
+from knhk.sectors.pack import available_sectors
+from knhk.service import metrics, models
+from knhk.service.security import state_of
+from knhk.storage import schema
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live", response_model=dict[str, str])
+def live() -> dict[str, str]:
+    """The process is up (no dependency is checked)."""
+    return {"status": "alive"}
+
+
+def _database(request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    started = time.perf_counter()
+    try:
+        with st.runtime.db.connection() as conn:
+            conn.fetchone("SELECT 1")
+        ok = True
+        error = None
+    except Exception as exc:
+        ok, error = False, str(exc)[:300]
+    metrics.DEPENDENCY_UP.labels("database").set(1 if ok else 0)
+    return {"status": "up" if ok else "down", "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            "dialect": st.runtime.db.dialect, **({"error": error} if error else {})}
+
+
+@router.get("/health/ready", response_model=dict[str, Any], responses={503: {"description": "Not ready"}})
+def ready(request: Request) -> Response:
+    """Ready to serve: store reachable, migrations applied, signing key usable, sector packs installed."""
+    st = state_of(request)
+    checks: dict[str, Any] = {}
+    db = _database(request)
+    checks["database"] = db["status"] == "up"
+    try:
+        checks["migrations"] = checks["database"] and not schema.pending(st.runtime.db)
+    except Exception:
+        checks["migrations"] = False
+    try:
+        key_id = st.runtime.keyring.active_key_id()
+        checks["signing_key"] = key_id is not None and st.runtime.keyring.signing_key(key_id) is not None
+    except Exception:
+        checks["signing_key"] = False
+    try:
+        checks["sector_packs"] = all(st.runtime.registry.current(s) is not None for s in available_sectors())
+    except Exception:
+        checks["sector_packs"] = False
+    ok = all(checks.values())
+    body = {"status": "ready" if ok else "not_ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ok else 503, headers={} if ok else {"Retry-After": "5"})
+
+
+@router.get("/health", response_model=models.Health, responses={503: {"model": models.Health}})
+def health(request: Request) -> Response:
+    """Overall status with every dependency's state."""
+    st = state_of(request)
+    deps: dict[str, dict[str, Any]] = {"database": _database(request)}
+    redis = st.limiter.ping()
+    deps["redis"] = {"status": "not_configured" if redis is None else ("up" if redis else "down")}
+    if redis is not None:
+        metrics.DEPENDENCY_UP.labels("redis").set(1 if redis else 0)
+    ledger: dict[str, Any] = {"status": "up"}
+    for name, report in st.verify_results.items():
+        ledger[name] = {"verified": report["ok"], "tree_size": report["tree_size"],
+                        "at": report["last_verified_timestamp"]}
+        if not report["ok"]:
+            ledger["status"] = "failed_verification"
+    deps["ledger"] = ledger
+    if deps["database"]["status"] != "up" or ledger["status"] != "up":
+        status = "unhealthy"
+    elif redis is False:
+        status = "degraded"
+    else:
+        status = "healthy"
+    body = {"status": status, "version": __version__, "uptime_s": round(time.time() - st.started, 1),
+            "dependencies": deps}
+    return JSONResponse(body, status_code=503 if status == "unhealthy" else 200,
+                        headers={"Retry-After": "10"} if status == "unhealthy" else {})
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {metrics.CONTENT_TYPE: {}}}})
+def prometheus() -> Response:
+    """Prometheus text exposition."""
+    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)

@@ -1,0 +1,121 @@
+"""Background jobs inside the service, each under a database lease so that across every worker and replica
+there is at most one running instance:
+
+* a cycle per sector every ``cycle_interval_s`` (due when the sector's last stored cycle started that long
+  ago; the cycle itself holds the sector's cycle lease);
+* a full ledger verification every ``verify_interval_s``, setting ``knhk_receipt_chain_valid{log}``;
+* a checkpoint of each log every ``checkpoint_interval_s`` when it has grown;
+* the per-minute flush of aggregated ingest audit entries, and the pool/tree-size gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from knhk.loop.coordinator import CycleRecord
+from knhk.sectors.pack import available_sectors
+from knhk.service import metrics
+from knhk.service.state import ServiceState
+from knhk.storage import loop_store
+
+log = logging.getLogger("knhk.service")
+
+
+def record_cycle_metrics(record: CycleRecord) -> None:
+    metrics.CYCLE_DURATION.labels(record.sector, record.outcome).observe(record.duration_ms / 1000)
+    for p in record.patterns:
+        metrics.PATTERNS.labels(record.sector, p["name"]).inc()
+    for p in record.proposals:
+        metrics.PROPOSALS.labels(record.sector, p["outcome"]).inc()
+        if p["outcome"] == "promoted":
+            metrics.PROMOTIONS.labels(record.sector).inc()
+
+
+def _last_cycle_us(st: ServiceState, sector: str) -> int:
+    with st.runtime.db.connection() as conn:
+        rows = loop_store.list_cycles(conn, sector, 1)
+    return rows[0]["started_us"] if rows else 0
+
+
+def run_due_cycles(st: ServiceState) -> None:
+    interval = st.settings.cycle_interval_s
+    now = st.runtime.clock.now_us()
+    for sector in available_sectors():
+        if now - _last_cycle_us(st, sector) < interval * 1_000_000:
+            continue
+        if not st.runtime.leases.try_acquire(f"knhk.schedule.{sector}", interval):
+            continue  # another process scheduled this interval's cycle
+        try:
+            record = st.runtime.run_cycle(sector)
+            record_cycle_metrics(record)
+        except Exception as exc:
+            log.warning("scheduled cycle of %s not run: %s", sector, exc)
+
+
+def verify_ledger(st: ServiceState) -> None:
+    if not st.runtime.leases.try_acquire("knhk.verifier", max(60.0, st.settings.verify_interval_s)):
+        return
+    try:
+        for name in ("receipts", "audit"):
+            report = st.runtime.ledger.verify(name, workers=1)
+            metrics.CHAIN_VALID.labels(name).set(1 if report.ok else 0)
+            metrics.CHAIN_VERIFIED_AT.labels(name).set(time.time())
+            st.verify_results[name] = report.to_json()
+            if not report.ok:
+                log.error("ledger log %s FAILED verification: %s", name, report.first_failure)
+    finally:
+        st.runtime.leases.release("knhk.verifier")
+
+
+def issue_checkpoints(st: ServiceState) -> None:
+    if not st.runtime.leases.try_acquire("knhk.checkpointer", max(30.0, st.settings.checkpoint_interval_s)):
+        return
+    for name in ("receipts", "audit"):
+        ledger = st.runtime.ledger
+        latest = ledger.latest_checkpoint(name)
+        size = ledger.tree_size(name)
+        if size and (latest is None or latest.tree_size < size):
+            ledger.checkpoint(name)
+
+
+def update_gauges(st: ServiceState) -> None:
+    for state, n in st.runtime.db.pool_stats().items():
+        metrics.POOL.labels(state).set(n)
+    for name in ("receipts", "audit"):
+        metrics.TREE_SIZE.labels(name).set(st.runtime.ledger.tree_size(name))
+
+
+def _loop(st: ServiceState) -> None:
+    s = st.settings
+    last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "gauges": 0.0}
+    jobs = [("cycle", s.cycle_interval_s, run_due_cycles), ("verify", s.verify_interval_s, verify_ledger),
+            ("checkpoint", s.checkpoint_interval_s, issue_checkpoints),
+            ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("gauges", 5.0, update_gauges)]
+    while not st.stop.is_set():
+        now = time.monotonic()
+        for name, every, job in jobs:
+            if every and now - last[name] >= min(every, 5.0 if name == "cycle" else every):
+                last[name] = now
+                try:
+                    job(st)
+                except Exception:
+                    log.exception("background job %s failed", name)
+        st.stop.wait(1.0)
+
+
+def start(st: ServiceState) -> None:
+    thread = threading.Thread(target=_loop, args=(st,), name="knhk-scheduler", daemon=True)
+    thread.start()
+    st.threads.append(thread)
+
+
+def stop(st: ServiceState) -> None:
+    st.stop.set()
+    for t in st.threads:
+        t.join(timeout=30)
+    try:
+        st.ingest_audit.flush(everything=True)
+    except Exception:
+        log.exception("flushing the ingest audit failed")
