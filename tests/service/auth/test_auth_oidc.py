@@ -232,6 +232,8 @@ def test_issuer_unreachable_is_503(oidc_provider: OidcProvider) -> None:
         with pytest.raises(DependencyUnavailableError):  # right after a failure: 503 without a new attempt
             auth.authenticate(bearer(token))
         assert auth.jwks_fetches(issuer) == 1
+        assert "unreachable" in (auth.prefetch()[issuer] or "")
+        assert auth.jwks_fetches(issuer) == 1
         ticker.advance(6)
         with pytest.raises(DependencyUnavailableError):
             auth.authenticate(bearer(token))
@@ -280,6 +282,17 @@ def test_unknown_kid_then_rotation_at_the_provider(ticker: Ticker) -> None:
             assert auth.jwks_fetches(provider.issuer) == 2
     finally:
         provider.stop()
+
+
+def test_prefetch_and_periodic_refresh_of_the_key_set(oidc_provider: OidcProvider, ticker: Ticker) -> None:
+    with Authenticator([issuer_config(oidc_provider)], monotonic=ticker, jwks_max_age_s=300) as auth:
+        assert auth.prefetch() == {oidc_provider.issuer: None}
+        assert auth.jwks_fetches(oidc_provider.issuer) == 1
+        auth.authenticate(bearer(oidc_provider.token("observer-svc")))
+        assert auth.jwks_fetches(oidc_provider.issuer) == 1  # served from the cached key set
+        ticker.advance(301)
+        auth.authenticate(bearer(oidc_provider.token("analyst-svc")))
+        assert auth.jwks_fetches(oidc_provider.issuer) == 2  # older than jwks_max_age_s: fetched again
 
 
 def test_token_without_kid_uses_the_only_matching_key(oidc_provider: OidcProvider,

@@ -450,6 +450,19 @@ class Authenticator:
         self._remember(token, principal, valid_until)
         return principal
 
+    def prefetch(self) -> dict[str, str | None]:
+        """Load every issuer's key set now (start-up, readiness): issuer → None when its keys are loaded, else
+        why not. Never raises; respects the same failure back-off as requests."""
+        out: dict[str, str | None] = {}
+        for issuer, state in self._issuers.items():
+            try:
+                with state.lock:
+                    self._ensure_keys(state, self.monotonic())
+                out[issuer] = None
+            except DependencyUnavailableError as exc:
+                out[issuer] = exc.message
+        return out
+
     def jwks_fetches(self, issuer: str) -> int:
         """How many times this authenticator fetched (or tried to fetch) the issuer's key set."""
         return self._issuers[issuer].fetches
@@ -636,19 +649,8 @@ class Authenticator:
     def _key(self, state: _IssuerState, kid: str | None, alg: str) -> jwt.PyJWK | None:
         with state.lock:
             now = self.monotonic()
-            if state.keys is None:
-                backoff = min(self.jwks_refetch_interval_s, _FAILURE_BACKOFF_S)
-                if state.last_error is not None and state.last_fetch is not None and now - state.last_fetch < backoff:
-                    # The provider failed moments ago: answer 503 at once instead of queueing behind timeouts.
-                    raise DependencyUnavailableError(state.last_error.message,
-                                                     retry_after=max(1, int(backoff - (now - state.last_fetch))))
-                state.keys = self._fetch(state, now)
-            elif now - state.keys.fetched_at > self.jwks_max_age_s:
-                try:
-                    state.keys = self._fetch(state, now)
-                except DependencyUnavailableError as exc:
-                    log.warning("keeping the cached JWK Set of %s: %s", state.config.issuer, exc.message)
-            key = state.keys.find(kid, alg)
+            keys = self._ensure_keys(state, now)
+            key = keys.find(kid, alg)
             if key is not None:
                 return key
             if state.last_fetch is not None and now - state.last_fetch < self.jwks_refetch_interval_s:
@@ -656,6 +658,23 @@ class Authenticator:
                 return None
             state.keys = self._fetch(state, now)
             return state.keys.find(kid, alg)
+
+    def _ensure_keys(self, state: _IssuerState, now: float) -> _KeySet:
+        """The issuer's key set, fetched when there is none yet or it is older than ``jwks_max_age_s``.
+        Call with ``state.lock`` held."""
+        if state.keys is None:
+            backoff = min(self.jwks_refetch_interval_s, _FAILURE_BACKOFF_S)
+            if state.last_error is not None and state.last_fetch is not None and now - state.last_fetch < backoff:
+                # The provider failed moments ago: answer 503 at once instead of queueing behind timeouts.
+                raise DependencyUnavailableError(state.last_error.message,
+                                                 retry_after=max(1, int(backoff - (now - state.last_fetch))))
+            state.keys = self._fetch(state, now)
+        elif now - state.keys.fetched_at > self.jwks_max_age_s:
+            try:
+                state.keys = self._fetch(state, now)
+            except DependencyUnavailableError as exc:  # keep serving with the keys we have
+                log.warning("keeping the cached JWK Set of %s: %s", state.config.issuer, exc.message)
+        return state.keys
 
     def _fetch(self, state: _IssuerState, now: float) -> _KeySet:
         state.last_fetch = now
