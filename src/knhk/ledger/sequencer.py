@@ -90,6 +90,8 @@ class Sequencer:
         self._closed = False
         self.batches = 0
         self.appended = 0
+        #: called with the entries of each committed batch (e.g. to count them in metrics); must not raise
+        self.listeners: list[Callable[[list[Entry]], None]] = []
 
     # -- public ---------------------------------------------------------------------------------------
     def submit(self, draft: EntryDraft, hook: Hook | None = None) -> Future[Entry]:
@@ -163,6 +165,12 @@ class Sequencer:
             return
         self._state.update(new_state)
         self.batches += 1
+        committed = [outcome for _, outcome in results if isinstance(outcome, Entry)]
+        for listener in self.listeners:
+            try:
+                listener(committed)
+            except Exception:
+                log.exception("a ledger listener failed")
         for item, outcome in results:
             if isinstance(outcome, BaseException):
                 item.future.set_exception(outcome)

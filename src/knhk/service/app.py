@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from knhk import __version__
 from knhk.config import Settings
 from knhk.runtime import Runtime
-from knhk.service import problems, scheduler
+from knhk.service import metrics, problems, scheduler
 from knhk.service.auth import build_authenticator
 from knhk.service.guards import RequestGuards
 from knhk.service.routes import PREFIX, audit, cycles, observations, patterns, proposals, receipts, snapshots
@@ -38,6 +38,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, background
         st = ServiceState(settings, rt, build_authenticator(settings, rt), RateLimiter(
             settings.rate_limit_per_minute, settings.redis_url), IngestAudit(rt))
         app.state.knhk = st
+
+        def count(entries: list[Any]) -> None:
+            for entry in entries:
+                metrics.RECEIPTS.labels(entry.log).inc()
+
+        rt.ledger.sequencer.listeners.append(count)
         if background:
             scheduler.start(st)
         try:
@@ -52,7 +58,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, background
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     problems.install(app)
     for module in (observations, patterns, proposals, snapshots, cycles, receipts, audit):
-        app.include_router(module.router, prefix=PREFIX)
+        app.include_router(module.router)
     app.include_router(health_routes.router)
     limits = {f"{PREFIX}/observations/batch": settings.max_batch_body_bytes}
     app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits)

@@ -87,4 +87,5 @@ def build_authenticator(settings: Settings, runtime: Runtime | None = None, *,
         http_client=http_client,
         clock=clock,
         on_failure=on_failure,
+        mfa_required_roles=settings.auth_mfa_required_roles,
     )

@@ -47,7 +47,7 @@ from jwt.exceptions import InvalidSignatureError, PyJWTError
 
 from knhk.errors import AuthenticationError, ConfigurationError, DependencyUnavailableError
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
-from knhk.service.auth.rbac import ROLES, Principal
+from knhk.service.auth.rbac import DEFAULT_MFA_REQUIRED_ROLES, ROLES, Principal, authorize
 
 log = logging.getLogger("knhk.auth")
 
@@ -394,6 +394,7 @@ class Authenticator:
         clock: Clock = SYSTEM_CLOCK,
         monotonic: Callable[[], float] = time.monotonic,
         on_failure: Callable[[AuthenticationFailure], None] | None = None,
+        mfa_required_roles: Sequence[str] = DEFAULT_MFA_REQUIRED_ROLES,
     ) -> None:
         if not issuers:
             raise ConfigurationError("an authenticator needs at least one trusted issuer")
@@ -409,6 +410,7 @@ class Authenticator:
         self.clock = clock
         self.monotonic = monotonic
         self.on_failure = on_failure
+        self.mfa_required_roles = tuple(_role_set(list(mfa_required_roles), "the MFA-required roles"))
         self._own_client = http_client is None
         self._http = http_client or httpx.Client(
             timeout=httpx.Timeout(http_timeout_s), follow_redirects=False,
@@ -449,6 +451,10 @@ class Authenticator:
             raise
         self._remember(token, principal, valid_until)
         return principal
+
+    def authorize(self, principal: Principal, permission: str, *, mutating: bool) -> None:
+        """:func:`~knhk.service.auth.rbac.authorize` with this installation's MFA-required roles."""
+        authorize(principal, permission, mutating=mutating, mfa_required_roles=self.mfa_required_roles)
 
     def prefetch(self) -> dict[str, str | None]:
         """Load every issuer's key set now (start-up, readiness): issuer → None when its keys are loaded, else

@@ -10,10 +10,10 @@ from knhk.audit.erasure import erase_subject
 from knhk.ops.clock import format_rfc3339
 from knhk.service import models
 from knhk.service.pagination import cursor_int, decode_cursor, encode_cursor
-from knhk.service.routes import declare
+from knhk.service.routes import PREFIX, declare
 from knhk.service.security import Caller, require, state_of
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(prefix=PREFIX, tags=["audit"])
 
 
 @declare(router, "GET", "/audit", "audit:read", response_model=models.Page)

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Request
 
 from knhk.errors import InvalidInputError, NotFoundError
 from knhk.service import models
-from knhk.service.routes import declare
+from knhk.service.routes import PREFIX, declare
 from knhk.service.scheduler import record_cycle_metrics
 from knhk.service.security import Caller, require, state_of
 
-router = APIRouter(tags=["cycles"])
+router = APIRouter(prefix=PREFIX, tags=["cycles"])
 
 
 @declare(router, "POST", "/cycles", "cycles:run", mutating=True, response_model=models.Cycle, status_code=201)

@@ -10,10 +10,10 @@ from knhk.errors import UsageError
 from knhk.ops.clock import parse_rfc3339
 from knhk.service import metrics, models
 from knhk.service.pagination import cursor_int, decode_cursor, encode_cursor
-from knhk.service.routes import declare
+from knhk.service.routes import PREFIX, declare
 from knhk.service.security import Caller, require, state_of
 
-router = APIRouter(tags=["observations"])
+router = APIRouter(prefix=PREFIX, tags=["observations"])
 
 
 def _ingested(request: Request, caller: Caller, results: list[Any]) -> None:

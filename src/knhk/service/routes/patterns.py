@@ -10,10 +10,10 @@ from knhk.errors import InvalidInputError
 from knhk.ops.clock import format_rfc3339
 from knhk.service import models
 from knhk.service.pagination import cursor_int, decode_cursor, encode_cursor
-from knhk.service.routes import declare
+from knhk.service.routes import PREFIX, declare
 from knhk.service.security import Caller, require, state_of
 
-router = APIRouter(tags=["patterns"])
+router = APIRouter(prefix=PREFIX, tags=["patterns"])
 
 
 @declare(router, "POST", "/patterns/detect", "patterns:detect", response_model=models.Detection)

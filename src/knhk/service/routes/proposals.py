@@ -12,10 +12,10 @@ from knhk.proposals.delta import DeltaSigma
 from knhk.proposals.proposer import Plan
 from knhk.service import metrics, models
 from knhk.service.pagination import cursor_int, decode_cursor, encode_cursor
-from knhk.service.routes import declare
+from knhk.service.routes import PREFIX, declare
 from knhk.service.security import Caller, require, state_of
 
-router = APIRouter(tags=["proposals"])
+router = APIRouter(prefix=PREFIX, tags=["proposals"])
 
 
 def _proposal(request: Request, pid: str, *, full: bool) -> dict[str, Any]:

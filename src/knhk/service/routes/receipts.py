@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from knhk.ops.clock import format_rfc3339
 from knhk.service import models
 from knhk.service.pagination import cursor_int, decode_cursor, encode_cursor
-from knhk.service.routes import declare
+from knhk.service.routes import PREFIX, declare
 from knhk.service.security import Caller, require, state_of
 
-router = APIRouter(tags=["receipts"])
+router = APIRouter(prefix=PREFIX, tags=["receipts"])
 Log = Literal["receipts", "audit"]
 
 

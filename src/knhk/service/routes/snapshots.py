@@ -9,10 +9,10 @@ from fastapi.responses import PlainTextResponse
 
 from knhk.errors import ForbiddenError, InvalidInputError, NotFoundError
 from knhk.service import metrics, models
-from knhk.service.routes import declare
+from knhk.service.routes import PREFIX, declare
 from knhk.service.security import Caller, require, state_of
 
-router = APIRouter(tags=["snapshots"])
+router = APIRouter(prefix=PREFIX, tags=["snapshots"])
 
 
 @declare(router, "GET", "/snapshots", "snapshots:read", response_model=models.Page)
