@@ -163,3 +163,28 @@ def test_cli_mint_usage_errors(tmp_path: Path, args: list[str]) -> None:
     finally:
         sys.argv = argv
     assert info.value.code == 2
+
+
+def test_mfa_required_roles_setting_is_applied_by_the_authenticator(tmp_path: Path) -> None:
+    settings = local_settings(tmp_path, auth_mfa_required_roles=["administrator"])
+    token = LocalIssuer.from_settings(settings).mint(["operator"], subject="olga").token
+    with build_authenticator(settings) as auth:
+        operator = auth.authenticate(f"Bearer {token}")
+        auth.authorize(operator, "snapshots:promote", mutating=True)  # operators no longer need MFA here
+    with pytest.raises(ForbiddenError, match="multi-factor"):
+        authorize(operator, "snapshots:promote", mutating=True)  # the default rule still would
+    with pytest.raises(ConfigurationError, match="unknown role"):
+        build_authenticator(local_settings(tmp_path, auth_mfa_required_roles=["root"]))
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"issuer": "https://idp.example.org"}, "needs 'issuer' and 'audience'"),
+    ({"issuer": "http://idp.example.org", "audience": "a"}, "must be an https:// URL"),
+    ({"issuer": "https://idp.example.org", "audience": "a", "jwks_uri": "http://10.0.0.1/jwks"}, "https://"),
+    ({"issuer": "https://idp.example.org", "audience": "a", "group_roles": {"g": "root"}}, "unknown role"),
+    ({"issuer": "https://idp.example.org", "audience": "a", "algorithms": ["HS256"]}, "subset"),
+    ({"issuer": "https://idp.example.org", "audience": "a", "audiance": "typo"}, "unknown OIDC issuer setting"),
+])
+def test_issuer_configuration_errors(tmp_path: Path, raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        build_authenticator(local_settings(tmp_path, oidc_issuers=[raw]))
