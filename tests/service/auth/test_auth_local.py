@@ -188,3 +188,17 @@ def test_mfa_required_roles_setting_is_applied_by_the_authenticator(tmp_path: Pa
 def test_issuer_configuration_errors(tmp_path: Path, raw: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         build_authenticator(local_settings(tmp_path, oidc_issuers=[raw]))
+
+
+def test_async_authentication_matches_sync(tmp_path: Path) -> None:
+    import anyio
+
+    settings = local_settings(tmp_path)
+    token = LocalIssuer.from_settings(settings).mint(["analyst"], subject="amy").token
+    with build_authenticator(settings) as auth:
+        first = anyio.run(auth.authenticate_async, f"Bearer {token}")  # verified in a worker thread
+        again = anyio.run(auth.authenticate_async, f"Bearer {token}")  # from the cache, inline
+        assert first.roles == {"analyst"}
+        assert again is first
+        with pytest.raises(BearerTokenError):
+            anyio.run(auth.authenticate_async, "Bearer not.a.token")
