@@ -12,10 +12,11 @@ class _Model(BaseModel):
 
 
 class ObservationIn(_Model):
-    id: str | None = Field(default=None, description="Client id: an idempotency key (1–128 of [A-Za-z0-9_.:-]).")
-    event_type: str = Field(description="1–128 characters of [A-Za-z0-9_.:-].")
-    sector: str = Field(description="Lowercase sector slug.")
-    timestamp: str | None = Field(default=None, description="RFC 3339; defaults to the time of receipt.")
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
+                           description="Client id: an idempotency key (1–128 of [A-Za-z0-9_.:-]).")
+    event_type: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="1–128 characters of [A-Za-z0-9_.:-].")
+    sector: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$", description="Lowercase sector slug.")
+    timestamp: str | None = Field(default=None, description="RFC 3339 with offset; defaults to the time of receipt.")
     value: dict[str, Any] = Field(default_factory=dict, description="JSON object, at most 64 KiB encoded.")
     metadata: dict[str, str] = Field(default_factory=dict)
 

@@ -57,11 +57,12 @@ def problem(status: int, detail: str, *, code: str | None = None, instance: str 
 def from_error(exc: KnhkError, instance: str | None = None) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, AuthenticationError):
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if "missing" not in exc.message else "Bearer"
+        headers["WWW-Authenticate"] = str(getattr(exc, "www_authenticate", None) or 'Bearer realm="knhk"')
     if isinstance(exc, RateLimitedError | DependencyUnavailableError):
         headers["Retry-After"] = str(exc.retry_after)
     status = exc.http_status if exc.http_status != 500 or exc.code == "integrity" else 500
-    return problem(status, exc.message, code=exc.code, instance=instance, headers=headers, **exc.details)
+    details = {k: v for k, v in exc.details.items() if k != "www_authenticate"}
+    return problem(status, exc.message, code=exc.code, instance=instance, headers=headers, **details)
 
 
 def _validation_detail(exc: RequestValidationError) -> tuple[int, str, list[dict[str, Any]]]:

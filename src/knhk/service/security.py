@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from knhk.errors import AuthenticationError, ForbiddenError
-from knhk.service.auth.rbac import Principal, authorize
+from knhk.service.auth.rbac import Principal
 from knhk.service.state import ServiceState
 
 #: (method, path template) → (permission, mutating): filled as routes are declared; tests read it.
@@ -61,7 +61,7 @@ def require(permission: str, *, mutating: bool = False) -> Callable[[Request], C
             raise
         st.limiter.check(principal.identity)
         try:
-            authorize(principal, permission, mutating=mutating)
+            st.auth.authorize(principal, permission, mutating=mutating)
         except ForbiddenError as exc:
             st.runtime.audit.record(principal.identity, "authz.denied", resource, "denied",
                                     reason=exc.message[:1000], metadata={"permission": permission})
