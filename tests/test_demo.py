@@ -149,7 +149,8 @@ def test_cli_verifies_the_ledger_and_shows_lineage_then_detects_tampering(
     result = orjson.loads(broken.stdout)
     assert result["ok"] is False
     assert result["first_failure"]["seq"] == seq
-    assert {f["seq"] for f in result["failures"] if f["category"] in ("chain", "signature", "row")} == {seq}
+    # the entry itself fails (id, signature, columns); its successor's parent link no longer matches it
+    assert {f["seq"] for f in result["failures"] if f["category"] in ("chain", "signature", "row")} == {seq, seq + 1}
     assert result["signature_failures"] == 1
     text = knhk("receipts", "verify", data=data, cwd=tmp_path)
     assert text.returncode == 1
