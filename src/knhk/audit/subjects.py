@@ -13,15 +13,18 @@ import hashlib
 import hmac
 import os
 import re
+import threading
+import time
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from knhk.errors import InvalidInputError, NotFoundError
+from knhk.errors import DependencyUnavailableError, InvalidInputError, NotFoundError
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.storage import subject_store as sql
 from knhk.storage.database import Database
 
 PSEUDONYM = re.compile(r"^sub_[0-9a-f]{32}$")
+CACHE_TTL_S = 60.0
 
 
 class Subjects:
@@ -33,6 +36,11 @@ class Subjects:
         self.db = db
         self._secret = index_secret
         self.clock = clock
+        # identity → (pseudonym, cached at): saves a database round trip per request. Entries live at most
+        # CACHE_TTL_S, so an erasure made by another process is honoured within that time (this process's
+        # own erasures drop the entry at once).
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._cache_lock = threading.Lock()
 
     def _index(self, identity: str) -> str:
         return hmac.new(self._secret, identity.encode(), hashlib.sha256).hexdigest()
@@ -43,6 +51,17 @@ class Subjects:
             raise InvalidInputError("an identity is 1 to 512 characters")
         if PSEUDONYM.match(identity):
             return identity  # already a pseudonym
+        cached = self._cache.get(identity)
+        if cached is not None and time.monotonic() - cached[1] < CACHE_TTL_S:
+            return cached[0]
+        found = self._lookup_or_create(identity)
+        with self._cache_lock:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[identity] = (found, time.monotonic())
+        return found
+
+    def _lookup_or_create(self, identity: str) -> str:
         index = self._index(identity)
         with self.db.connection() as conn:
             found = sql.find_by_index(conn, index)
@@ -56,7 +75,13 @@ class Subjects:
             found = sql.find_by_index(conn, index)
             if found is not None:
                 return found
-            sql.insert(conn, pseudonym, index, ciphertext, key, self.clock.now_us())
+            inserted = sql.insert(conn, pseudonym, index, ciphertext, key, self.clock.now_us())
+        if not inserted:  # another process created it between our look-up and our insert
+            with self.db.connection() as conn:
+                winner = sql.find_by_index(conn, index)
+            if winner is None:
+                raise DependencyUnavailableError("the subject could not be created; try again")
+            return winner
         return pseudonym
 
     def identity(self, pseudonym: str) -> str | None:
@@ -69,6 +94,7 @@ class Subjects:
         return AESGCM(key).decrypt(ciphertext[:12], ciphertext[12:], pseudonym.encode()).decode()
 
     def lookup(self, identity: str) -> str | None:
+        """The pseudonym of a known identity (never cached: erasure must be visible at once)."""
         with self.db.connection() as conn:
             return sql.find_by_index(conn, self._index(identity))
 
@@ -78,6 +104,9 @@ class Subjects:
             raise InvalidInputError(f"{pseudonym!r} is not a subject pseudonym (sub_ + 32 hex digits)")
         with self.db.transaction() as conn:
             existed = sql.erase(conn, pseudonym, self.clock.now_us())
+        with self._cache_lock:
+            for identity in [i for i, (p, _) in self._cache.items() if p == pseudonym]:
+                del self._cache[identity]
         if not existed:
             with self.db.connection() as conn:
                 if not sql.was_erased(conn, pseudonym):

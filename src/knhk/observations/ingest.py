@@ -11,6 +11,11 @@ RETURNING``); on PostgreSQL the transaction holds the advisory lock ``knhk.obser
 numbers become visible in commit order (a cursor never skips a row) and the id lookup and insert cannot race;
 SQLite's write lock does the same.
 
+Single observations from concurrent callers are group-committed (:meth:`Ingestor.ingest`): each caller's
+observation is validated in its own thread, then one writer thread stores everything waiting in one
+transaction, so throughput is not bounded by one commit (and its fsync) per observation. A conflict or skew
+refusal fails only its own caller; a database failure fails the whole group, and nothing of it is stored.
+
 After the commit the sector's hot-path guards are evaluated on the new observations; each violation appends a
 ``guard.violated`` and an ``alert.raised`` receipt (one ``append_many``), and ``on_ingested`` is called with
 the new observations (the detection engine subscribes). The receipts are appended after the observations
@@ -21,7 +26,10 @@ commit: if the ledger is unavailable at that moment the observations stay stored
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,10 +92,93 @@ class Ingestor:
         self.clock = clock
         self.on_ingested = on_ingested
         self.guards = GuardEvaluator()
+        self._pending: queue.SimpleQueue[tuple[Observation, Future[IngestResult]]] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
 
     def ingest(self, raw: Any, client: str | None = None) -> IngestResult:
-        """Ingest one observation."""
-        return self._ingest([raw], client, batch=False)[0]
+        """Ingest one observation (group-committed with concurrent callers' observations)."""
+        received_us = self.clock.now_us()
+        obs = self._parse([raw], client, received_us, batch=False)[0]
+        if obs.skewed and not obs.client_id:
+            self._check_skew(obs, None, received_us)
+        future: Future[IngestResult] = Future()
+        self._ensure_writer()
+        self._pending.put((obs, future))
+        return future.result()
+
+    # -- group commit of single observations ----------------------------------------------------------
+    def _ensure_writer(self) -> None:
+        if self._writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_loop, name="knhk-ingest", daemon=True)
+                    self._writer.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            group = [self._pending.get()]
+            while len(group) < MAX_BATCH:
+                try:
+                    group.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._commit_group(group)
+            except BaseException as exc:  # nothing of the group was stored
+                err = exc if isinstance(exc, KnhkError) else DependencyUnavailableError(f"ingest failed: {exc}")
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(err)
+
+    def _commit_group(self, group: list[tuple[Observation, Future[IngestResult]]]) -> None:
+        received_us = self.clock.now_us()
+        first: dict[str, Observation] = {}
+        outcome: dict[int, Observation | KnhkError | str] = {}  # str: a repeat of an id fresh in this group
+        fresh: list[Observation] = []
+        with self.db.transaction(lock=LOCK) as conn:
+            keyed = list({o.id for o, _ in group if o.client_id})
+            existing = store.find_by_ids(conn, keyed) if keyed else {}
+            for n, (obs, _) in enumerate(group):
+                earlier = existing.get(obs.id) or first.get(obs.id)
+                if earlier is not None:
+                    same = earlier.content_hash == obs.content_hash
+                    outcome[n] = (earlier if obs.id in existing else obs.id) if same else ConflictError(
+                        f"id {obs.id!r} is already stored with different content; observations are never"
+                        " overwritten", id=obs.id)
+                    continue
+                if obs.skewed and obs.client_id:
+                    try:
+                        check_skew(obs.ts_us, received_us)
+                    except KnhkError as exc:
+                        outcome[n] = exc
+                        continue
+                first[obs.id] = obs
+                fresh.append(obs)
+            if fresh:
+                seqs = store.insert_observations(conn, fresh)
+                fresh = [o.with_seq(seqs[o.id]) for o in fresh]
+        stored = {o.id: o for o in fresh}
+        violations, receipt_ids, failure = self._guard(fresh)
+        if fresh and self.on_ingested is not None:
+            try:
+                self.on_ingested(fresh)
+            except Exception:
+                log.exception("an on_ingested subscriber failed for %d observations", len(fresh))
+        for n, (obs, future) in enumerate(group):
+            result = outcome.get(n)
+            if isinstance(result, KnhkError):
+                future.set_exception(result)
+            elif isinstance(result, str):
+                future.set_result(IngestResult(stored[result], duplicate=True))
+            elif result is not None:
+                future.set_result(IngestResult(result, duplicate=True))
+            elif failure is not None and obs.id in violations:
+                future.set_exception(failure)
+            else:
+                final = stored[obs.id]
+                future.set_result(IngestResult(final, violations=tuple(violations.get(obs.id, ())),
+                                               receipt_ids=tuple(receipt_ids.get(obs.id, ()))))
 
     def ingest_batch(self, raws: Sequence[Any], client: str | None = None) -> list[IngestResult]:
         """Ingest up to 10,000 observations atomically; results are in input order."""

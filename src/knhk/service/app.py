@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from knhk import __version__
@@ -33,6 +34,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, background
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 200  # sync routes run in threads
         rt = runtime or Runtime.open(settings, subscribe_engine=False)
         rt.registry.refresh()
         st = ServiceState(settings, rt, build_authenticator(settings, rt), RateLimiter(

@@ -11,12 +11,16 @@ def find_by_index(conn: Connection, blind_index: str) -> str | None:
 
 
 def insert(conn: Connection, pseudonym: str, blind_index: str, identity_ct: bytes, key: bytes,
-           created_us: int) -> None:
-    conn.execute(
-        "INSERT INTO subjects (pseudonym, blind_index, identity_ct, created_us) VALUES (?,?,?,?)",
+           created_us: int) -> bool:
+    """Insert a subject unless its identity is already known (a concurrent writer won); True when inserted."""
+    inserted = conn.execute(
+        "INSERT INTO subjects (pseudonym, blind_index, identity_ct, created_us) VALUES (?,?,?,?)"
+        " ON CONFLICT (blind_index) DO NOTHING",
         (pseudonym, blind_index, identity_ct, created_us),
-    )
-    conn.execute("INSERT INTO subject_keys (pseudonym, key) VALUES (?,?)", (pseudonym, key))
+    ) == 1
+    if inserted:
+        conn.execute("INSERT INTO subject_keys (pseudonym, key) VALUES (?,?)", (pseudonym, key))
+    return inserted
 
 
 def load(conn: Connection, pseudonym: str) -> tuple[bytes, bytes] | None:
