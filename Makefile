@@ -16,5 +16,5 @@ lint:
 	.venv/bin/mypy
 
 bench:
-	@./scripts/bootstrap.sh --services
+	@./scripts/bootstrap.sh --bench
 	@for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done

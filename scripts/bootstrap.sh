@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_services=0
+want_bench=0
 [ "${1:-}" = "--services" ] && want_services=1
+[ "${1:-}" = "--bench" ] && want_services=1 && want_bench=1
 
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
@@ -60,6 +62,13 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     exit 3
 fi
 
+# Node.js and npm: the identity tests run a real OpenID provider (oidc-provider from npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+fi
+# pg_dump: the erasure test greps a full dump of the database.
+command -v pg_dump >/dev/null 2>&1 || apt_install postgresql-client
+
 # Redis on 127.0.0.1:6379 (the service's optional cache and rate limits).
 if ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
     command -v redis-server >/dev/null 2>&1 || apt_install redis-server
@@ -68,4 +77,9 @@ if ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 pin
     "${sudo_cmd[@]}" redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /var/lib/redis --logfile /var/log/redis/ci.log
     for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+
+# Load generator for bench/bench_http_ingest.py.
+if [ "$want_bench" = 1 ] && ! command -v hey >/dev/null 2>&1; then
+    apt_install hey
 fi
