@@ -10,8 +10,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output is not squeezed into 80 columns: tables of ids and hashes stay one row per line.
+_WIDTH = None if sys.stdout.isatty() else 200
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def print_json(value: Any) -> None:
