@@ -146,3 +146,42 @@ def test_two_replicas_share_one_history_and_one_ledger(replicas: tuple[list[str]
         for log in ("receipts", "audit"):
             report = rt.ledger.verify(log)
             assert report.ok, report.to_json()
+
+
+def test_metrics_aggregate_across_worker_processes(pg_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "KNHK_DATABASE_URL": pg_url, "KNHK_DATA_DIR": str(tmp_path), "KNHK_DB_POOL_MIN": "1",
+           "KNHK_DB_POOL_MAX": "4", "KNHK_CYCLE_INTERVAL_S": "0", "KNHK_VERIFY_INTERVAL_S": "0",
+           "KNHK_CHECKPOINT_INTERVAL_S": "0"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+    proc = subprocess.Popen([KNHK, "serve", "--port", str(port), "--workers", "2"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.3)
+        token = LocalIssuer.from_settings(Settings(data_dir=tmp_path)).mint(["observer"], subject="m").token
+        pids = set()
+        for _ in range(60):  # new connections spread over both workers
+            with httpx.Client(timeout=10) as c:
+                r = c.get(f"{url}/api/v1/receipts?limit=1", headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 200
+            pids.add(r.headers.get("x-knhk-worker"))
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        line = next(s for s in text.splitlines()
+                    if s.startswith('knhk_requests_total{method="GET",route="/api/v1/receipts",status="200"}'))
+        assert float(line.rsplit(" ", 1)[1]) == 60.0, line
+        assert len(pids) == 2, "requests were not spread over both workers"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

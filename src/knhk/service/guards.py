@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -23,6 +24,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
+_WORKER = os.urandom(4).hex().encode()  # an opaque id of the worker process that answered (X-KNHK-Worker)
 
 
 async def _send_problem(send: Send, status: int, detail: str, code: str) -> None:
@@ -54,6 +56,8 @@ class RequestGuards:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = int(message["status"])
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-knhk-worker", _WORKER)]
             await send(message)
 
         try:
