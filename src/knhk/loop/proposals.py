@@ -10,6 +10,8 @@ new current snapshot and is validated again.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -23,7 +25,9 @@ from knhk.governance.approvals import ApprovalRecord, check_approval
 from knhk.ledger.entry import Entry, EntryDraft
 from knhk.ledger.ledger import Ledger
 from knhk.observations.reader import ObservationReader
+from knhk.ontology.incremental import Overlay, SigmaIndex, incremental_schema, neighbourhood, subgraph
 from knhk.ontology.registry import SnapshotRegistry
+from knhk.ontology.schema import SectorSchema
 from knhk.ontology.snapshot import derive
 from knhk.ops.clock import Clock
 from knhk.proposals.delta import DeltaSigma
@@ -79,6 +83,23 @@ class ProposalService:
         self.doctrines_for = doctrines_for
         self.clock = clock
         self.policy = policy or LoopPolicy()
+        self._indexes: OrderedDict[str, SigmaIndex] = OrderedDict()
+        self._candidate_schemas: OrderedDict[str, SectorSchema] = OrderedDict()
+        self._index_lock = threading.Lock()
+
+    def _index(self, snapshot_id: str, triples: frozenset[tuple[str, str, str]]) -> SigmaIndex:
+        """The base snapshot's index, built once per base (a few bases are live at a time)."""
+        with self._index_lock:
+            found = self._indexes.get(snapshot_id)
+            if found is not None:
+                self._indexes.move_to_end(snapshot_id)
+                return found
+        index = SigmaIndex(triples)
+        with self._index_lock:
+            self._indexes[snapshot_id] = index
+            while len(self._indexes) > 4:
+                self._indexes.popitem(last=False)
+        return index
 
     # -- reading --------------------------------------------------------------------------------------
     def get(self, pid: str) -> tuple[Proposal, ProposalStatus]:
@@ -165,7 +186,19 @@ class ProposalService:
         candidate = self.registry.get(proposal.candidate_id)
         current = self.registry.refresh(proposal.sector)
         base_schema = self.registry.schema(base.id)
-        cand_schema = self.registry.schema(candidate.id)
+        # the candidate seen as base + ΔΣ: its read model and every stage look at the change's neighbourhood,
+        # never at the whole (possibly 100k-triple) graph again
+        overlay = Overlay.of(self._index(base.id, base.triples), proposal.delta.additions, proposal.delta.removals)
+        near = neighbourhood(overlay)
+        cand_schema = self._candidate_schemas.get(candidate.id)
+        if cand_schema is None:
+            cand_schema = incremental_schema(base_schema, overlay, candidate.id, near)
+            self._candidate_schemas[candidate.id] = cand_schema
+            while len(self._candidate_schemas) > 64:
+                self._candidate_schemas.popitem(last=False)
+        base_local = subgraph(overlay, near, candidate=False)
+        cand_local = subgraph(overlay, near)
+        memory_mb = overlay.memory_bytes() / (1024 * 1024)
         observations = self.reader.recent(proposal.sector, self.policy.recent_observations)
         with self.db.connection() as conn:
             spent = sql.promoted_cost_since(conn, proposal.sector, now - DAY_US)
@@ -178,10 +211,10 @@ class ProposalService:
             candidate_digest=candidate.content_digest, doctrines=self.doctrines_for(proposal.sector),
             approvers=self._approvers(pid), now_us=now,
             remaining_budget=max(0, self.policy.daily_change_budget - spent),
-            shadow=lambda: replay(base_triples=base.triples, candidate_triples=candidate.triples,
+            shadow=lambda: replay(base_triples=base_local, candidate_triples=cand_local,
                                   base_schema=base_schema, candidate_schema=cand_schema, delta=proposal.delta,
-                                  observations=observations, limits=self.policy.limits),
-            ledger_time_problems=self._ledger_time_problems, limits=self.policy.limits)
+                                  observations=observations, limits=self.policy.limits, memory_mb=memory_mb),
+            ledger_time_problems=self._ledger_time_problems, limits=self.policy.limits, overlay=overlay, near=near)
         report = validate(inp)
         vid = str(uuid_utils.uuid7())
         outcome = report.outcome

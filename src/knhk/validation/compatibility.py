@@ -10,7 +10,7 @@ neither Σ_new, Σ_core nor a standard vocabulary declares.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from knhk.ontology.core import core_triples
 from knhk.ontology.namespaces import KNHK, OWL, RDF, RDF_TYPE, RDFS, SH, XSD, iri
@@ -88,14 +88,19 @@ def version_bump(delta: DeltaSigma, narrowed: set[str]) -> str:
     return "patch"
 
 
-def dangling_references(triples: Iterable[Triple]) -> list[str]:
+def dangling_references(triples: Iterable[Triple], is_declared: Callable[[str], bool] | None = None) -> list[str]:
+    """Referenced IRIs that nothing declares. ``triples`` is the graph (or the part of it to check);
+    ``is_declared`` answers for the whole graph when only a part is given (default: a subject of ``triples``)."""
     graph = set(triples)
-    declared = {s for s, _, _ in graph} | {s for s, _, _ in core_triples()}
+    core = {s for s, _, _ in core_triples()}
+    declared = {s for s, _, _ in graph}
     out: set[str] = set()
     for _s, p, o in graph:
         if p in _REFERENCES and o.startswith("<"):
             value = o[1:-1]
-            if value.startswith(_STANDARD) or o in declared:
+            if value.startswith(_STANDARD) or o in declared or o in core:
+                continue
+            if is_declared is not None and is_declared(o):
                 continue
             out.add(o)
     return sorted(out)

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from knhk.errors import KnhkError
 from knhk.ontology.core import CHATMAN_CONSTANT, touches_core
+from knhk.ontology.incremental import Overlay, neighbourhood, subgraph
 from knhk.ontology.namespaces import RDFS_DOMAIN, RDFS_RANGE, RDFS_SUBCLASS_OF, iri
 from knhk.ontology.rdf import normalize
 from knhk.ontology.schema import SectorSchema
@@ -52,11 +53,20 @@ class ValidationInput:
     shadow: Callable[[], ShadowResult]
     ledger_time_problems: Callable[[], list[str]] = lambda: []
     limits: ShadowLimits = field(default_factory=ShadowLimits)
+    #: the change seen through the base's index: stages then look at the change's neighbourhood only
+    overlay: Overlay | None = None
+    near: set[str] | None = None
 
 
 class _Run:
     def __init__(self, inp: ValidationInput) -> None:
         self.inp = inp
+        if inp.overlay is not None:
+            near = inp.near if inp.near is not None else neighbourhood(inp.overlay)
+            self.base_local: frozenset[Triple] = subgraph(inp.overlay, near, candidate=False)
+            self.cand_local: frozenset[Triple] = subgraph(inp.overlay, near)
+        else:
+            self.base_local, self.cand_local = inp.base_triples, inp.candidate_triples
         self.shadow_result: ShadowResult | None = None
         self.doctrine_outcome = DoctrineOutcome()
         self.narrowed: set[str] = set()
@@ -88,15 +98,18 @@ class _Run:
                                f"ΔΣ removes a triple that is not in the base: {' '.join(missing_rm[0])}")
         summary = d.summary()
         problems: list[str] = []
+        preds_of: dict[str, set[str]] = {}
+        for s, p, _ in self.cand_local:
+            preds_of.setdefault(s, set()).add(p)
         for cls in summary.classes_added:
-            if not any(s == cls and p == iri(RDFS_SUBCLASS_OF) for s, p, _ in self.inp.candidate_triples):
+            if iri(RDFS_SUBCLASS_OF) not in preds_of.get(cls, set()):
                 problems.append(f"new class {cls} has no superclass")
         for prop in summary.properties_added:
-            preds = {p for s, p, _ in self.inp.candidate_triples if s == prop}
+            preds = preds_of.get(prop, set())
             if iri(RDFS_DOMAIN) not in preds or iri(RDFS_RANGE) not in preds:
                 problems.append(f"new property {prop} needs both a domain and a range")
         touched = {s for s, _, _ in (*d.additions, *d.removals)}
-        problems += [p for p in check_sigma_wellformed(self.inp.candidate_triples)
+        problems += [p for p in check_sigma_wellformed(self.cand_local)
                      if any(t in p for t in touched) or not touched]
         if problems:
             return StageResult("static", False, "; ".join(problems[:5]), details={"problems": problems})
@@ -127,9 +140,14 @@ class _Run:
         if shadow.newly_failing_rate > lim.max_violation_rate:
             failures.append(f"Q2: ΔΣ makes {shadow.newly_failing} previously conforming observations fail "
                             f"({shadow.newly_failing_rate:.1%}, limit {lim.max_violation_rate:.0%})")
-        # Q3 guard preservation (Chatman constant)
+        # Q3 guard preservation (Chatman constant), summed in one pass over the guards
+        shared = sum(g.ticks for g in inp.candidate_schema.guards if g.hot_path and g.event_type is None)
+        per_type: dict[str, int] = {}
+        for g in inp.candidate_schema.guards:
+            if g.hot_path and g.event_type is not None:
+                per_type[g.event_type] = per_type.get(g.event_type, 0) + g.ticks
         for event_type in sorted(inp.candidate_schema.event_types):
-            ticks = inp.candidate_schema.hot_path_ticks(event_type)
+            ticks = shared + per_type.get(event_type, 0)
             if ticks > CHATMAN_CONSTANT:
                 failures.append(f"Q3: hot-path guards of {event_type} cost {ticks} ticks (limit {CHATMAN_CONSTANT})")
         # Q4 SLO compliance (shadow replay)
@@ -155,8 +173,8 @@ class _Run:
 
     def doctrines(self) -> StageResult:
         inp = self.inp
-        self.narrowed = removed_or_narrowed(inp.delta, inp.base_triples)
-        self.loosened = loosened(inp.delta, inp.base_triples)
+        self.narrowed = removed_or_narrowed(inp.delta, self.base_local)
+        self.loosened = loosened(inp.delta, self.base_local)
         resources: dict[str, Decimal] = {}
         for guard in inp.candidate_schema.guards:
             if guard.kind == "max_value" and guard.field is not None:
@@ -213,7 +231,8 @@ class _Run:
         return StageResult("rollback", True, "reversible: additions only", details={"irreversible": False})
 
     def compatibility(self) -> StageResult:
-        dangling = dangling_references(self.inp.candidate_triples)
+        overlay = self.inp.overlay
+        dangling = dangling_references(self.cand_local, None if overlay is None else overlay.has_subject)
         bump = version_bump(self.inp.delta, self.narrowed)
         if dangling:
             return StageResult("compatibility", False, "dangling references: " + ", ".join(dangling[:5]),

@@ -125,8 +125,12 @@ def memory_estimate_mb(triples: Iterable[Triple]) -> float:
 
 def replay(*, base_triples: frozenset[Triple], candidate_triples: frozenset[Triple], base_schema: SectorSchema,
            candidate_schema: SectorSchema, delta: DeltaSigma, observations: Sequence[Observation],
-           limits: ShadowLimits) -> ShadowResult:
-    """Replay ``observations`` (most recent first or last, any order) under Σ_new and measure."""
+           limits: ShadowLimits, memory_mb: float | None = None) -> ShadowResult:
+    """Replay ``observations`` (most recent first or last, any order) under Σ_new and measure.
+
+    ``base_triples`` / ``candidate_triples`` may be the neighbourhood of the change
+    (:mod:`knhk.ontology.incremental`) rather than the whole graphs: touched types and the shapes SHACL uses
+    come from it; ``memory_mb`` then gives the whole candidate's estimate."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
     touched_types = touched_event_types(delta, (base_triples, candidate_triples), (base_schema, candidate_schema))
     touched_types |= set(candidate_schema.event_types) - set(base_schema.event_types)
@@ -165,7 +169,7 @@ def replay(*, base_triples: frozenset[Triple], candidate_triples: frozenset[Trip
     result.warm_p50_ms = _percentile(warm, 0.50)
     result.warm_p95_ms = _percentile(warm, 0.95)
     result.replay_p99_ms = _percentile(batches, 0.99)
-    result.memory_estimate_mb = memory_estimate_mb(cand_full)
+    result.memory_estimate_mb = memory_estimate_mb(cand_full) if memory_mb is None else memory_mb
     cpu = time.process_time() - cpu0
     result.replay_ms = (time.perf_counter() - wall0) * 1000
     result.cpu_share = cpu / (limits.cycle_interval_s * (os.cpu_count() or 1))
