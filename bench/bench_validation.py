@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,19 +21,16 @@ from pathlib import Path
 import rdflib
 from pyshacl import validate as pyshacl_validate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from synthetic import field_value, synthetic_sigma  # noqa: E402
-
-from knhk.config import Settings  # noqa: E402
-from knhk.ontology.core import core_triples  # noqa: E402
-from knhk.ontology.mapping import observation_triples  # noqa: E402
-from knhk.ontology.rdf import to_ntriples  # noqa: E402
-from knhk.ontology.shacl import shapes_subgraph  # noqa: E402
-from knhk.ops.clock import ManualClock, format_rfc3339, parse_rfc3339  # noqa: E402
-from knhk.proposals.proposer import DriftFinding, ObservedField, propose_drift  # noqa: E402
-from knhk.runtime import Runtime  # noqa: E402
-from knhk.sectors.pack import load_pack  # noqa: E402
+from knhk.config import Settings
+from knhk.ontology.core import core_triples
+from knhk.ontology.mapping import observation_triples
+from knhk.ontology.rdf import to_ntriples
+from knhk.ontology.shacl import shapes_subgraph
+from knhk.ops.clock import ManualClock, format_rfc3339, parse_rfc3339
+from knhk.proposals.proposer import DriftFinding, ObservedField, propose_drift
+from knhk.runtime import Runtime
+from knhk.sectors.pack import load_pack
+from synthetic import field_value, synthetic_sigma
 
 RUNS = 60
 START = parse_rfc3339("2026-11-23T10:00:00Z")
@@ -52,7 +48,7 @@ def main() -> None:
     settings = Settings(data_dir=folder, database_url=f"sqlite:///{folder / 'knhk.db'}", db_pool_min=1,
                         db_pool_max=4, checkpoint_every_entries=100_000, checkpoint_every_seconds=3600)
     t0 = time.perf_counter()
-    sigma, event_types = synthetic_sigma("finance", 100_000)
+    sigma, _types = synthetic_sigma("finance", 100_000)
     sigma |= set(load_pack("finance").sigma)
     with Runtime.open(settings, clock=clock, loop_clock=clock, install_packs=False) as rt:
         root = rt.registry.install_root("finance", sigma, "bench@example.org")

@@ -89,7 +89,7 @@ class DeltaSigma:
 
     def effective(self, base: Iterable[Triple]) -> DeltaSigma:
         """The part of this change that actually changes ``base`` (idempotent re-application is empty)."""
-        b = set(base)
+        b = base if isinstance(base, set | frozenset) else set(base)  # no copy of a (large) set
         return DeltaSigma(tuple(t for t in self.additions if t not in b), tuple(t for t in self.removals if t in b))
 
     def summary(self) -> DeltaSummary:
