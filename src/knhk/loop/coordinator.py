@@ -157,7 +157,7 @@ class Coordinator:
         # Execute
         for p, pid, _created in planned:
             try:
-                execution = self.proposals.execute(pid)
+                execution = self.proposals.execute(pid, revalidate_held=False)
             except Exception as exc:
                 log.exception("executing proposal %s failed", pid)
                 record.proposals.append({"id": pid, "pattern": p.name, "outcome": "error", "reason": str(exc)})
@@ -167,10 +167,12 @@ class Coordinator:
             record.receipt_ids += execution.receipts
             report = execution.report
             if report is None and execution.outcome != "expired":
-                # decided in an earlier cycle (re-running on the same data): nothing happened to it now
+                # decided in an earlier cycle, or held for people: nothing happened to it now
                 record.proposals.append({"id": execution.proposal.id, "pattern": p.name,
                                          "outcome": execution.outcome, "failed_stage": None,
-                                         "reason": "already decided in an earlier cycle", "snapshot_id": None})
+                                         "reason": "held for approval since an earlier cycle"
+                                         if execution.outcome == "held" else "already decided in an earlier cycle",
+                                         "snapshot_id": None})
                 continue
             if report is not None and report.outcome in ("approved", "held"):
                 counts["validations_passed"] += 1

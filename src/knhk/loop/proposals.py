@@ -14,7 +14,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any
 
 import uuid_utils
@@ -83,6 +82,8 @@ class ProposalService:
         self.doctrines_for = doctrines_for
         self.clock = clock
         self.policy = policy or LoopPolicy()
+        self._time_checked: tuple[int, int | None] | None = None
+        self._time_lock = threading.Lock()
         self._indexes: OrderedDict[str, SigmaIndex] = OrderedDict()
         self._candidate_schemas: OrderedDict[str, SectorSchema] = OrderedDict()
         self._index_lock = threading.Lock()
@@ -171,12 +172,24 @@ class ProposalService:
                 for a in self.approvals(pid) if a["decision"] == "approve"]
 
     def _ledger_time_problems(self) -> list[str]:
-        recent = self.ledger.entries("receipts", descending=True, limit=1000)
-        recent.reverse()
-        for prev, cur in pairwise(recent):
-            if cur.ts_us < prev.ts_us:
-                return [f"receipt {cur.seq} is timestamped before its parent {prev.seq}"]
-        return []
+        """Q1 on the ledger: no receipt timestamped before its parent. Checked incrementally: each call reads
+        only the receipts appended since the previous call (the first call in a process, the last 1,000)."""
+        with self._time_lock:
+            head = self.ledger.head("receipts")
+            if head is None:
+                return []
+            after, prev_ts = self._time_checked or (max(-1, head.seq - 1000), None)
+            while after < head.seq:
+                page = self.ledger.entries("receipts", after_seq=after, limit=5000)
+                if not page:
+                    break
+                for entry in page:
+                    if prev_ts is not None and entry.ts_us < prev_ts:
+                        return [f"receipt {entry.seq} is timestamped before its parent {entry.seq - 1}"]
+                    prev_ts = entry.ts_us
+                after = page[-1].seq
+            self._time_checked = (after, prev_ts)
+            return []
 
     def validate(self, pid: str) -> tuple[ValidationReport, Entry]:
         """Run the pipeline on a proposal now; record the validation receipt and the new status."""
@@ -238,13 +251,20 @@ class ProposalService:
             sql.set_status(conn, pid, new_status, report.reason, now, held_at_us=held_at)
         return report, entry
 
-    def execute(self, pid: str, *, actor: str = LOOP_ACTOR, rebase: bool = True) -> Execution:
-        """Validate a proposal and act on the outcome: promote, hold (with a receipt) or reject."""
+    def execute(self, pid: str, *, actor: str = LOOP_ACTOR, rebase: bool = True,
+                revalidate_held: bool = True) -> Execution:
+        """Validate a proposal and act on the outcome: promote, hold (with a receipt) or reject.
+
+        ``revalidate_held=False`` (the cycle's choice) leaves a held proposal alone: nothing about it changes
+        until people decide, and their decision (:meth:`decide`) validates it again.
+        """
         proposal, status = self.get(pid)
         if status.status in FINAL:
             return Execution(proposal, None, status.status)
         if status.status == "held" and self._expired(status):
             return self._expire(proposal)
+        if status.status == "held" and not revalidate_held:
+            return Execution(proposal, None, "held")
         if rebase:
             current = self.registry.refresh(proposal.sector)
             if current is not None and current.id != proposal.base_id:
