@@ -182,6 +182,13 @@ class RawDb:
         row = self.conn.execute(self._sql(sql), tuple(params)).fetchone()
         return None if row is None else tuple(row)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.sqlite:
+            self.conn.executemany(sql, rows)
+        else:
+            with self.conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+
     def unprotect(self) -> None:
         """Remove the append-only protection as a database superuser could: SQLite drops the triggers,
         PostgreSQL switches this session to replica mode (triggers do not fire)."""
@@ -197,24 +204,34 @@ class RawDb:
 
 @contextmanager
 def attacker(url: str) -> Iterator[RawDb]:
+    """A raw connection with the protection removed; everything done in it commits as one transaction."""
     raw = RawDb(url)
     try:
         raw.unprotect()
-        yield raw
+        raw.execute("BEGIN")
+        try:
+            yield raw
+        except BaseException:
+            raw.execute("ROLLBACK")
+            raise
+        raw.execute("COMMIT")
     finally:
         raw.close()
 
 
-def rewrite_log(raw: RawDb, log: str, from_seq: int, key: SigningKey,
+def rewrite_log(raw: RawDb, log: str, from_seq: int, signer: SigningKey | Callable[[int], SigningKey],
                 change: Callable[[int, dict[str, Any]], None], *, resign_checkpoints: bool,
-                origin_prefix: str = "") -> None:
-    """Rewrite entries ``from_seq``.. of ``log`` as an attacker holding ``key`` would: apply ``change`` to
-    each payload, re-chain parents, re-sign, recompute ids and every stored Merkle node; optionally
-    re-sign (replace) the stored checkpoints too."""
+                checkpoint_signer: Callable[[str], SigningKey] | None = None, origin_prefix: str = "") -> None:
+    """Rewrite entries ``from_seq``.. of ``log`` as an attacker holding the signing key(s) would: apply
+    ``change`` to each payload, re-chain the parents, re-sign (``signer`` may name the key per seq),
+    recompute the ids and every stored Merkle node; optionally re-sign the stored checkpoints too (each with
+    ``checkpoint_signer(its key id)``, default the entry signer)."""
+    sign_with = signer if callable(signer) else (lambda _seq: signer)
     rows = raw.fetchall("SELECT seq, payload FROM ledger_entries WHERE log=? ORDER BY seq", (log,))
     payloads = [bytes(p) for _, p in rows]
     parent: str | None = None if from_seq == 0 else entry_id(payloads[from_seq - 1])
     for seq in range(from_seq, len(payloads)):
+        key = sign_with(seq)
         fields = orjson.loads(payloads[seq])
         change(seq, fields)
         fields["parent"] = parent
@@ -230,16 +247,63 @@ def rewrite_log(raw: RawDb, log: str, from_seq: int, key: SigningKey,
         for level, idx, h in frontier.append(leaf_hash(payload)):
             nodes[(level, idx)] = h
     for (level, idx), h in nodes.items():
-        raw.execute("UPDATE ledger_nodes SET hash=? WHERE log=? AND level=? AND idx=?", (h, log, level, idx))
+        if idx >= from_seq >> level:
+            raw.execute("UPDATE ledger_nodes SET hash=? WHERE log=? AND level=? AND idx=?", (h, log, level, idx))
     if resign_checkpoints:
-        for (size,) in raw.fetchall("SELECT tree_size FROM ledger_checkpoints WHERE log=?", (log,)):
+        for size, key_id in raw.fetchall("SELECT tree_size, key_id FROM ledger_checkpoints WHERE log=?", (log,)):
             size = int(size)
             if size <= from_seq:
                 continue
+            key = checkpoint_signer(str(key_id)) if checkpoint_signer else sign_with(size - 1)
             root = fold([nodes[k] for k in decompose(0, size)])
             cp = sign_checkpoint(origin_for(log, origin_prefix), size, root, key)
             raw.execute("UPDATE ledger_checkpoints SET root_hash=?, note=?, key_id=? WHERE log=? AND tree_size=?",
                         (root, cp.note, key.key_id, log, size))
+
+
+def key_plan(raw: RawDb, log: str, keys_dir: Path) -> Callable[[int], SigningKey]:
+    """The signing key valid at each seq of ``log`` (from ledger_key_use and the key files)."""
+    uses = [(int(s), str(k)) for s, k in raw.fetchall(
+        "SELECT valid_from_seq, key_id FROM ledger_key_use WHERE log=? ORDER BY valid_from_seq", (log,))]
+    keys = {k: read_key(keys_dir, k) for _, k in uses}
+
+    def at(seq: int) -> SigningKey:
+        return keys[[k for s, k in uses if s <= seq][-1]]
+
+    return at
+
+
+TableDump = dict[str, tuple[list[str], list[tuple[Any, ...]]]]
+
+
+def dump_ledger(url: str) -> TableDump:
+    """Every row of every ledger table, to put back later with :func:`restore_ledger`."""
+    raw = RawDb(url)
+    try:
+        out: TableDump = {}
+        for table in LEDGER_TABLES:
+            if raw.sqlite:
+                cols = [str(r[1]) for r in raw.fetchall(f"PRAGMA table_info({table})")]
+            else:
+                cols = [str(r[0]) for r in raw.fetchall(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name=? ORDER BY ordinal_position",
+                    (table,))]
+            rows = sorted((tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                           for row in raw.fetchall(f"SELECT {', '.join(cols)} FROM {table}")), key=repr)
+            out[table] = (cols, rows)
+        return out
+    finally:
+        raw.close()
+
+
+def restore_ledger(url: str, dump: TableDump) -> None:
+    """Put every ledger table back exactly as dumped (protection off, one transaction)."""
+    with attacker(url) as raw:
+        for table in reversed(LEDGER_TABLES):
+            raw.execute(f"DELETE FROM {table}")
+        for table in LEDGER_TABLES:
+            cols, rows = dump[table]
+            raw.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
 
 
 def read_key(keys_dir: Path, key_id: str) -> SigningKey:

@@ -149,7 +149,12 @@ def _check_rows(result: ChunkResult, log: str, rows: Sequence[Sequence[Any]], pl
     for seq in range(result.start, result.end):
         row = by_seq.get(seq)
         if row is None:
-            _fail(result, seq, "chain", f"entry {seq} is missing (gap in the sequence)")
+            if seq == result.start or (seq - 1) in by_seq:  # one listed failure per run of missing entries
+                run_end = min([s for s in by_seq if s > seq], default=result.end)
+                what = f"entry {seq} is" if run_end == seq + 1 else f"entries {seq}..{run_end - 1} are"
+                result.failures.append(Failure(seq, "chain", f"{what} missing (gap in the sequence)"))
+                del result.failures[MAX_LISTED_FAILURES:]
+            result.counts["chain"] += 1
             prev_id = prev_ts = None
             continue
         _log, _seq, stored_id, ts_col, kind_col, sector_col, subject_col, key_col, payload, sig = row
@@ -282,8 +287,15 @@ def verify_log(db: Database, log: str, *, workers: int | None = None,
         checkpoints = sql.list_checkpoints(conn, log)
         size = 0 if head is None else head.tree_size
         beyond = sql.nodes_beyond(conn, log, size)
+        negative = sql.negative_seqs(conn, log)
+        # A damaged log may claim a last seq far beyond its row count (one altered seq column says
+        # 2^40): then only the chunks that hold rows are read, and the empty ones count as one gap each.
+        if total == size:
+            chunk_ids: Sequence[int] = range((size + CHUNK - 1) >> CHUNK_LEVEL)
+        else:
+            chunk_ids = sql.occupied_chunks(conn, log, CHUNK_LEVEL)
     sizes = sorted({cp.tree_size for cp in checkpoints if 0 < cp.tree_size <= size} | ({size} if size else set()))
-    chunks = [(a, min(a + CHUNK, size)) for a in range(0, size, CHUNK)]
+    chunks = [(c << CHUNK_LEVEL, min((c + 1) << CHUNK_LEVEL, size)) for c in chunk_ids]
     results: list[ChunkResult] = []
     done = 0
     if workers is None:
@@ -302,12 +314,12 @@ def verify_log(db: Database, log: str, *, workers: int | None = None,
             done += b - a
             if progress:
                 progress(done, size)
-    return _assemble(db, log, size, total, results, checkpoints, keys, beyond)
+    return _assemble(db, log, size, total, results, checkpoints, keys, beyond, negative)
 
 
 def _assemble(db: Database, log: str, size: int, total: int, results: list[ChunkResult],
               checkpoints: Sequence[sql.StoredCheckpoint], keys: Mapping[str, bytes],
-              beyond: Sequence[NodeKey] = ()) -> VerifyReport:
+              beyond: Sequence[NodeKey] = (), negative: Sequence[int] = ()) -> VerifyReport:
     counts = dict.fromkeys(CATEGORIES, 0)
     failures: list[Failure] = []
     verified = 0
@@ -322,6 +334,11 @@ def _assemble(db: Database, log: str, size: int, total: int, results: list[Chunk
         for cat, n in res.counts.items():
             counts[cat] += n
         failures.extend(res.failures)
+        gap_start = 0 if prev is None else prev.end
+        if res.start > gap_start:  # whole chunks without a single row
+            counts["chain"] += res.start - gap_start - 1
+            fail(gap_start, "chain", f"entries {gap_start}..{res.start - 1} are missing (gap in the sequence)")
+            prev = None
         if res.first_present:
             expected_parent = None if res.start == 0 else (prev.last_id if prev else None)
             if res.start == 0 and res.first_parent is not None:
@@ -333,8 +350,12 @@ def _assemble(db: Database, log: str, size: int, total: int, results: list[Chunk
                     res.first_ts < prev.last_ts:
                 fail(res.start, "retrocausation", "timestamp is earlier than its parent's")
         prev = res
+    if results and results[-1].end < size:  # cannot happen: the last seq's chunk always holds a row
+        fail(results[-1].end, "chain", "entries after the last verified chunk are missing")
     if total != size:
         fail(None, "chain", f"log holds {total} entries but its last seq says {size}")
+    for seq in negative:
+        fail(None, "chain", f"an entry is stored with the impossible seq {seq}")
     for level, idx in beyond:
         fail(None, "merkle", f"stored Merkle node (level {level}, index {idx}) covers entries beyond the log's "
              f"end ({size}): entries were removed")
@@ -342,8 +363,8 @@ def _assemble(db: Database, log: str, size: int, total: int, results: list[Chunk
     # Levels above the chunks, rebuilt from the roots of the leading run of complete chunks and compared
     # with storage (past a damaged chunk nothing above chunk level can be rebuilt).
     upper: dict[NodeKey, bytes] = {}
-    lead = 0
-    while lead < len(results) and results[lead].complete:
+    lead = 0  # results[:lead] are chunks 0, 1, … lead-1, each complete
+    while lead < len(results) and results[lead].complete and results[lead].start == lead << CHUNK_LEVEL:
         lead += 1
     tops = [r.top for r in results[:lead] if r.top is not None]
     level, hashes = CHUNK_LEVEL, tops
@@ -365,7 +386,7 @@ def _assemble(db: Database, log: str, size: int, total: int, results: list[Chunk
         if s == 0:
             return None
         chunk_no = (s - 1) >> CHUNK_LEVEL
-        if chunk_no >= len(results) or chunk_no > lead:
+        if chunk_no >= len(results) or chunk_no > lead or results[chunk_no].start != chunk_no << CHUNK_LEVEL:
             return None
         hashes: list[bytes] = []
         for k in decompose(0, s):

@@ -167,6 +167,25 @@ def raw_rows(conn: Connection, log: str, first: int, last: int) -> list[tuple[An
     )
 
 
+def negative_seqs(conn: Connection, log: str, limit: int = 10) -> list[int]:
+    """Seqs below zero (only a damaged log has any)."""
+    rows = conn.fetchall("SELECT seq FROM ledger_entries WHERE log=? AND seq<0 ORDER BY seq LIMIT ?", (log, limit))
+    return [int(r[0]) for r in rows]
+
+
+def occupied_chunks(conn: Connection, log: str, level: int) -> list[int]:
+    """The chunks (seq >> level) that hold at least one entry, found by one index probe per chunk."""
+    out: list[int] = []
+    start = 0
+    while True:
+        row = conn.fetchone("SELECT MIN(seq) FROM ledger_entries WHERE log=? AND seq>=?", (log, start))
+        if row is None or row[0] is None:
+            return out
+        chunk = int(row[0]) >> level
+        out.append(chunk)
+        start = (chunk + 1) << level
+
+
 def count_entries(conn: Connection, log: str) -> int:
     row = conn.fetchone("SELECT COUNT(*) FROM ledger_entries WHERE log=?", (log,))
     return int(row[0]) if row else 0
