@@ -30,6 +30,6 @@ def decode_cursor(cursor: str | None) -> dict[str, Any]:
 
 def cursor_int(state: dict[str, Any], key: str, default: int) -> int:
     value = state.get(key, default)
-    if type(value) is not int:
+    if type(value) is not int or not -1 <= value <= 2**62:
         raise UsageError("the cursor is not one this API issued")
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from knhk.ops.clock import format_rfc3339
 from knhk.service import models
@@ -14,6 +14,8 @@ from knhk.service.security import Caller, require, state_of
 
 router = APIRouter(prefix=PREFIX, tags=["receipts"])
 Log = Literal["receipts", "audit"]
+MAX_SEQ = 2**53 - 1
+Seq = Annotated[int, Path(ge=0, le=MAX_SEQ, description="An entry's position in its log.")]
 
 
 @declare(router, "GET", "/receipts", "receipts:read", response_model=models.Page)
@@ -42,7 +44,7 @@ def checkpoint(request: Request, caller: Annotated[Caller, Depends(require("rece
 
 @declare(router, "GET", "/receipts/consistency", "receipts:read", response_model=models.Consistency)
 def consistency(request: Request, caller: Annotated[Caller, Depends(require("receipts:read"))],
-                first: Annotated[int, Query(ge=1)], second: Annotated[int, Query(ge=1)],
+                first: Annotated[int, Query(ge=1, le=MAX_SEQ)], second: Annotated[int, Query(ge=1, le=MAX_SEQ)],
                 log: Log = "receipts") -> dict[str, Any]:
     """RFC 9162 consistency proof between tree sizes ``first`` ≤ ``second``."""
     ledger = state_of(request).runtime.ledger
@@ -52,14 +54,14 @@ def consistency(request: Request, caller: Annotated[Caller, Depends(require("rec
 
 
 @declare(router, "GET", "/receipts/{seq}", "receipts:read", response_model=dict[str, Any])
-def get(seq: int, request: Request, caller: Annotated[Caller, Depends(require("receipts:read"))],
+def get(seq: Seq, request: Request, caller: Annotated[Caller, Depends(require("receipts:read"))],
         log: Log = "receipts") -> dict[str, Any]:
     """One entry: every payload field plus id and signature."""
     return state_of(request).runtime.ledger.entry(log, seq).to_json()
 
 
 @declare(router, "GET", "/receipts/{seq}/proof", "receipts:read", response_model=models.Bundle)
-def proof(seq: int, request: Request, caller: Annotated[Caller, Depends(require("receipts:read"))],
+def proof(seq: Seq, request: Request, caller: Annotated[Caller, Depends(require("receipts:read"))],
           log: Log = "receipts") -> dict[str, Any]:
     """An offline proof bundle (entry, inclusion proof, signed checkpoint, public key)."""
     return state_of(request).runtime.ledger.prove(log, seq)
