@@ -144,6 +144,7 @@ class Runtime:
                                 on_ingested=engine.observe if subscribe_engine else None)
             thresholds = ThresholdBook(db, clock)
             proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
+            proposals.on_outcome = thresholds.record
             coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock)
         except BaseException:
             db.close()

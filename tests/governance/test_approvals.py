@@ -203,3 +203,21 @@ def test_sod_refusal_follows_the_rules_effective_dates() -> None:
                                    "level": "advisory", "params": {"incompatible": [["doctor", "billing"]]}})
     check_approval(author="x", approver=both, decision="approve", doctrines=[advisory], existing=[],
                    held_at_us=MONDAY_10, now_us=MONDAY_10)
+
+
+def test_peoples_decisions_teach_the_threshold_learner(loop_runtime: Runtime) -> None:
+    rt = loop_runtime
+    change = plan(new_event_type("finance", "RefundIssued", "refund.issued", [("amount", "decimal", True)]))
+    proposal, _ = rt.proposals.create("finance", change, pattern="schema_drift:refund.issued", author=AUTHOR)
+    assert rt.proposals.execute(proposal.id).outcome == "held"
+    before = rt.thresholds.state("finance", "schema_drift")
+    act(rt.proposals, proposal.id, [("fay@bank.example", "finance", ("validator",)),
+                                    ("cal@bank.example", "compliance", ("validator",))])
+    after = rt.thresholds.state("finance", "schema_drift")
+    assert (after.accepted, after.rejected) == (before.accepted + 1, before.rejected)
+    other = plan(new_event_type("finance", "ChargebackOpened", "chargeback.opened", [("amount", "decimal", True)]))
+    rejected, _ = rt.proposals.create("finance", other, pattern="schema_drift:chargeback.opened", author=AUTHOR)
+    assert rt.proposals.execute(rejected.id).outcome == "held"
+    rt.proposals.decide(rejected.id, identity="fay@bank.example", roles=["validator"], sector_attr="finance",
+                        decision="reject")
+    assert rt.thresholds.state("finance", "schema_drift").rejected == before.rejected + 1

@@ -83,6 +83,8 @@ class ProposalService:
         self.clock = clock
         self.policy = policy or LoopPolicy()
         self._time_checked: tuple[int, int | None] | None = None
+        #: (sector, pattern kind, accepted) of proposals people decided on; the runtime wires the learner here
+        self.on_outcome: Callable[[str, str, bool], object] | None = None
         self._time_lock = threading.Lock()
         self._indexes: OrderedDict[str, SigmaIndex] = OrderedDict()
         self._candidate_schemas: OrderedDict[str, SectorSchema] = OrderedDict()
@@ -382,10 +384,21 @@ class ProposalService:
         if decision == "reject":
             with self.db.transaction() as conn:
                 sql.set_status(conn, pid, "rejected", f"rejected by approver {subject}", now)
+            self._learn(proposal, accepted=False)
             return Execution(proposal, None, "rejected", receipts=[entry.id])
         result = self.execute(pid)  # a reached quorum is promoted by the loop itself, not by the approver
         result.receipts.insert(0, entry.id)
+        if result.outcome in ("promoted", "rejected"):
+            self._learn(proposal, accepted=result.outcome == "promoted")
         return result
+
+    def _learn(self, proposal: Proposal, *, accepted: bool) -> None:
+        """Tell the learner how people decided on a proposal born of a detected pattern."""
+        if self.on_outcome is not None and proposal.pattern:
+            try:
+                self.on_outcome(proposal.sector, proposal.pattern.split(":", 1)[0], accepted)
+            except Exception:
+                log.exception("recording the outcome of %s for learning failed", proposal.id)
 
     def mark_promoted(self, pid: str) -> None:
         """Record that an operator promoted this proposal's snapshot explicitly."""
