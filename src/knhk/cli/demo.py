@@ -118,10 +118,17 @@ def sector_report(rt: Runtime, scenario: Scenario, run: dict[str, Any]) -> dict[
         "proposal_details": proposals,
         "approvals": run["approvals"],
         "guard_violations": [{"reason": e.fields["reason"], "data": e.fields["data"]} for e in guard],
-        "alerts": Counter(f"{e.fields['outcome']}: {e.fields['subject']}" for e in alerts),
+        "alerts": Counter(_alert_text(e.fields) for e in alerts),
         "lineage": lineage,
         "exercises": list(scenario.exercises),
     }
+
+
+def _alert_text(fields: Any) -> str:
+    data = fields.get("data") or {}
+    if data.get("source") == "guard":
+        return f"{fields['outcome']}: guard {data.get('guard_id')} violated by observation {fields['subject']}"
+    return f"{fields['outcome']}: {fields['subject']}"
 
 
 def print_sector(sector: str, r: dict[str, Any]) -> None:
