@@ -88,11 +88,14 @@ def sector_report(rt: Runtime, scenario: Scenario, run: dict[str, Any]) -> dict[
             patterns[p["name"]] += 1
     proposals = []
     for p, s in rt.proposals.find(sector=sector, limit=1000):
-        last = rt.proposals.validations(p.id)
-        report = last[-1]["report"] if last else None
+        validations = rt.proposals.validations(p.id)
+        report = validations[-1]["report"] if validations else None
         proposals.append({"id": p.id, "pattern": p.pattern, "status": s.status, "reason": s.reason,
                           "rationale": p.rationale, "snapshot_id": p.candidate_id,
                           "failed_stage": None if report is None else report["failed_stage"],
+                          "history": [v["outcome"] for v in validations],
+                          "held_for": [] if not validations else [
+                              a["doctrine_id"] for v in validations for a in v["report"]["pending_approvals"]],
                           "warnings": [] if report is None else report["warnings"],
                           "approvals": [{"subject": a["subject"], "roles": a["roles"], "sector": a["sector"]}
                                         for a in rt.proposals.approvals(p.id)]})
@@ -146,6 +149,9 @@ def print_sector(sector: str, r: dict[str, Any]) -> None:
             line += f" — {p['reason']}"
         say(line)
         say(f"      why: {p['rationale']}")
+        if len(p["history"]) > 1 or p["held_for"]:
+            held_for = f" (held for {', '.join(sorted(set(p['held_for'])))})" if p["held_for"] else ""
+            say(f"      validations: {' → '.join(p['history'])}{held_for}")
         for w in p["warnings"]:
             say(f"      warning: {w}")
         for a in p["approvals"]:
