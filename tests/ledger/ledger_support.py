@@ -138,6 +138,19 @@ def run_cli(args: Sequence[str], data_dir: Path, database_url: str | None, *, st
     )
 
 
+def run_cli_many(calls: Sequence[Sequence[str]], data_dir: Path, database_url: str | None, *,
+                 timeout: float = 180, env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess[str]]:
+    """Run several independent ``knhk`` commands at once (each still a separate process)."""
+    procs = [subprocess.Popen([KNHK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=cli_env(data_dir, database_url, **(env or {})))
+             for args in calls]
+    out = []
+    for args, proc in zip(calls, procs, strict=True):
+        stdout, stderr = proc.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess([KNHK, *args], proc.returncode, stdout, stderr))
+    return out
+
+
 def sample_drafts(n: int, log: str = "receipts", start: int = 0) -> list[EntryDraft]:
     """Entries with varied, realistic content (sectors, subjects, evidence, nested data, non-ASCII text)."""
     sectors = [None, "finance", "healthcare", "manufacturing", "logistics"]
