@@ -113,14 +113,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, data
     calls: list[list[str]] = []
     expected: list[str] = []
     for override, message in BAD:
-        args = dict(base)
+        options = dict(base)
         extra: list[str] = []
         for i in range(0, len(override), 2):
-            if override[i] in args:
-                args[override[i]] = override[i + 1]
+            if override[i] in options:
+                options[override[i]] = override[i + 1]
             else:
                 extra += override[i:i + 2]
-        calls.append(["audit", "append", *[x for kv in args.items() for x in kv], *extra])
+        calls.append(["audit", "append", *[x for kv in options.items() for x in kv], *extra])
         expected.append(message)
     for args in (["receipts", "list", "--log", "ledger"], ["receipts", "show", "0", "--log", "ledger"],
                  ["receipts", "prove", "0", "--log", "ledger"], ["receipts", "checkpoint", "--log", "ledger"]):
