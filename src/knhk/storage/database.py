@@ -1,6 +1,6 @@
 """The database connection layer shared by both backends (SPEC §11).
 
-SQL is written once with ``?`` placeholders and translated for psycopg. SQLite runs in WAL mode with
+SQL is written once with ``?`` parameter markers and translated for psycopg. SQLite runs in WAL mode with
 ``synchronous=FULL`` so a committed write is durable before it is acknowledged; write transactions take
 the database write lock up front (``BEGIN IMMEDIATE``). PostgreSQL uses a psycopg connection pool
 (defaults max 50, min 10), a statement timeout, and transaction-scoped advisory locks where one writer at a
@@ -39,6 +39,10 @@ class Connection(Protocol):
         ...
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows as fast as the backend allows (PostgreSQL: COPY)."""
+        ...
+
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     def savepoint(self) -> Any: ...
@@ -65,6 +69,11 @@ class _SqliteConnection:
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.raw.executemany(sql, rows)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            marks = ",".join("?" * len(columns))
+            self.raw.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self.raw.execute(sql, params).fetchone()
@@ -98,6 +107,13 @@ class _PgConnection:
         if rows:
             with self.raw.cursor() as cur:
                 cur.executemany(_to_pyformat(sql), rows)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """COPY: one statement and a stream of rows, instead of one INSERT per row."""
+        if rows:
+            with self.raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self.raw.execute(_to_pyformat(sql), params).fetchone()

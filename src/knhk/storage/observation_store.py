@@ -1,6 +1,6 @@
 """SQL for observations and learned detector thresholds. No policy here: validation, idempotency and
 conformance live in :mod:`knhk.observations`, learning in :mod:`knhk.detection.learning`; this module only
-moves rows in and out, in as few round trips as possible (SQL written once with ``?`` placeholders).
+moves rows in and out, in as few round trips as possible (SQL written once with ``?`` parameter markers).
 """
 
 from __future__ import annotations
