@@ -1,5 +1,7 @@
 """Canonical ledger JSON (SPEC §8) is byte-identical to RFC 8785 (JCS) on its whole domain, and everything
-outside the domain is refused with a CanonicalEncodingError that names where the bad value is.
+outside the domain is refused with a CanonicalEncodingError that names where the bad value is. Sealed
+entry payloads are exactly the JCS encoding of their fields, and the verifier's fast check of stored bytes
+(``is_canonical``) agrees with a full re-encoding on canonical and non-canonical payloads alike.
 
 The oracle is the independent ``rfc8785`` package. The domain: str (including characters outside the Basic
 Multilingual Plane, also in object keys, where JCS orders keys by UTF-16 code units), int within
@@ -17,8 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knhk.errors import CanonicalEncodingError
-from knhk.ledger.canonical import MAX_SAFE_INT, canonical_bytes
-from knhk.ledger.entry import EntryDraft
+from knhk.ledger.canonical import MAX_SAFE_INT, canonical_bytes, is_canonical
+from knhk.ledger.entry import EntryDraft, seal
+from knhk.ledger.signing import SigningKey
 
 NO_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
 
@@ -141,3 +144,62 @@ def test_entry_drafts_refuse_non_canonical_data_before_anything_is_written() -> 
         EntryDraft(log="receipts", kind="test.made", data={"ratio": 0.5})
     with pytest.raises(CanonicalEncodingError, match=r"\$\.evidence\[1\]"):
         EntryDraft(log="receipts", kind="test.made", evidence=["ok", 2**53])
+
+
+KEY = SigningKey(bytes(range(32)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(texts, values, max_size=4), st.lists(values, max_size=3),
+       st.one_of(st.none(), texts), st.one_of(st.none(), st.text(_chars, max_size=40)),
+       st.integers(0, MAX_SAFE_INT), st.integers(0, MAX_SAFE_INT))
+def test_sealed_payloads_are_the_jcs_encoding_of_their_fields(data: dict[str, Any], evidence: list[Any],
+                                                               subject: str | None, reason: str | None,
+                                                               seq: int, ts_us: int) -> None:
+    draft = EntryDraft(log="audit", kind="test.sealed", sector="finance", subject=subject, reason=reason,
+                       outcome=reason or "ok", evidence=evidence, data=data)
+    entry = seal(draft, seq, ts_us, None if seq == 0 else "ab" * 32, KEY)
+    assert entry.payload == rfc8785.dumps(entry.fields) == canonical_bytes(draft.payload(seq, ts_us, entry.parent,
+                                                                                          KEY.key_id))
+    assert entry.fields == json.loads(entry.payload)
+    assert is_canonical(entry.payload, json.loads(entry.payload))
+
+
+def _reference_is_canonical(payload: bytes) -> bool:
+    try:
+        decoded = json.loads(payload)
+        return canonical_bytes(decoded) == payload
+    except (ValueError, CanonicalEncodingError):
+        return False
+
+
+_variants = st.sampled_from([
+    lambda p: p.replace(b":", b": ", 1),           # whitespace
+    lambda p: p.replace(b'"v":1', b'"v":1.0'),     # a float that round-trips
+    lambda p: p.replace(b'"v":1', b'"v":1e0'),
+    lambda p: p.replace(b'"v":1', b'"v":10000000000000000'),  # beyond 2^53
+    lambda p: p.replace(b'"v":1', b'"v":-0'),
+    lambda p: p.replace("é".encode(), b"\\u00e9"),  # an escape JCS does not use
+    lambda p: b" " + p,
+    lambda p: p.replace(b'"a"', b'"\\u0061"'),
+    lambda p: p.replace(b'{"', b'{"zz":0,"', 1),   # out of order key
+    lambda p: p,
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(texts, values, max_size=5), _variants)
+def test_fast_payload_check_agrees_with_full_reencoding(value: dict[str, Any], variant: Any) -> None:
+    payload = variant(canonical_bytes({**value, "a": "é", "v": 1}))
+    try:
+        decoded = json.loads(payload)
+    except ValueError:
+        return
+    assert is_canonical(payload, decoded) == _reference_is_canonical(payload)
+
+
+def test_fast_payload_check_refuses_floats_and_big_integers_hidden_anywhere() -> None:
+    for text in (b'{"a":[1,{"b":2.5}]}', b'{"a":1E+2}', b'{"a":"1.5","b":0.1}', b'{"a":9007199254740992}'):
+        assert not is_canonical(text, json.loads(text)), text
+    for text in (b'{"a":"1.5e3 is text","b":[1,2,{"c":"x.y"}]}', b'{"a":-9007199254740991}'):
+        assert is_canonical(text, json.loads(text)), text

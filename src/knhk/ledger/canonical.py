@@ -10,6 +10,7 @@ are encoded by a small JCS-ordering encoder instead.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -20,57 +21,97 @@ MAX_SAFE_INT = 2**53 - 1
 _MAX_DEPTH = 64
 
 
-def _check_utf8(text: str, path: str) -> None:
-    """Refuse strings that are not valid Unicode scalar sequences (lone surrogates cannot be UTF-8)."""
+class _Refusal(Exception):
+    """Raised inside the walk; the path is collected while it unwinds (no path strings on the happy path)."""
+
+    def __init__(self, reason: str, part: str = "") -> None:
+        self.reason = reason
+        self.parts = [part] if part else []
+
+
+def _utf8_problem(text: str) -> str | None:
+    """None when ``text`` can be UTF-8 (no lone surrogates), else why not."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise CanonicalEncodingError(
-            f"{path}: string contains a lone surrogate (U+{ord(text[exc.start]):04X}) and cannot be UTF-8"
-        ) from None
+        return f"string contains a lone surrogate (U+{ord(text[exc.start]):04X}) and cannot be UTF-8"
+    return None
 
 
-def _check(value: Any, path: str, depth: int) -> bool:
-    """Validate ``value``; return True when some object key needs JCS (UTF-16) ordering."""
-    if depth > _MAX_DEPTH:
-        raise CanonicalEncodingError(f"{path}: nesting deeper than {_MAX_DEPTH} levels")
-    kind = type(value)
+def _scalar_problem(item: Any, kind: type) -> str | None:
+    """Why a non-container value is outside the domain (None when it is inside)."""
     if kind is str:
-        if not value.isascii():
-            _check_utf8(value, path)
-        return False
-    if kind is bool or value is None:
-        return False
+        return None if item.isascii() else _utf8_problem(item)
     if kind is int:
-        if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-            return False
-        raise CanonicalEncodingError(f"{path}: integer {value} is outside ±(2^53 − 1)")
-    if kind is dict:
-        needs_utf16 = False
+        return None if -MAX_SAFE_INT <= item <= MAX_SAFE_INT else f"integer {item} is outside ±(2^53 − 1)"
+    if kind is bool or item is None:
+        return None
+    if kind is float:
+        return f"floats are not allowed in ledger JSON ({item!r})"
+    return f"values of type {kind.__name__} are not allowed in ledger JSON"
+
+
+def _walk(value: Any, depth: int) -> bool:
+    """Validate a dict/list/tuple; True when some object key needs JCS (UTF-16) ordering."""
+    if depth >= _MAX_DEPTH and value:
+        raise _Refusal(f"nesting deeper than {_MAX_DEPTH} levels")
+    needs_utf16 = False
+    if type(value) is dict:
         for key, item in value.items():
             if type(key) is not str:
-                raise CanonicalEncodingError(f"{path}: object key {key!r} is not a string")
+                raise _Refusal(f"object key {key!r} is not a string")
             if not key.isascii():
-                _check_utf8(key, f"{path} (key {key!r})")
+                problem = _utf8_problem(key)
+                if problem:
+                    raise _Refusal(problem, f" (key {key!r})")
                 if any(ord(ch) > 0xFFFF for ch in key):
                     needs_utf16 = True
-            if _check(item, f"{path}.{key}", depth + 1):
-                needs_utf16 = True
+            kind = type(item)
+            if kind is dict or kind is list or kind is tuple:
+                try:
+                    if _walk(item, depth + 1):
+                        needs_utf16 = True
+                except _Refusal as refusal:
+                    refusal.parts.append(f".{key}")
+                    raise
+            elif kind is not str or not item.isascii():
+                problem = _scalar_problem(item, kind)
+                if problem:
+                    raise _Refusal(problem, f".{key}")
         return needs_utf16
-    if kind is list or kind is tuple:
-        needs_utf16 = False
-        for index, item in enumerate(value):
-            if _check(item, f"{path}[{index}]", depth + 1):
-                needs_utf16 = True
-        return needs_utf16
-    if kind is float:
-        raise CanonicalEncodingError(f"{path}: floats are not allowed in ledger JSON ({value!r})")
-    raise CanonicalEncodingError(f"{path}: values of type {kind.__name__} are not allowed in ledger JSON")
+    for index, item in enumerate(value):
+        kind = type(item)
+        if kind is dict or kind is list or kind is tuple:
+            try:
+                if _walk(item, depth + 1):
+                    needs_utf16 = True
+            except _Refusal as refusal:
+                refusal.parts.append(f"[{index}]")
+                raise
+        elif kind is not str or not item.isascii():
+            problem = _scalar_problem(item, kind)
+            if problem:
+                raise _Refusal(problem, f"[{index}]")
+    return needs_utf16
+
+
+def _check(value: Any) -> bool:
+    """Validate ``value``; return True when some object key needs JCS (UTF-16) ordering."""
+    kind = type(value)
+    if kind is dict or kind is list or kind is tuple:
+        try:
+            return _walk(value, 0)
+        except _Refusal as refusal:
+            raise CanonicalEncodingError(f"${''.join(reversed(refusal.parts))}: {refusal.reason}") from None
+    problem = _scalar_problem(value, kind)
+    if problem:
+        raise CanonicalEncodingError(f"$: {problem}")
+    return False
 
 
 def check_canonical(value: Any) -> None:
     """Raise :class:`CanonicalEncodingError` unless ``value`` lies in the canonical domain."""
-    _check(value, "$", 0)
+    _check(value)
 
 
 def _encode_jcs(value: Any) -> bytes:
@@ -85,9 +126,38 @@ def _encode_jcs(value: Any) -> bytes:
 
 def canonical_bytes(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON (UTF-8, sorted keys, no whitespace)."""
+    if _check(value):
+        return _encode_jcs(value)
     try:
-        if _check(value, "$", 0):
-            return _encode_jcs(value)
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
+    except orjson.JSONEncodeError as exc:  # not expected after the walk; kept as a safety net
         raise CanonicalEncodingError(f"value cannot be encoded as UTF-8 JSON: {exc}") from exc
+
+
+# -- checking stored bytes ------------------------------------------------------------------------------------
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_FLOAT = re.compile(rb"[0-9][.eE]")
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")
+
+
+def is_canonical(payload: bytes, decoded: Any) -> bool:
+    """Is ``payload`` exactly the canonical encoding of ``decoded`` (what ``orjson.loads(payload)`` gave)?
+
+    For the verifier, which sees each payload once: re-encoding with orjson in strict-integer mode and
+    comparing bytes proves sorted keys, no whitespace and the JCS spelling of strings and integers; a
+    float would survive that round trip, so floats are then looked for in the bytes (outside strings a
+    digit followed by '.', 'e' or 'E' occurs only in a float). Payloads with characters outside the BMP
+    (whose object keys sort differently in JCS) or deep nesting take the full check.
+    """
+    if _ASTRAL.search(payload) or payload.count(b"[") + payload.count(b"{") > _MAX_DEPTH:
+        try:
+            return canonical_bytes(decoded) == payload
+        except CanonicalEncodingError:
+            return False
+    try:
+        again = orjson.dumps(decoded, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+    except orjson.JSONEncodeError:
+        return False
+    if again != payload:
+        return False
+    return _FLOAT.search(_STRING.sub(b'""', payload)) is None

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from knhk.errors import CanonicalEncodingError, InvalidInputError
-from knhk.ledger.canonical import canonical_bytes, check_canonical
+from knhk.ledger.canonical import MAX_SAFE_INT, canonical_bytes, check_canonical
 from knhk.ledger.signing import SigningKey
 
 FORMAT_VERSION = 1
@@ -49,6 +49,8 @@ class EntryDraft:
     reason: str | None = None
     evidence: Sequence[Any] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
+    # '"data":<canonical data>,"evidence":<canonical evidence>', encoded (and so checked) once, here.
+    _head: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_log(self.log)
@@ -60,11 +62,14 @@ class EntryDraft:
             value = getattr(self, name)
             if value is not None and (type(value) is not str or len(value) > _MAX_TEXT):
                 raise InvalidInputError(f"entry {name} must be text of at most {_MAX_TEXT} characters")
+            if value is not None:
+                check_canonical({name: value})
         if not isinstance(self.evidence, list | tuple):
             raise CanonicalEncodingError("entry evidence must be a list")
         if not isinstance(self.data, dict):
             raise CanonicalEncodingError("entry data must be an object")
-        check_canonical({"evidence": list(self.evidence), "data": self.data})
+        body = canonical_bytes({"data": self.data, "evidence": list(self.evidence)})
+        object.__setattr__(self, "_head", body[1:-1])
 
     def payload(self, seq: int, ts_us: int, parent: str | None, key_id: str) -> dict[str, Any]:
         return {
@@ -134,11 +139,28 @@ def entry_id(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+def encode_payload(draft: EntryDraft, seq: int, ts_us: int, parent: str | None, key_id: str) -> bytes:
+    """The canonical payload of ``draft`` at ``seq`` (SPEC §8), byte-identical to JCS of its fields.
+
+    The payload's keys are ASCII, so JCS orders them as bytes: "data" and "evidence" come first, and
+    their canonical encoding was made (and checked) when the draft was created; the remaining fields are
+    text the draft validated and integers this function is given, encoded here in sorted order.
+    """
+    if not (0 <= seq <= MAX_SAFE_INT and 0 <= ts_us <= MAX_SAFE_INT):
+        raise CanonicalEncodingError(f"seq {seq} or ts_us {ts_us} is outside the ledger's integer range")
+    tail = orjson.dumps(
+        {"key_id": key_id, "kind": draft.kind, "log": draft.log, "outcome": draft.outcome, "parent": parent,
+         "reason": draft.reason, "sector": draft.sector, "seq": seq, "subject": draft.subject, "ts_us": ts_us,
+         "v": FORMAT_VERSION},
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return b"{" + draft._head + b"," + tail[1:]
+
+
 def seal(draft: EntryDraft, seq: int, ts_us: int, parent: str | None, key: SigningKey) -> Entry:
     """Build the canonical payload of ``draft`` at ``seq`` and sign it."""
-    fields = draft.payload(seq, ts_us, parent, key.key_id)
-    payload = canonical_bytes(fields)
-    return Entry(payload, entry_id(payload), key.sign(payload), fields)
+    payload = encode_payload(draft, seq, ts_us, parent, key.key_id)
+    return Entry(payload, entry_id(payload), key.sign(payload), orjson.loads(payload))
 
 
 def payload_from_json(entry: Mapping[str, Any]) -> bytes:

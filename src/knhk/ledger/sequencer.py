@@ -15,18 +15,22 @@ entry is sealed, so a state change and its receipt commit together or not at all
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from knhk.errors import KnhkError
 from knhk.ledger.checkpoint import origin_for, sign_checkpoint
-from knhk.ledger.entry import Entry, EntryDraft, seal
+from knhk.ledger.entry import Entry, EntryDraft, encode_payload, entry_id
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.merkle import Frontier, decompose, leaf_hash
+from knhk.ledger.signing import SigningKey
 from knhk.ops.clock import Clock
 from knhk.storage import ledger_store as sql
 from knhk.storage.database import Connection, Database
@@ -34,13 +38,21 @@ from knhk.storage.database import Connection, Database
 log = logging.getLogger("knhk.ledger")
 
 Hook = Callable[[Connection], Any]
+PARALLEL_SIGNING_MIN = 256  # smaller batches are signed on the sequencer thread
 
 
 @dataclass
 class _Pending:
-    draft: EntryDraft
+    """One request: a single draft (with an optional hook), or a group from ``append_many``.
+
+    A group is sealed in one transaction and resolved through one future, so a large ``append_many`` costs
+    no per-entry future or queue traffic.
+    """
+
+    drafts: list[EntryDraft]
     hook: Hook | None
-    future: Future[Entry] = field(default_factory=Future)
+    single: bool
+    future: Future[Any] = field(default_factory=Future)
 
 
 @dataclass
@@ -90,24 +102,46 @@ class Sequencer:
         self._closed = False
         self.batches = 0
         self.appended = 0
+        self._signers = os.cpu_count() or 1
+        self._pool: ThreadPoolExecutor | None = None
         #: called with the entries of each committed batch (e.g. to count them in metrics); must not raise
         self.listeners: list[Callable[[list[Entry]], None]] = []
 
+    def _sign_all(self, key: SigningKey, payloads: list[bytes]) -> list[bytes]:
+        if len(payloads) < PARALLEL_SIGNING_MIN or self._signers <= 1:
+            return [key.sign(p) for p in payloads]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._signers, thread_name_prefix="knhk-signer")
+        step = -(-len(payloads) // self._signers)
+        parts = self._pool.map(lambda part: [key.sign(p) for p in part],
+                               [payloads[i:i + step] for i in range(0, len(payloads), step)])
+        return [sig for part in parts for sig in part]
+
     # -- public ---------------------------------------------------------------------------------------
     def submit(self, draft: EntryDraft, hook: Hook | None = None) -> Future[Entry]:
-        if self._closed:
-            raise KnhkError("the ledger sequencer is closed")
-        pending = _Pending(draft, hook)
-        self._ensure_thread()
-        self._queue.put(pending)
+        pending = _Pending([draft], hook, single=True)
+        self._enqueue(pending)
         return pending.future
 
     def append(self, draft: EntryDraft, hook: Hook | None = None) -> Entry:
         return self.submit(draft, hook).result()
 
     def append_many(self, drafts: Sequence[EntryDraft]) -> list[Entry]:
-        futures = [self.submit(d) for d in drafts]
-        return [f.result() for f in futures]
+        """Append drafts in order; each group of up to ``max_batch`` commits in one transaction."""
+        groups = [_Pending(list(drafts[i:i + self.max_batch]), None, single=False)
+                  for i in range(0, len(drafts), self.max_batch)]
+        for group in groups:
+            self._enqueue(group)
+        out: list[Entry] = []
+        for group in groups:
+            out.extend(group.future.result())
+        return out
+
+    def _enqueue(self, pending: _Pending) -> None:
+        if self._closed:
+            raise KnhkError("the ledger sequencer is closed")
+        self._ensure_thread()
+        self._queue.put(pending)
 
     def close(self) -> None:
         with self._start_lock:
@@ -116,6 +150,9 @@ class Sequencer:
                 self._queue.put(None)
                 self._thread.join()
                 self._thread = None
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
 
     # -- the thread -----------------------------------------------------------------------------------
     def _ensure_thread(self) -> None:
@@ -131,8 +168,9 @@ class Sequencer:
             if first is None:
                 return
             batch = [first]
+            size = len(first.drafts)
             stop = False
-            while len(batch) < self.max_batch:
+            while size < self.max_batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -141,22 +179,26 @@ class Sequencer:
                     stop = True
                     break
                 batch.append(item)
+                size += len(item.drafts)
             self._commit(batch)
             if stop:
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
-        by_log: dict[str, list[_Pending]] = {}
+        # Work items in submission order, split by log: (request, position in its request, draft).
+        by_log: dict[str, list[tuple[_Pending, int, EntryDraft]]] = {}
         for item in batch:
-            by_log.setdefault(item.draft.log, []).append(item)
-        results: list[tuple[_Pending, Entry | BaseException]] = []
+            for pos, draft in enumerate(item.drafts):
+                by_log.setdefault(draft.log, []).append((item, pos, draft))
+        outcomes: dict[int, list[Entry | BaseException | None]] = {id(item): [None] * len(item.drafts)
+                                                                    for item in batch}
         new_state: dict[str, _LogState] = {}
         try:
             with self.db.transaction(lock=lock_name("all")) as conn:
                 for log_name in sorted(by_log):
-                    new_state[log_name] = self._seal_log(conn, log_name, by_log[log_name], results)
+                    new_state[log_name] = self._seal_log(conn, log_name, by_log[log_name], outcomes)
         except BaseException as exc:  # nothing was committed: every appender of the batch fails
-            log.error("ledger batch of %d entries failed: %s", len(batch), exc)
+            log.error("ledger batch of %d entries failed: %s", sum(len(i.drafts) for i in batch), exc)
             self._state.clear()
             err = exc if isinstance(exc, KnhkError) else KnhkError(f"ledger append failed: {exc}")
             for item in batch:
@@ -165,18 +207,14 @@ class Sequencer:
             return
         self._state.update(new_state)
         self.batches += 1
-        committed = [outcome for _, outcome in results if isinstance(outcome, Entry)]
-        for listener in self.listeners:
-            try:
-                listener(committed)
-            except Exception:
-                log.exception("a ledger listener failed")
-        for item, outcome in results:
-            if isinstance(outcome, BaseException):
-                item.future.set_exception(outcome)
-            else:
-                self.appended += 1
-                item.future.set_result(outcome)
+        for item in batch:
+            results = outcomes[id(item)]
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                item.future.set_exception(failed)
+                continue
+            self.appended += len(results)
+            item.future.set_result(results[0] if item.single else results)
 
     def _state_for(self, conn: Connection, log_name: str) -> _LogState:
         head = sql.head(conn, log_name)
@@ -188,8 +226,8 @@ class Sequencer:
         cp = sql.latest_checkpoint(conn, log_name)
         return _LogState(head, frontier, cp.tree_size if cp else 0, cp.issued_us if cp else 0)
 
-    def _seal_log(self, conn: Connection, log_name: str, items: list[_Pending],
-                  results: list[tuple[_Pending, Entry | BaseException]]) -> _LogState:
+    def _seal_log(self, conn: Connection, log_name: str, items: list[tuple[_Pending, int, EntryDraft]],
+                  outcomes: dict[int, list[Entry | BaseException | None]]) -> _LogState:
         state = self._state_for(conn, log_name)
         key_id = sql.active_key_id(conn)
         if key_id is None:
@@ -202,23 +240,32 @@ class Sequencer:
         last_use = sql.last_key_use(conn, log_name)
         if last_use is None or last_use[1] != key_id:
             sql.insert_key_use(conn, log_name, seq, key_id)
-        entries: list[Entry] = []
         nodes: list[tuple[int, int, bytes]] = []
         frontier = state.frontier
-        for item in items:
+        sealed: list[tuple[_Pending, int, bytes, str]] = []
+        clock = self.clock
+        for item, pos, draft in items:
             if item.hook is not None:
                 try:
                     with conn.savepoint():
                         item.hook(conn)
                 except Exception as exc:
-                    results.append((item, exc))
+                    outcomes[id(item)][pos] = exc
                     continue
-            ts = max(self.clock.now_us(), last_ts)
-            entry = seal(item.draft, seq, ts, parent, key)
+            now = clock.now_us()
+            ts = now if now > last_ts else last_ts
+            payload = encode_payload(draft, seq, ts, parent, key.key_id)
+            eid = entry_id(payload)
+            sealed.append((item, pos, payload, eid))
+            nodes.extend(frontier.append(leaf_hash(payload)))
+            seq, parent, last_ts = seq + 1, eid, ts
+        # Signatures do not depend on one another: sign the batch on every core (libsodium releases the GIL).
+        sigs = self._sign_all(key, [payload for _, _, payload, _ in sealed])
+        entries: list[Entry] = []
+        for (item, pos, payload, eid), sig in zip(sealed, sigs, strict=True):
+            entry = Entry(payload, eid, sig, orjson.loads(payload))
             entries.append(entry)
-            nodes.extend(frontier.append(leaf_hash(entry.payload)))
-            results.append((item, entry))
-            seq, parent, last_ts = seq + 1, entry.id, ts
+            outcomes[id(item)][pos] = entry
         if entries:
             sql.insert_entries(conn, entries)
             sql.insert_nodes(conn, log_name, nodes)

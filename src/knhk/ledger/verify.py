@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from knhk.ledger.canonical import canonical_bytes
+from knhk.ledger.canonical import is_canonical
 from knhk.ledger.checkpoint import verify_checkpoint
 from knhk.ledger.merkle import NodeKey, decompose, fold, node_hash
 from knhk.ledger.signing import verify_signature
@@ -167,7 +167,7 @@ def _check_rows(result: ChunkResult, log: str, rows: Sequence[Sequence[Any]], pl
             fields = orjson.loads(payload)
             if not isinstance(fields, dict):
                 raise ValueError("not an object")
-            canonical = canonical_bytes(fields) == payload
+            canonical = is_canonical(payload, fields)
         except Exception:
             _fail(result, seq, "chain", "payload is not canonical JSON")
             prev_id, prev_ts = computed_id, None

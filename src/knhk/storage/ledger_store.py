@@ -45,22 +45,22 @@ def head(conn: Connection, log: str) -> Head | None:
     return None if row is None else Head(int(row[0]), str(row[1]), int(row[2]))
 
 
+_ENTRY_COLUMN_LIST = tuple(c.strip() for c in ENTRY_COLUMNS.split(","))
+
+
 def insert_entries(conn: Connection, entries: Sequence[Entry]) -> None:
-    conn.executemany(
-        f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+    conn.insert_rows(
+        "ledger_entries", _ENTRY_COLUMN_LIST,
         [
-            (e.log, e.seq, e.id, e.ts_us, e.kind, e.fields["sector"], e.fields["subject"], e.key_id,
-             e.payload, e.sig)
+            (e.fields["log"], e.fields["seq"], e.id, e.fields["ts_us"], e.fields["kind"], e.fields["sector"],
+             e.fields["subject"], e.fields["key_id"], e.payload, e.sig)
             for e in entries
         ],
     )
 
 
 def insert_nodes(conn: Connection, log: str, nodes: Iterable[tuple[int, int, bytes]]) -> None:
-    conn.executemany(
-        "INSERT INTO ledger_nodes (log, level, idx, hash) VALUES (?,?,?,?)",
-        [(log, level, idx, h) for level, idx, h in nodes],
-    )
+    conn.insert_rows("ledger_nodes", ("log", "level", "idx", "hash"), [(log, level, idx, h) for level, idx, h in nodes])
 
 
 def get_nodes(conn: Connection, log: str, keys: Iterable[NodeKey]) -> dict[NodeKey, bytes]:

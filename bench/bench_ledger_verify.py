@@ -1,0 +1,166 @@
+"""Full ledger verification of 1,000,000 entries (SPEC §12): < 60 s on 2 cores, ≥ 0.8 × raw verify rate × cores.
+
+Builds a log of N entries (default 1,000,000) through the real sequencer (``append_many`` in big groups,
+so the entries, nodes and checkpoints are exactly what production writes), then runs the full verifier
+(``Ledger.verify``: ids, canonical form, signatures, chain, time order, every Merkle node, checkpoints) with
+one process per core. The baseline, measured in the same run, is raw PyNaCl Ed25519 verification of the
+same payloads in one process, multiplied by the number of cores the verifier used.
+
+    .venv/bin/python bench/bench_ledger_verify.py [--entries 1000000] [--backend sqlite|postgresql|both]
+                                                  [--keep DIR]   # keep the SQLite database for the proofs bench
+
+The PostgreSQL run copies the built SQLite log into a scratch PostgreSQL database with COPY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import nacl.bindings
+import psycopg
+
+from knhk.config import Settings
+from knhk.ledger.entry import EntryDraft
+from knhk.runtime import Runtime
+from knhk.storage import schema
+from knhk.storage.database import Database
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TABLES = ("ledger_keys", "ledger_key_use", "ledger_entries", "ledger_nodes", "ledger_checkpoints")
+
+
+def settings_for(url: str, data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, database_url=url, db_pool_min=1, db_pool_max=8,
+                    sequencer_max_batch=20_000, checkpoint_every_entries=100_000, checkpoint_every_seconds=3600)
+
+
+def build(path: Path, entries: int, data_dir: Path, progress: bool = True) -> float:
+    """Append ``entries`` receipts through the real sequencer into a SQLite file; returns seconds taken."""
+    rt = Runtime.open(settings_for(f"sqlite:///{path}", data_dir), install_packs=False)
+    start = time.perf_counter()
+    try:
+        done = rt.ledger.tree_size("receipts")
+        while done < entries:
+            n = min(20_000, entries - done)
+            rt.ledger.append_many([
+                EntryDraft(log="receipts", kind="cycle.completed", sector="finance", subject=f"sub_{i:032x}",
+                           reason="benchmark", evidence=[f"obs-{i}", i],
+                           data={"i": i, "detector": "rate", "window_s": 60, "observed": i % 97})
+                for i in range(done, done + n)
+            ])
+            done += n
+            if progress:
+                print(f"\r  built {done:,}/{entries:,} entries", end="", file=sys.stderr, flush=True)
+        rt.ledger.checkpoint("receipts")
+    finally:
+        rt.close()
+    if progress:
+        print(file=sys.stderr)
+    return time.perf_counter() - start
+
+
+def copy_to_postgres(sqlite_file: Path) -> str:
+    """A scratch PostgreSQL database holding the same ledger rows (migrated schema, COPY)."""
+    name = f"knhk_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+    db = Database(url, pool_min=1, pool_max=2)
+    schema.migrate(db)
+    db.close()
+    src = sqlite3.connect(sqlite_file)
+    with psycopg.connect(url) as pg:
+        for table in TABLES:
+            cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+            with pg.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                for row in src.execute(f"SELECT {', '.join(cols)} FROM {table}"):
+                    copy.write_row(row)
+        pg.commit()
+    src.close()
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("VACUUM ANALYZE")
+    return url
+
+
+def drop_postgres(url: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def raw_verify_rate(sqlite_file: Path, sample: int = 50_000) -> float:
+    """Entries/s of bare PyNaCl Ed25519 verification of the same payloads, one process."""
+    conn = sqlite3.connect(sqlite_file)
+    rows = conn.execute("SELECT payload, sig FROM ledger_entries WHERE log='receipts' ORDER BY seq LIMIT ?",
+                        (sample,)).fetchall()
+    key = conn.execute("SELECT public_key FROM ledger_keys").fetchone()[0]
+    conn.close()
+    blobs = [bytes(sig) + bytes(payload) for payload, sig in rows]
+    open_ = nacl.bindings.crypto_sign_open
+    start = time.perf_counter()
+    for blob in blobs:
+        open_(blob, key)
+    return len(blobs) / (time.perf_counter() - start)
+
+
+def run_verify(url: str, data_dir: Path, workers: int) -> tuple[float, int, bool]:
+    rt = Runtime.open(settings_for(url, data_dir), install_packs=False, migrate=False)
+    try:
+        start = time.perf_counter()
+        report = rt.ledger.verify("receipts", workers=workers)
+        elapsed = time.perf_counter() - start
+    finally:
+        rt.close()
+    return elapsed, report.verified_count, report.ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument("--keep", type=Path, help="keep the built SQLite database (and keys) in this directory")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="knhk-verify-bench-"))
+    db_file = (args.keep or work) / "ledger.db"
+    data_dir = (args.keep or work) / "data"
+    try:
+        if db_file.exists():
+            print(f"reusing {db_file}")
+        else:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+            seconds = build(db_file, args.entries, data_dir)
+            print(f"built {args.entries:,} entries in {seconds:.1f} s ({args.entries / seconds:,.0f} entries/s)")
+        raw = raw_verify_rate(db_file)
+        target_rate = 0.8 * raw * args.workers
+        print(f"raw PyNaCl Ed25519 verify: {raw:,.0f} entries/s per process; × {args.workers} cores = "
+              f"{raw * args.workers:,.0f} entries/s; 80 % of that = {target_rate:,.0f} entries/s")
+        ok = True
+        for backend in (["sqlite", "postgresql"] if args.backend == "both" else [args.backend]):
+            url = f"sqlite:///{db_file}" if backend == "sqlite" else copy_to_postgres(db_file)
+            try:
+                elapsed, verified, valid = run_verify(url, data_dir, args.workers)
+            finally:
+                if backend == "postgresql":
+                    drop_postgres(url)
+            rate = verified / elapsed
+            ratio = rate / (raw * args.workers)
+            good = valid and elapsed < 60 and ratio >= 0.8
+            ok &= good
+            print(f"{backend:10s} verified {verified:,} entries in {elapsed:.1f} s = {rate:,.0f} entries/s; "
+                  f"ratio to raw × cores {ratio:.2f}; report ok={valid}   "
+                  f"{'OK' if good else 'MISSED'} (target < 60 s and ≥ 0.80)")
+        print("all targets met" if ok else "some targets missed")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
