@@ -36,7 +36,11 @@ class CliState:
 
     def open(self) -> Runtime:
         if self.runtime is None:
-            self.runtime = Runtime.open(self.settings())
+            settings = self.settings()
+            # one command needs a handful of connections, not the service's pool of 10–50
+            small = settings.model_copy(update={"db_pool_min": min(settings.db_pool_min, 1),
+                                                "db_pool_max": min(settings.db_pool_max, 4)})
+            self.runtime = Runtime.open(small)
         return self.runtime
 
     def close(self) -> None:

@@ -32,6 +32,9 @@ from knhk.storage import ledger_store as sql
 from knhk.storage.database import Connection, Database
 
 
+MAX_SEQ = 2**62  # beyond any log; larger numbers are refused before they reach the database
+
+
 class Ledger:
     """The receipt and audit logs of one KNHK installation."""
 
@@ -69,6 +72,8 @@ class Ledger:
 
     def entry(self, log: str, seq: int) -> Entry:
         check_log(log)
+        if not 0 <= seq <= MAX_SEQ:
+            raise NotFoundError(f"log {log} has no entry {seq}")
         with self.db.connection() as conn:
             entry = sql.get_entry(conn, log, seq)
         if entry is None:
@@ -88,6 +93,8 @@ class Ledger:
         check_log(log)
         if not 1 <= limit <= 10_000:
             raise InvalidInputError("limit must be between 1 and 10000")
+        if not -1 <= after_seq <= MAX_SEQ or (before_seq is not None and not 0 <= before_seq <= MAX_SEQ):
+            raise InvalidInputError(f"seq bounds must lie between -1 and {MAX_SEQ}")
         with self.db.connection() as conn:
             return sql.list_entries(conn, log, after_seq=after_seq, limit=limit, kind=kind, sector=sector,
                                     descending=descending, before_seq=before_seq)

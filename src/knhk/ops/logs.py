@@ -47,3 +47,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
+    # The PostgreSQL pool retries in the background and logs every failed attempt; KNHK reports the outcome
+    # itself (one clear error), so the driver's own chatter is kept to errors unless debugging.
+    logging.getLogger("psycopg").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.ERROR)
