@@ -31,7 +31,6 @@ from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.storage import ledger_store as sql
 from knhk.storage.database import Connection, Database
 
-
 MAX_SEQ = 2**62  # beyond any log; larger numbers are refused before they reach the database
 
 
