@@ -22,16 +22,19 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
+import nacl.bindings
 import orjson
 
-from knhk.ledger.canonical import is_canonical
+from knhk.errors import CanonicalEncodingError
+from knhk.ledger.canonical import canonical_bytes
 from knhk.ledger.checkpoint import verify_checkpoint
 from knhk.ledger.merkle import NodeKey, decompose, fold, node_hash
-from knhk.ledger.signing import verify_signature
+from knhk.ledger.signing import SIGNATURE_SIZE
 from knhk.ops.clock import SYSTEM_CLOCK, format_rfc3339
 from knhk.storage import ledger_store as sql
 from knhk.storage.database import Database
 
+_sign_open = nacl.bindings.crypto_sign_open
 CHUNK_LEVEL = 16
 CHUNK = 1 << CHUNK_LEVEL
 PARALLEL_THRESHOLD = 4 * CHUNK
@@ -133,6 +136,20 @@ class _KeyPlan:
         i = bisect.bisect_right(self.starts, seq) - 1
         return self.ids[i] if i >= 0 else None
 
+    def key_span(self, seq: int) -> tuple[str | None, int]:
+        """The key valid at ``seq`` and the first seq at which that may change."""
+        i = bisect.bisect_right(self.starts, seq)
+        until = self.starts[i] if i < len(self.starts) else 1 << 62
+        return (self.ids[i - 1] if i > 0 else None), until
+
+
+def _verifies(sig: bytes, payload: bytes, public: bytes) -> bool:
+    try:
+        _sign_open(sig + payload, public)
+    except Exception:
+        return False
+    return True
+
 
 def _fail(result: ChunkResult, seq: int | None, category: str, reason: str) -> None:
     result.counts[category] += 1
@@ -146,6 +163,10 @@ def _check_rows(result: ChunkResult, log: str, rows: Sequence[Sequence[Any]], pl
     prev_id: str | None = None
     prev_ts: int | None = None
     sha256 = hashlib.sha256
+    loads = orjson.loads
+    key_until = -1  # the current signing key is valid for seqs below this
+    expected_key: str | None = None
+    expected_public: bytes | None = None
     for seq in range(result.start, result.end):
         row = by_seq.get(seq)
         if row is None:
@@ -158,60 +179,69 @@ def _check_rows(result: ChunkResult, log: str, rows: Sequence[Sequence[Any]], pl
             prev_id = prev_ts = None
             continue
         _log, _seq, stored_id, ts_col, kind_col, sector_col, subject_col, key_col, payload, sig = row
-        payload = bytes(payload)
-        sig = bytes(sig)
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        if type(sig) is not bytes:
+            sig = bytes(sig)
         ok = True
         leaves[seq - result.start] = sha256(b"\x00" + payload).digest()
         computed_id = sha256(payload).hexdigest()
         try:
-            fields = orjson.loads(payload)
-            if not isinstance(fields, dict):
+            fields = loads(payload)
+            if type(fields) is not dict:
                 raise ValueError("not an object")
-            canonical = is_canonical(payload, fields)
         except Exception:
             _fail(result, seq, "chain", "payload is not canonical JSON")
             prev_id, prev_ts = computed_id, None
             continue
+        get = fields.get
         if stored_id != computed_id:
             _fail(result, seq, "chain", "stored id does not equal SHA-256 of the payload")
             ok = False
+        try:
+            canonical = canonical_bytes(fields) == payload
+        except CanonicalEncodingError:
+            canonical = False
         if not canonical:
             _fail(result, seq, "chain", "payload is not in canonical form")
             ok = False
-        if fields.get("v") != 1 or fields.get("log") != log or fields.get("seq") != seq:
+        v, seq_field = get("v"), get("seq")
+        if type(v) is not int or v != 1 or get("log") != log or type(seq_field) is not int or seq_field != seq:
             _fail(result, seq, "chain", "payload version, log or seq does not match its position")
             ok = False
+        parent = get("parent")
+        ts = get("ts_us")
         if seq == result.start:
-            result.first_parent = fields.get("parent")
-            result.first_ts = fields.get("ts_us")
+            result.first_parent = parent
+            result.first_ts = ts
             result.first_present = True
-        elif prev_id is not None and fields.get("parent") != prev_id:
+        elif prev_id is not None and parent != prev_id:
             _fail(result, seq, "chain", f"parent does not link to entry {seq - 1}")
             ok = False
-        ts = fields.get("ts_us")
-        if not isinstance(ts, int):
+        if type(ts) is not int:
             _fail(result, seq, "chain", "payload has no integer ts_us")
             ok = False
+            ts = None
         elif prev_ts is not None and ts < prev_ts:
             _fail(result, seq, "retrocausation", f"timestamp {ts} is earlier than its parent's {prev_ts}")
             ok = False
-        if (ts_col, kind_col, sector_col, subject_col, key_col) != (
-            ts, fields.get("kind"), fields.get("sector"), fields.get("subject"), fields.get("key_id")
-        ):
+        key_id = get("key_id")
+        if (ts_col != ts or kind_col != get("kind") or sector_col != get("sector") or subject_col != get("subject")
+                or key_col != key_id):
             _fail(result, seq, "row", "stored columns disagree with the signed payload")
             ok = False
-        expected_key = plan.key_at(seq)
-        key_id = fields.get("key_id")
-        public = plan.keys.get(key_id) if isinstance(key_id, str) else None
-        if expected_key is None or key_id != expected_key or public is None:
+        if seq >= key_until:
+            expected_key, key_until = plan.key_span(seq)
+            expected_public = plan.keys.get(expected_key) if expected_key is not None else None
+        if expected_public is None or key_id != expected_key:
             _fail(result, seq, "signature", f"key {key_id} was not the log's key at seq {seq}")
             ok = False
-        elif not verify_signature(public, payload, sig):
+        elif len(sig) != SIGNATURE_SIZE or not _verifies(sig, payload, expected_public):
             _fail(result, seq, "signature", f"signature does not verify with key {key_id}")
             ok = False
         if ok:
             result.verified += 1
-        prev_id, prev_ts = computed_id, ts if isinstance(ts, int) else None
+        prev_id, prev_ts = computed_id, ts
         result.last_id, result.last_ts = computed_id, prev_ts
     if result.end > result.start and (result.end - 1) not in by_seq:
         result.last_id = result.last_ts = None
