@@ -138,18 +138,21 @@ def main() -> None:
             db_file.parent.mkdir(parents=True, exist_ok=True)
             seconds = build(db_file, args.entries, data_dir)
             print(f"built {args.entries:,} entries in {seconds:.1f} s ({args.entries / seconds:,.0f} entries/s)")
-        raw = raw_verify_rate(db_file)
-        target_rate = 0.8 * raw * args.workers
-        print(f"raw PyNaCl Ed25519 verify: {raw:,.0f} entries/s per process; × {args.workers} cores = "
-              f"{raw * args.workers:,.0f} entries/s; 80 % of that = {target_rate:,.0f} entries/s")
         ok = True
         for backend in (["sqlite", "postgresql"] if args.backend == "both" else [args.backend]):
             url = f"sqlite:///{db_file}" if backend == "sqlite" else copy_to_postgres(db_file)
             try:
+                raw_before = raw_verify_rate(db_file)
                 elapsed, verified, valid = run_verify(url, data_dir, args.workers)
+                raw_after = raw_verify_rate(db_file)
             finally:
                 if backend == "postgresql":
                     drop_postgres(url)
+            # The machine is shared: take the faster of the two raw measurements (the stricter baseline).
+            raw = max(raw_before, raw_after)
+            print(f"raw PyNaCl Ed25519 verify of the same payloads: {raw:,.0f} entries/s per process "
+                  f"(measured {raw_before:,.0f} before and {raw_after:,.0f} after); × {args.workers} cores = "
+                  f"{raw * args.workers:,.0f} entries/s; 80 % of that = {0.8 * raw * args.workers:,.0f} entries/s")
             rate = verified / elapsed
             ratio = rate / (raw * args.workers)
             good = valid and elapsed < 60 and ratio >= 0.8

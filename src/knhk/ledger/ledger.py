@@ -116,28 +116,32 @@ class Ledger:
             nodes = sql.get_nodes(conn, log, decompose(0, size))
         return fold([nodes[k] for k in decompose(0, size)])
 
-    def _proof(self, log: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+    def _proof(self, log: str, size: int, ranges: Callable[[], list[tuple[int, int]]]) -> list[bytes]:
+        """The hashes of ``ranges()`` from stored nodes: the head and the nodes read on one connection."""
         with self.db.connection() as conn:
-            nodes = sql.get_nodes(conn, log, nodes_for_ranges(ranges))
-        return [range_hash(a, b, nodes) for a, b in ranges]
+            head = sql.head(conn, log)
+            current = 0 if head is None else head.tree_size
+            if size > current:
+                raise NotFoundError(f"log {log} has {current} entries; there is no tree of size {size}")
+            try:
+                wanted = ranges()
+            except ProofError as exc:
+                raise InvalidInputError(str(exc)) from exc
+            nodes = sql.get_nodes(conn, log, nodes_for_ranges(wanted))
+        try:
+            return [range_hash(a, b, nodes) for a, b in wanted]
+        except ProofError as exc:
+            raise InvalidInputError(str(exc)) from exc
 
     def inclusion_proof(self, log: str, index: int, size: int) -> list[bytes]:
         """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` entries."""
         check_log(log)
-        self._size_check(log, size)
-        try:
-            return self._proof(log, inclusion_ranges(index, size))
-        except ProofError as exc:
-            raise InvalidInputError(str(exc)) from exc
+        return self._proof(log, size, lambda: inclusion_ranges(index, size))
 
     def consistency_proof(self, log: str, first: int, second: int) -> list[bytes]:
         """RFC 9162 consistency proof between tree sizes ``first`` and ``second``."""
         check_log(log)
-        self._size_check(log, second)
-        try:
-            return self._proof(log, consistency_ranges(first, second))
-        except ProofError as exc:
-            raise InvalidInputError(str(exc)) from exc
+        return self._proof(log, second, lambda: consistency_ranges(first, second))
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _issue(self, conn: Connection, log: str, key: SigningKey) -> sql.StoredCheckpoint | None:
