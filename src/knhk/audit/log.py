@@ -7,7 +7,7 @@ pseudonym, and ``data`` = ``{"resource": …, "metadata": {…}}``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from knhk.audit.subjects import Subjects
@@ -55,9 +55,9 @@ class AuditLog:
         meta = dict(metadata or {})
         if any(not isinstance(k, str) for k in meta):
             raise InvalidInputError("audit metadata keys must be strings")
-        draft = EntryDraft(log="audit", kind=action, sector=sector, subject=self.subjects.pseudonym(actor),
-                           outcome=outcome, reason=reason, data={"resource": resource, "metadata": meta})
-        return self.ledger.append(draft)
+        checked = EntryDraft(log="audit", kind=action, sector=sector, subject=None, outcome=outcome, reason=reason,
+                             data={"resource": resource, "metadata": meta})  # refuse bad input before any write
+        return self.ledger.append(replace(checked, subject=self.subjects.pseudonym(actor)))
 
     def events(self, *, after_seq: int = -1, limit: int = 100, action: str | None = None) -> list[AuditEvent]:
         return [AuditEvent.from_entry(e)
