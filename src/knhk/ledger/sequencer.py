@@ -207,6 +207,13 @@ class Sequencer:
             return
         self._state.update(new_state)
         self.batches += 1
+        if self.listeners:
+            committed = [r for item in batch for r in outcomes[id(item)] if isinstance(r, Entry)]
+            for listener in self.listeners:
+                try:
+                    listener(committed)
+                except Exception:
+                    log.exception("a ledger listener failed")
         for item in batch:
             results = outcomes[id(item)]
             failed = next((r for r in results if isinstance(r, BaseException)), None)
