@@ -23,6 +23,7 @@ from knhk.errors import ConflictError, KnhkError, NotFoundError, StaleBaseError
 from knhk.governance.approvals import ApprovalRecord, check_approval
 from knhk.ledger.entry import Entry, EntryDraft
 from knhk.ledger.ledger import Ledger
+from knhk.observations.model import Observation
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.incremental import Overlay, SigmaIndex, incremental_schema, neighbourhood, subgraph
 from knhk.ontology.registry import SnapshotRegistry
@@ -83,6 +84,7 @@ class ProposalService:
         self.clock = clock
         self.policy = policy or LoopPolicy()
         self._time_checked: tuple[int, int | None] | None = None
+        self._recent_cache: dict[str, tuple[int, list[Observation]]] = {}
         #: (sector, pattern kind, accepted) of proposals people decided on; the runtime wires the learner here
         self.on_outcome: Callable[[str, str, bool], object] | None = None
         self._time_lock = threading.Lock()
@@ -173,6 +175,19 @@ class ProposalService:
         return [Approver(a["subject"], frozenset(a["roles"]), a["sector"])
                 for a in self.approvals(pid) if a["decision"] == "approve"]
 
+    def _recent(self, sector: str) -> list[Observation]:
+        """The sector's recent observations for Q2 and the shadow replay, reused while no new one arrives
+        (the proposals of one cycle are validated against the same recent window)."""
+        with self.db.connection() as conn:
+            row = conn.fetchone("SELECT COALESCE(MAX(seq), 0) FROM observations WHERE sector=?", (sector,))
+        last = int(row[0]) if row else 0
+        cached = self._recent_cache.get(sector)
+        if cached is not None and cached[0] == last:
+            return cached[1]
+        observations = self.reader.recent(sector, self.policy.recent_observations)
+        self._recent_cache[sector] = (last, observations)
+        return observations
+
     def _ledger_time_problems(self) -> list[str]:
         """Q1 on the ledger: no receipt timestamped before its parent. Checked incrementally: each call reads
         only the receipts appended since the previous call (the first call in a process, the last 1,000)."""
@@ -214,7 +229,7 @@ class ProposalService:
         base_local = subgraph(overlay, near, candidate=False)
         cand_local = subgraph(overlay, near)
         memory_mb = overlay.memory_bytes() / (1024 * 1024)
-        observations = self.reader.recent(proposal.sector, self.policy.recent_observations)
+        observations = self._recent(proposal.sector)
         with self.db.connection() as conn:
             spent = sql.promoted_cost_since(conn, proposal.sector, now - DAY_US)
         ancestry = frozenset(i.id for i in self.registry.lineage(base.id))

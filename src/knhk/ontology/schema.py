@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 
 XSD = "http://www.w3.org/2001/XMLSchema#"
 XSD_STRING = XSD + "string"
@@ -71,8 +72,17 @@ class SectorSchema:
     protected_classes: frozenset[str] = frozenset()
     protected_properties: frozenset[str] = frozenset()
 
+    @cached_property
+    def _guards_by_type(self) -> dict[str | None, tuple[GuardSpec, ...]]:
+        index: dict[str | None, list[GuardSpec]] = {}
+        for g in self.guards:
+            index.setdefault(g.event_type, []).append(g)
+        return {k: tuple(v) for k, v in index.items()}
+
     def guards_for(self, event_type: str) -> list[GuardSpec]:
-        return [g for g in self.guards if g.event_type == event_type or g.event_type is None]
+        """The guards of an event type (and those applying to every type), from a per-type index."""
+        index = self._guards_by_type
+        return [*index.get(event_type, ()), *index.get(None, ())]
 
     def hot_path_ticks(self, event_type: str) -> int:
         return sum(g.ticks for g in self.guards_for(event_type) if g.hot_path)
