@@ -31,6 +31,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(url: str, proc: subprocess.Popen[Any]) -> None:
+    """Wait (at most a minute) until a started `knhk serve` answers /health/ready with 200."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, f"knhk serve exited: {proc.stdout.read() if proc.stdout else ''}"
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "knhk serve did not become ready"
+        time.sleep(0.3)
+
+
 @pytest.fixture
 def replicas(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], Settings]]:
     env = {**os.environ, "KNHK_DATABASE_URL": pg_url, "KNHK_DATA_DIR": str(tmp_path), "KNHK_DB_POOL_MIN": "1",
@@ -41,17 +55,8 @@ def replicas(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], Settings]
                               stderr=subprocess.STDOUT, text=True) for p in ports]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
-        deadline = time.monotonic() + 60
         for url, proc in zip(urls, procs, strict=True):
-            while True:
-                assert proc.poll() is None, f"replica exited: {proc.stdout.read() if proc.stdout else ''}"
-                try:
-                    if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "replica did not become ready"
-                time.sleep(0.3)
+            wait_ready(url, proc)
         yield urls, Settings(data_dir=tmp_path, database_url=pg_url, db_pool_min=1, db_pool_max=4)
     finally:
         for proc in procs:
@@ -158,15 +163,7 @@ def test_metrics_aggregate_across_worker_processes(pg_url: str, tmp_path: Path) 
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.3)
+        wait_ready(url, proc)
         token = LocalIssuer.from_settings(Settings(data_dir=tmp_path)).mint(["observer"], subject="m").token
         pids = set()
         for _ in range(60):  # new connections spread over both workers
