@@ -10,6 +10,9 @@ the ledger verdict with the checkpoint roots.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -19,7 +22,7 @@ from typing import Any
 from knhk.cli.output import print_json, say, table
 from knhk.config import Settings
 from knhk.errors import KnhkError
-from knhk.ops.clock import ManualClock, format_rfc3339
+from knhk.ops.clock import ManualClock
 from knhk.runtime import Runtime
 from knhk.sectors.pack import available_sectors
 from knhk.sectors.scenario import Scenario, load_scenario
@@ -164,6 +167,15 @@ def print_sector(sector: str, r: dict[str, Any]) -> None:
         say(f"      {s['id'][:16]}  {s['origin']:<8} {s['action'] or '':<8} {s['proposal_id'] or ''}")
 
 
+def _command_name() -> str:
+    """How the user can call the CLI again: ``knhk`` when it is on PATH, else the path it was run from."""
+    here = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    found = shutil.which("knhk")
+    if here is None or (found is not None and Path(found).resolve() == here):
+        return "knhk"
+    return os.path.relpath(here) if here.is_relative_to(Path.cwd()) else str(here)
+
+
 def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     started = time.perf_counter()
     if data_dir is None:
@@ -209,8 +221,8 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     say(f"Receipts checkpoint: tree size {receipts_cp.tree_size}, root {receipts_cp.root_hash.hex()} "
         f"(signed note, origin {receipts_cp.note.splitlines()[0]})")
     say(f"Audit checkpoint: tree size {audit_cp.tree_size}, root {audit_cp.root_hash.hex()}")
-    say(f"\nDone in {elapsed:.1f} s. Inspect it: KNHK_DATA_DIR={data_dir} knhk receipts verify; "
-        f"KNHK_DATA_DIR={data_dir} knhk sigma lineage --sector finance; "
-        f"KNHK_DATA_DIR={data_dir} knhk proposals list")
-    _ = format_rfc3339
+    cli = _command_name()
+    say(f"\nDone in {elapsed:.1f} s. Inspect it: KNHK_DATA_DIR={data_dir} {cli} receipts verify; "
+        f"KNHK_DATA_DIR={data_dir} {cli} sigma lineage --sector finance; "
+        f"KNHK_DATA_DIR={data_dir} {cli} proposals list")
     return 0 if ok else 1
