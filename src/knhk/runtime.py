@@ -189,21 +189,6 @@ class Runtime:
             self.catch_up(sector)
             return self.coordinator.run_cycle(sector)
 
-    def prime(self, since_us: int) -> int:
-        """Refill the detection windows from observations stored since ``since_us``; return how many."""
-        n = 0
-        batch = []
-        for obs in self.reader.since(since_us):
-            batch.append(obs)
-            if len(batch) >= 5000:
-                self.engine.prime(batch)
-                n += len(batch)
-                batch = []
-        if batch:
-            self.engine.prime(batch)
-            n += len(batch)
-        return n
-
     def close(self) -> None:
         self.ledger.close()
         self.db.close()

@@ -40,7 +40,8 @@ class CliState:
             # one command needs a handful of connections, not the service's pool of 10–50
             small = settings.model_copy(update={"db_pool_min": min(settings.db_pool_min, 1),
                                                 "db_pool_max": min(settings.db_pool_max, 4)})
-            self.runtime = Runtime.open(small)
+            # a command is one short process: detection windows are filled from the store when a cycle needs them
+            self.runtime = Runtime.open(small, subscribe_engine=False)
         return self.runtime
 
     def close(self) -> None:

@@ -152,8 +152,7 @@ def cycle(
     sectors = [sector] if sector else available_sectors()
     if sector is not None and rt.registry.current(sector) is None:
         raise InvalidInputError(f"unknown sector {sector!r}; installed: {', '.join(available_sectors())}")
-    rt.prime(rt.loop_clock.now_us() - 300_000_000)
-    records = [rt.run_cycle(s).to_json() for s in sectors]
+    records = [rt.run_cycle(s).to_json() for s in sectors]  # each catches its windows up from the store
     if as_json:
         print_json(records[0] if sector else records)
     else:
