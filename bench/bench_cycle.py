@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from knhk.config import Settings
 from knhk.ops.clock import ManualClock, format_rfc3339, parse_rfc3339
 from knhk.runtime import Runtime
+from synthetic import pct, scratch_settings
 
 START = parse_rfc3339("2026-11-23T10:00:00Z")
 WINDOW = 100_000
@@ -42,17 +42,11 @@ def event(rng: random.Random, ts_us: int, n: int, drift: int | None) -> dict[str
             "value": {"account_id": f"a{n % 997}", "error_code": "E_TIMEOUT"}}
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main() -> None:
     rng = random.Random(5)
     folder = Path(tempfile.mkdtemp(prefix="knhk-bench-cycle-"))
     clock = ManualClock(START)
-    settings = Settings(data_dir=folder, database_url=f"sqlite:///{folder / 'knhk.db'}", db_pool_min=1,
-                        db_pool_max=4, checkpoint_every_entries=100_000, checkpoint_every_seconds=3600)
+    settings = scratch_settings(folder)
     with Runtime.open(settings, clock=clock, loop_clock=clock) as rt:
         n = 0
         t0 = time.perf_counter()

@@ -21,7 +21,6 @@ from pathlib import Path
 import rdflib
 from pyshacl import validate as pyshacl_validate
 
-from knhk.config import Settings
 from knhk.ontology.core import core_triples
 from knhk.ontology.mapping import observation_triples
 from knhk.ontology.rdf import to_ntriples
@@ -30,23 +29,17 @@ from knhk.ops.clock import ManualClock, format_rfc3339, parse_rfc3339
 from knhk.proposals.proposer import DriftFinding, ObservedField, propose_drift
 from knhk.runtime import Runtime
 from knhk.sectors.pack import load_pack
-from synthetic import field_value, synthetic_sigma
+from synthetic import field_value, pct, scratch_settings, synthetic_sigma
 
 RUNS = 60
 START = parse_rfc3339("2026-11-23T10:00:00Z")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
     rng = random.Random(11)
     folder = Path(tempfile.mkdtemp(prefix="knhk-bench-val-"))
     clock = ManualClock(START)
-    settings = Settings(data_dir=folder, database_url=f"sqlite:///{folder / 'knhk.db'}", db_pool_min=1,
-                        db_pool_max=4, checkpoint_every_entries=100_000, checkpoint_every_seconds=3600)
+    settings = scratch_settings(folder)
     t0 = time.perf_counter()
     sigma, _types = synthetic_sigma("finance", 100_000)
     sigma |= set(load_pack("finance").sigma)

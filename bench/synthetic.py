@@ -11,7 +11,9 @@ Everything is skolemised IRIs, as Σ is after ingest. Deterministic for a seed.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+from knhk.config import Settings
 from knhk.ontology.namespaces import (
     KNHK,
     OWL_CLASS,
@@ -155,3 +157,15 @@ def field_value(rng: random.Random, datatype: str) -> object:
     if datatype == "boolean":
         return rng.random() < 0.5
     return f"2026-11-23T10:{rng.randint(10, 59)}:00Z"
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of the measured values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def scratch_settings(folder: Path) -> Settings:
+    """An embedded store in ``folder`` with checkpoints out of the way of the measurement."""
+    return Settings(data_dir=folder, database_url=f"sqlite:///{folder / 'knhk.db'}", db_pool_min=1,
+                    db_pool_max=4, checkpoint_every_entries=100_000, checkpoint_every_seconds=3600)
