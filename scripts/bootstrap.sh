@@ -5,9 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_services=0
-want_bench=0
 [ "${1:-}" = "--services" ] && want_services=1
-[ "${1:-}" = "--bench" ] && want_services=1 && want_bench=1
+[ "${1:-}" = "--bench" ] && want_services=1
 
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
@@ -44,7 +43,7 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     if ! command -v pg_ctlcluster >/dev/null 2>&1; then
         apt_install postgresql postgresql-client
     fi
-    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)
     if [ -z "$version" ]; then
         echo "bootstrap: PostgreSQL is installed but has no cluster; create one with pg_createcluster" >&2
         exit 3
@@ -79,7 +78,14 @@ if ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 pin
     for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 
-# Load generator for bench/bench_http_ingest.py.
-if [ "$want_bench" = 1 ] && ! command -v hey >/dev/null 2>&1; then
-    apt_install hey
+# The real tools the tests drive (promtool, pgBackRest, Patroni, etcd, shellcheck, Chromium, load generators):
+# scripts/test-tools.txt maps each command to its Debian package.
+missing=()
+while read -r tool package; do
+    case "$tool" in ''|'#'*) continue ;; esac
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$package")
+done < scripts/test-tools.txt
+if [ "${#missing[@]}" -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    apt_install "${missing[@]}"
 fi

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,28 +19,7 @@ import pytest
 from knhk.config import Settings
 from knhk.runtime import Runtime
 from knhk.service.auth import LocalIssuer
-
-KNHK = str(Path(sys.executable).with_name("knhk"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[Any]) -> None:
-    """Wait (at most a minute) until a started `knhk serve` answers /health/ready with 200."""
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, f"knhk serve exited: {proc.stdout.read() if proc.stdout else ''}"
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "knhk serve did not become ready"
-        time.sleep(0.3)
+from support.serve import KNHK, free_port, wait_ready
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Test support shared across test folders: private PostgreSQL clusters, live `knhk serve` processes."""
