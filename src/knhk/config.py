@@ -130,6 +130,31 @@ class Settings(BaseSettings):
         default=None, description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
     )
 
+    # -- backups and restores (SPEC §11; read by knhk.backup)
+    backup_dir: Path | None = Field(default=None, description="Backups and their manifests; default data_dir/backups.")
+    backup_key: SecretStr | None = Field(
+        default=None, description="Hex AES-256 key encrypting SQLite and pg_dump backups (overrides the key file).")
+    backup_key_file: Path | None = Field(
+        default=None, description="File (mode 0600) holding the hex backup key; `knhk backup keygen` writes one.")
+    backup_pgbackrest_config: Path | None = Field(
+        default=None, description="pgBackRest configuration (repository, cipher, pg1-path) for physical backups.")
+    backup_stanza: str = Field(default="knhk", pattern=r"^[A-Za-z0-9._-]+$", description="pgBackRest stanza.")
+    backup_pg_data: Path | None = Field(default=None, description="Data directory a physical restore replaces.")
+    backup_pg_bin: Path | None = Field(default=None, description="PostgreSQL's bin directory (pg_ctl, pg_dump).")
+    backup_os_user: str | None = Field(
+        default=None, description="OS user that owns the cluster; pgBackRest and pg_ctl run as this user.")
+    backup_scratch_dir: Path | None = Field(default=None, description="Where verify restores into; default /tmp.")
+
+    @field_validator("backup_key_file", "backup_pgbackrest_config", "backup_pg_data", "backup_pg_bin",
+                     "backup_dir", "backup_scratch_dir", "backup_os_user", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @cached_property
+    def resolved_backup_dir(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
+
     @cached_property
     def resolved_local_issuer_key_file(self) -> Path:
         return self.local_issuer_key_file or self.data_dir / "local-issuer" / "key.pem"

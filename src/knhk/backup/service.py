@@ -1,0 +1,437 @@
+"""``knhk backup create|verify|restore|list``: the backup operations for both backends, as the CLI calls them.
+
+Which mechanism serves which verb, and why:
+
+* SQLite: the online backup API for ``create`` (a consistent copy while the service writes), the copy itself
+  for ``verify`` and ``restore``.
+* PostgreSQL, physical (the default): pgBackRest (:mod:`knhk.backup.pgbackrest`). Full, differential and
+  incremental backups of the whole cluster with continuous WAL archiving, so a restore can reach any point in
+  time (``--target-time``); restores are file copies, fast for large databases; page and file checksums.
+* PostgreSQL, logical (``--logical``): pg_dump (:mod:`knhk.backup.pgdump`) from an exported snapshot, so the
+  manifest is exact; portable across PostgreSQL versions and hosts, one database only, no point in time.
+
+Every backup gets a manifest and a ``backup.created`` audit entry recording the manifest's digest. ``verify``
+never writes to the running system; ``restore`` restores beside the live store, verifies, then swaps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from knhk import __version__
+from knhk.backup import cipher, content, pgbackrest, pgdump, sqlite_backend, store, swap
+from knhk.backup.manifest import Manifest
+from knhk.backup.pgurl import redact
+from knhk.backup.repository import Repository, Stored
+from knhk.backup.verifier import LiveSystem, Verification, verify_restored
+from knhk.config import Settings
+from knhk.errors import ConfigurationError, ConflictError, DependencyUnavailableError, IntegrityError, UsageError
+from knhk.ledger.entry import LOGS
+from knhk.ops.clock import format_rfc3339, parse_rfc3339
+from knhk.runtime import SYSTEM_ACTOR, Runtime
+from knhk.storage.database import Database
+
+
+@dataclass
+class RestoreReport:
+    backup: str
+    target: str
+    verification: Verification
+    kept_previous: str | None = None
+    target_time: str | None = None
+    duration_s: float = 0.0
+    tidied: list[str] = field(default_factory=list)
+    lost: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backup": self.backup, "target": self.target, "restored": self.verification.ok,
+                "target_time": self.target_time, "kept_previous": self.kept_previous,
+                "duration_s": round(self.duration_s, 3), "entries_not_restored": self.lost,
+                "tidied": self.tidied, "verification": self.verification.to_json()}
+
+
+def backup_key(settings: Settings) -> bytes | None:
+    if settings.backup_key is not None:
+        return cipher.parse_key(settings.backup_key.get_secret_value(), "KNHK_BACKUP_KEY")
+    if settings.backup_key_file is not None:
+        return cipher.read_key_file(settings.backup_key_file)
+    return None
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:///…`` URL (as :class:`Database` reads it), without opening or creating it."""
+    path = unquote(urlparse(url).path)
+    return Path("/" + path.lstrip("/") if url.startswith("sqlite:////") else path)
+
+
+class Backups:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.repo = Repository(settings.resolved_backup_dir)
+        self.url = settings.resolved_database_url
+        self.dialect = "sqlite" if settings.embedded else "postgresql"
+
+    # -- create ---------------------------------------------------------------------------------------
+    def create(self, runtime: Runtime, *, logical: bool = False, backup_type: str = "incr") -> Manifest:
+        """Take a backup of the running installation and record it in the audit log."""
+        key = backup_key(self.settings)
+        for log in LOGS:  # the backup carries a checkpoint of (at least nearly) its own tree size
+            if runtime.ledger.tree_size(log):
+                runtime.ledger.checkpoint(log)
+        now = runtime.clock.now_us()
+        if self.dialect == "sqlite":
+            if logical:
+                raise UsageError("--logical is for PostgreSQL; an SQLite backup is already a portable file")
+            kind = "sqlite"
+        else:
+            kind = "pg_dump" if logical else "pgbackrest"
+        backup_id = self.repo.new_id(kind, now)
+        staging = self.repo.staging(backup_id)
+        try:
+            base: dict[str, Any] = {"id": backup_id, "kind": kind, "created_us": now, "knhk_version": __version__,
+                                    "dialect": self.dialect, "database": redact(self.url)}
+            if kind == "sqlite":
+                plain = staging / sqlite_backend.DATA_FILE
+                sqlite_backend.copy_online(sqlite_path(self.url), plain)
+                copy = Database(f"sqlite:///{plain}")
+                try:
+                    with copy.snapshot() as conn:
+                        state = store.read_state(conn)
+                finally:
+                    copy.close()
+                files, digest, encryption = content.seal(plain, key)
+                manifest = Manifest(**base, files=files, content=digest, encryption=encryption, state=state)
+            elif kind == "pg_dump":
+                plain = staging / pgdump.DATA_FILE
+                state = pgdump.dump(runtime.db, self.url, plain, self.settings)
+                files, digest, encryption = content.seal(plain, key)
+                manifest = Manifest(**base, files=files, content=digest, encryption=encryption, state=state)
+            else:
+                tool = pgbackrest.PgBackRest.from_settings(self.settings)
+                with runtime.db.snapshot() as conn:
+                    before = store.read_state(conn)
+                backup_set = tool.backup(backup_type)
+                with runtime.db.snapshot() as conn:
+                    after = store.read_state(conn)
+                manifest = Manifest(**base, files=[], state=before, state_after=after, pgbackrest=backup_set)
+            path = self.repo.commit(staging, manifest)
+        except BaseException:
+            self.repo.discard(staging)
+            raise
+        try:
+            runtime.audit.record(SYSTEM_ACTOR, "backup.created", f"backup/{backup_id}", "success",
+                                 metadata={"manifest_sha256": manifest.digest(), "kind": kind,
+                                           **{f"{log}_tree_size": manifest.state.logs[log].tree_size
+                                              for log in manifest.state.logs}})
+        except BaseException:
+            self.repo.discard(path)
+            raise
+        return manifest
+
+    # -- verify ---------------------------------------------------------------------------------------
+    def _live(self, use_live: bool) -> tuple[LiveSystem | None, Database | None, str]:
+        """The running system as trust anchor, or why there is none."""
+        if not use_live:
+            return None, None, "not checked (--no-live): trusted only the backup's own keyring"
+        if self.dialect == "sqlite" and not sqlite_path(self.url).exists():
+            return None, None, "no running store: trusted only the backup's own keyring"
+        try:
+            db = Database(self.url, pool_min=1, pool_max=2, connect_timeout_s=self.settings.db_connect_timeout_s)
+        except DependencyUnavailableError as exc:
+            raise DependencyUnavailableError(f"{exc.message}; to check a backup without the running system "
+                                             "pass --no-live") from exc
+        try:
+            with db.connection() as conn:
+                if store.is_empty(conn):
+                    db.close()
+                    return None, None, "the running store is empty: trusted only the backup's own keyring"
+            return LiveSystem(db), db, "checked"
+        except BaseException:
+            db.close()
+            raise
+
+    def verify(self, ref: str, *, use_live: bool = True, workers: int | None = None) -> Verification:
+        """Restore into scratch and check everything; never writes to the running system."""
+        stored = self.repo.load(ref)
+        live, live_db, live_note = self._live(use_live)
+        try:
+            result = Verification(stored.manifest.id, stored.manifest.kind, live=live_note)
+            scratch = Path(tempfile.mkdtemp(prefix="knhk-verify-", dir=self.settings.backup_scratch_dir))
+            try:
+                return self._verify_in(stored, scratch, live, result, workers)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        finally:
+            if live is not None:
+                live.close()
+            if live_db is not None:
+                live_db.close()
+
+    def _verify_in(self, stored: Stored, scratch: Path, live: LiveSystem | None, result: Verification,
+                   workers: int | None) -> Verification:
+        manifest = stored.manifest
+        started = time.monotonic()
+        try:
+            if manifest.kind == "sqlite":
+                data = scratch / sqlite_backend.DATA_FILE
+                content.unseal(stored, data, backup_key(self.settings))
+                db = Database(f"sqlite:///{data}")
+                try:
+                    verify_restored(manifest, db, live, mode="exact", workers=workers, result=result)
+                finally:
+                    db.close()
+            elif manifest.kind == "pg_dump":
+                data = scratch / pgdump.DATA_FILE
+                content.unseal(stored, data, backup_key(self.settings))
+                with pgdump.scratch_database(self.url, data, self.settings) as url:
+                    db = Database(url, pool_min=1, pool_max=2)
+                    try:
+                        verify_restored(manifest, db, live, mode="exact", workers=workers, result=result)
+                    finally:
+                        db.close()
+            else:
+                tool = pgbackrest.PgBackRest.from_settings(self.settings)
+                self._check_set(tool, manifest)
+                with tool.scratch_cluster(manifest, scratch, self.url) as url:
+                    db = Database(url, pool_min=1, pool_max=2)
+                    try:
+                        verify_restored(manifest, db, live, mode="between", workers=workers, result=result)
+                    finally:
+                        db.close()
+        except IntegrityError as exc:
+            result.problems.append(_problem(exc))
+        result.duration_s = time.monotonic() - started
+        return result
+
+    @staticmethod
+    def _check_set(tool: pgbackrest.PgBackRest, manifest: Manifest) -> None:
+        assert manifest.pgbackrest is not None
+        problems = tool.verify_set(manifest.pgbackrest)
+        if problems:
+            raise IntegrityError(f"backup {manifest.id}: " + "; ".join(problems))
+
+    # -- restore --------------------------------------------------------------------------------------
+    def restore(self, ref: str | None, *, force: bool = False, target_time: str | None = None,
+                use_live: bool = True, workers: int | None = None) -> RestoreReport:
+        """Restore beside the live store, verify, and only then swap it in."""
+        started = time.monotonic()
+        target_us = None
+        if target_time is not None:
+            try:
+                target_us = parse_rfc3339(target_time)
+            except ValueError as exc:
+                raise UsageError(f"--target-time must be an RFC 3339 time: {exc}") from exc
+        if self.dialect == "sqlite":
+            if target_us is not None:
+                raise UsageError("--target-time needs PostgreSQL with WAL archiving (pgBackRest); an SQLite backup "
+                                 "restores to the moment it was taken")
+            report = self._restore_sqlite(self._require(ref), force, use_live, workers)
+        else:
+            if ref is None and target_us is None:
+                raise UsageError("name the backup to restore, or give --target-time for point-in-time recovery")
+            stored = self._pick_physical(target_us) if ref is None else self.repo.load(ref)
+            if stored.manifest.kind == "pg_dump":
+                if target_us is not None:
+                    raise UsageError("--target-time needs a physical (pgBackRest) backup, not a pg_dump export")
+                report = self._restore_logical(stored, force, use_live, workers)
+            else:
+                report = self._restore_physical(stored, force, target_us, use_live, workers)
+        report.target_time = None if target_us is None else format_rfc3339(target_us)
+        self._record_restore(report)
+        report.duration_s = time.monotonic() - started
+        return report
+
+    def _record_restore(self, report: RestoreReport) -> None:
+        """Append ``backup.restored`` to the restored store's audit log (it also migrates an older schema)."""
+        stored = self.repo.load(report.backup)
+        small = self.settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 2})
+        try:
+            with Runtime.open(small, subscribe_engine=False) as rt:
+                rt.audit.record(SYSTEM_ACTOR, "backup.restored", f"backup/{report.backup}", "success",
+                                metadata={"manifest_sha256": stored.manifest.digest(),
+                                          "target_time": report.target_time or "",
+                                          "previous_kept_as": report.kept_previous or ""})
+        except Exception as exc:
+            raise DependencyUnavailableError(f"backup {report.backup} was restored and verified, but recording the "
+                                             f"restore in its audit log failed: {exc}") from exc
+
+    @staticmethod
+    def _require(ref: str | None) -> str:
+        if ref is None:
+            raise UsageError("name the backup to restore (see `knhk backup list`)")
+        return ref
+
+    def _pick_physical(self, target_us: int | None) -> Stored:
+        """The newest pgBackRest backup that finished before the target time."""
+        best: Stored | None = None
+        for _, entry in self.repo.entries():
+            if isinstance(entry, IntegrityError) or entry.manifest.pgbackrest is None:
+                continue
+            if target_us is not None and entry.manifest.pgbackrest.stop_us > target_us:
+                continue
+            if best is None or entry.manifest.pgbackrest.stop_us > best.manifest.pgbackrest.stop_us:  # type: ignore[union-attr]
+                best = entry
+        if best is None:
+            raise UsageError("no pgBackRest backup in the backup directory finished before the target time")
+        return best
+
+    def _restore_sqlite(self, ref: str, force: bool, use_live: bool, workers: int | None) -> RestoreReport:
+        stored = self.repo.load(ref)
+        if stored.manifest.kind != "sqlite":
+            raise UsageError(f"backup {stored.manifest.id} is a {stored.manifest.kind} backup; the configured store "
+                             "is SQLite")
+        target = sqlite_path(self.url)
+        tidied = swap.tidy(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        side = swap.side_path(target, stored.manifest.id)
+        live, live_db, live_note = self._live(use_live)
+        try:
+            if live is not None and not force:
+                raise ConflictError(f"the target store {target} is not empty; pass --force to replace it (the "
+                                    "previous store is kept beside it)")
+            if live is None and target.exists() and not force and not _sqlite_is_empty(target):
+                raise ConflictError(f"the target store {target} is not empty; pass --force to replace it")
+            result = Verification(stored.manifest.id, stored.manifest.kind, live=live_note)
+            try:
+                content.unseal(stored, side, backup_key(self.settings))
+                db = Database(f"sqlite:///{side}")
+                try:
+                    verify_restored(stored.manifest, db, live, mode="exact", workers=workers, result=result)
+                finally:
+                    db.close()
+            except IntegrityError as exc:
+                result.problems.append(_problem(exc))
+        finally:
+            if live is not None:
+                live.close()
+            if live_db is not None:
+                live_db.close()
+        if not result.ok:
+            side.unlink(missing_ok=True)
+            raise IntegrityError(f"backup {stored.manifest.id} failed verification; nothing was restored: "
+                                 f"{result.problems[0]}", report=result.to_json())
+        keep_as = target.with_name(f"{target.name}.pre-restore-{_stamp()}")
+        kept = sqlite_backend.swap_in(side, target, keep_as)
+        return RestoreReport(stored.manifest.id, str(target), result, str(kept) if kept else None, tidied=tidied)
+
+    def _restore_logical(self, stored: Stored, force: bool, use_live: bool, workers: int | None) -> RestoreReport:
+        live, live_db, live_note = self._live(use_live)
+        result = Verification(stored.manifest.id, stored.manifest.kind, live=live_note)
+        try:
+            side = pgdump.SideDatabase(self.url, stored.manifest.id, self.settings)
+            if live is not None and not force:
+                raise ConflictError("the target database is not empty; pass --force to replace it (the previous "
+                                    "database is kept under another name)")
+            scratch = Path(tempfile.mkdtemp(prefix="knhk-restore-", dir=self.settings.backup_scratch_dir))
+            try:
+                try:
+                    data = scratch / pgdump.DATA_FILE
+                    content.unseal(stored, data, backup_key(self.settings))
+                    side.load(data)
+                    db = Database(side.url, pool_min=1, pool_max=2)
+                    try:
+                        verify_restored(stored.manifest, db, live, mode="exact", workers=workers, result=result)
+                    finally:
+                        db.close()
+                except IntegrityError as exc:
+                    result.problems.append(_problem(exc))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        finally:
+            if live is not None:
+                live.close()
+            if live_db is not None:
+                live_db.close()
+        if not result.ok:
+            side.drop()
+            raise IntegrityError(f"backup {stored.manifest.id} failed verification; nothing was restored: "
+                                 f"{result.problems[0]}", report=result.to_json())
+        kept = side.swap_in(f"pre_restore_{_stamp().lower()}", force=force)
+        return RestoreReport(stored.manifest.id, redact(self.url), result, kept)
+
+    def _restore_physical(self, stored: Stored, force: bool, target_us: int | None, use_live: bool,
+                          workers: int | None) -> RestoreReport:
+        tool = pgbackrest.PgBackRest.from_settings(self.settings)
+        self._check_set(tool, stored.manifest)
+        pg_data = self.settings.backup_pg_data
+        if pg_data is None:
+            raise ConfigurationError("a physical restore needs KNHK_BACKUP_PG_DATA (the cluster's data directory)")
+        live, live_db, live_note = self._live(use_live)
+        result = Verification(stored.manifest.id, stored.manifest.kind, live=live_note)
+        try:
+            if not force and pgbackrest.data_dir_in_use(pg_data):
+                raise ConflictError(f"the data directory {pg_data} holds a cluster; pass --force to replace it (the "
+                                    "previous data directory is kept beside it)")
+            if live is not None:
+                tool.archive_current_wal()  # everything the running server wrote reaches the archive first
+            side = tool.restore_side(stored.manifest, pg_data, target_us)
+            try:
+                with tool.start_side(side, self.url) as url:
+                    db = Database(url, pool_min=1, pool_max=2)
+                    try:
+                        verify_restored(stored.manifest, db, live, mode="at_least", workers=workers, result=result)
+                    finally:
+                        db.close()
+            except IntegrityError as exc:
+                result.problems.append(_problem(exc))
+            lost = {}
+            if live is not None and result.restored is not None:
+                lost = {log: max(0, live.tree_sizes[log] - result.restored.logs[log].tree_size)
+                        for log in LOGS if log in result.restored.logs}
+        finally:
+            if live is not None:
+                live.close()
+            if live_db is not None:
+                live_db.close()
+        if not result.ok:
+            shutil.rmtree(side, ignore_errors=True)
+            raise IntegrityError(f"backup {stored.manifest.id} failed verification; nothing was restored: "
+                                 f"{result.problems[0]}", report=result.to_json())
+        kept = tool.swap_in(side, pg_data, pg_data.with_name(f"{pg_data.name}.pre-restore-{_stamp()}"))
+        tool.start_in_place(pg_data, self.url, result)
+        return RestoreReport(stored.manifest.id, str(pg_data), result, str(kept) if kept else None, lost=lost)
+
+    # -- list -----------------------------------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for name, entry in self.repo.entries():
+            if isinstance(entry, IntegrityError):
+                out.append({"id": name, "error": entry.message})
+                continue
+            m = entry.manifest
+            row: dict[str, Any] = {
+                "id": m.id, "kind": m.kind, "created": format_rfc3339(m.created_us),
+                "encrypted": m.encryption is not None or (m.pgbackrest is not None and m.pgbackrest.cipher != "none"),
+                "bytes": sum(f.bytes for f in m.files) if m.pgbackrest is None else m.pgbackrest.repo_size,
+                "tree_sizes": {log: s.tree_size for log, s in m.state.logs.items()},
+                "observations": m.state.tables.get("observations"),
+            }
+            if m.pgbackrest is not None:
+                row |= {"label": m.pgbackrest.label, "type": m.pgbackrest.type, "size": m.pgbackrest.size}
+            out.append(row)
+        return out
+
+
+def _sqlite_is_empty(path: Path) -> bool:
+    db = Database(f"sqlite:///{path}")
+    try:
+        with db.connection() as conn:
+            return store.is_empty(conn)
+    finally:
+        db.close()
+
+
+def _problem(exc: IntegrityError) -> Any:
+    from knhk.backup.checks import Problem
+
+    return Problem("backup", exc.message)
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
