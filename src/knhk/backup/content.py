@@ -55,9 +55,9 @@ def unseal(stored: Stored, dest: Path, key: bytes | None) -> None:
     manifest: Manifest = stored.manifest
     problems = check_files(stored)
     if problems:
-        raise IntegrityError(f"backup {manifest.id}: " + "; ".join(problems))
+        raise IntegrityError("; ".join(problems))
     if manifest.content is None or len(manifest.files) != 1:
-        raise IntegrityError(f"backup {manifest.id}: the manifest names no single data file")
+        raise IntegrityError("the manifest names no single data file")
     source_path = stored.path / manifest.files[0].name
     enc = manifest.encryption
     if enc is not None and key is None:
@@ -77,6 +77,6 @@ def unseal(stored: Stored, dest: Path, key: bytes | None) -> None:
         os.fsync(raw.fileno())
     want = manifest.content
     if sink.size != want.bytes or sink.hash.hexdigest() != want.sha256:
-        raise IntegrityError(f"backup {manifest.id}: the restored {want.name} is {sink.size} bytes with SHA-256 "
+        raise IntegrityError(f"the restored {want.name} is {sink.size} bytes with SHA-256 "
                              f"{sink.hash.hexdigest()[:16]}…; the manifest says {want.bytes} bytes, "
                              f"{want.sha256[:16]}…")

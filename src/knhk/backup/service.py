@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlparse
 
 from knhk import __version__
 from knhk.backup import cipher, content, pgbackrest, pgdump, sqlite_backend, store, swap
+from knhk.backup.checks import Problem
 from knhk.backup.manifest import Manifest
 from knhk.backup.pgurl import redact
 from knhk.backup.repository import Repository, Stored
@@ -214,7 +215,7 @@ class Backups:
         assert manifest.pgbackrest is not None
         problems = tool.verify_set(manifest.pgbackrest)
         if problems:
-            raise IntegrityError(f"backup {manifest.id}: " + "; ".join(problems))
+            raise IntegrityError("; ".join(problems))
 
     # -- restore --------------------------------------------------------------------------------------
     def restore(self, ref: str | None, *, force: bool = False, target_time: str | None = None,
@@ -427,9 +428,7 @@ def _sqlite_is_empty(path: Path) -> bool:
         db.close()
 
 
-def _problem(exc: IntegrityError) -> Any:
-    from knhk.backup.checks import Problem
-
+def _problem(exc: IntegrityError) -> Problem:
     return Problem("backup", exc.message)
 
 
