@@ -129,8 +129,8 @@ def verify_restored(manifest: Manifest, db: Database, live: LiveSystem | None, *
         # has grown past that point on the same history must hold it. One that has not (the backup is from its
         # future, e.g. rolling forward after restoring an older backup) cannot, and is not asked to.
         audit_state = manifest.state.logs.get("audit")
-        expected = audit_state is None or live.tree_sizes.get("audit", 0) > audit_state.tree_size
-        if expected and manifest.digest() not in live.records(manifest.id):
+        must_hold = audit_state is None or live.tree_sizes.get("audit", 0) > audit_state.tree_size
+        if must_hold and manifest.digest() not in live.records(manifest.id):
             out.problems.append(Problem("manifest", "this backup is not recorded (with this manifest digest) in the "
                                                     "running system's audit log"))
         out.live = "checked"
