@@ -90,7 +90,9 @@ class PgBackRestSet(_Model):
     wal_start: str
     wal_stop: str
     size: int
+    delta: int
     repo_size: int
+    repo_delta: int
     cipher: str
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 

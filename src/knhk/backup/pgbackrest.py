@@ -161,7 +161,9 @@ class PgBackRest:
             start_us=int(raw["timestamp"]["start"]) * 1_000_000, stop_us=int(raw["timestamp"]["stop"]) * 1_000_000,
             lsn_start=raw["lsn"]["start"], lsn_stop=raw["lsn"]["stop"],
             wal_start=raw["archive"]["start"], wal_stop=raw["archive"]["stop"],
-            size=int(raw["info"]["size"]), repo_size=int(raw["info"]["repository"]["size"]), cipher=cipher,
+            size=int(raw["info"]["size"]), delta=int(raw["info"]["delta"]),
+            repo_size=int(raw["info"]["repository"]["size"]), repo_delta=int(raw["info"]["repository"]["delta"]),
+            cipher=cipher,
             manifest_sha256=self._manifest_digest(raw["label"]))
 
     def verify_set(self, backup_set: PgBackRestSet) -> list[str]:

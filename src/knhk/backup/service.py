@@ -409,7 +409,7 @@ class Backups:
             row: dict[str, Any] = {
                 "id": m.id, "kind": m.kind, "created": format_rfc3339(m.created_us),
                 "encrypted": m.encryption is not None or (m.pgbackrest is not None and m.pgbackrest.cipher != "none"),
-                "bytes": sum(f.bytes for f in m.files) if m.pgbackrest is None else m.pgbackrest.repo_size,
+                "bytes": sum(f.bytes for f in m.files) if m.pgbackrest is None else m.pgbackrest.repo_delta,
                 "tree_sizes": {log: s.tree_size for log, s in m.state.logs.items()},
                 "observations": m.state.tables.get("observations"),
             }

@@ -57,7 +57,7 @@ def create(
     if as_json:
         print_json({"id": manifest.id, "manifest_sha256": manifest.digest(), **manifest.body()})
         return
-    size = manifest.pgbackrest.repo_size if manifest.pgbackrest else sum(f.bytes for f in manifest.files)
+    size = manifest.pgbackrest.repo_delta if manifest.pgbackrest else sum(f.bytes for f in manifest.files)
     encrypted = manifest.encryption is not None or (manifest.pgbackrest is not None and
                                                     manifest.pgbackrest.cipher != "none")
     trees = ", ".join(f"{log} {s.tree_size} entries" for log, s in manifest.state.logs.items())
