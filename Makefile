@@ -1,5 +1,5 @@
 # The two commands of README.md. Each installs what it needs first.
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench ha-drill
 
 demo:
 	@./scripts/bootstrap.sh
@@ -7,14 +7,19 @@ demo:
 
 test:
 	@./scripts/bootstrap.sh --services
-	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff check src tests bench deploy
 	.venv/bin/mypy
 	.venv/bin/pytest
 
 lint:
-	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff check src tests bench deploy
 	.venv/bin/mypy
 
 bench:
 	@./scripts/bootstrap.sh --bench
 	@for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done
+
+# Failover drill on a real two-node Patroni cluster (docs/disaster-recovery.md): prints RTO and RPO as JSON.
+ha-drill:
+	@./scripts/bootstrap.sh --services
+	.venv/bin/python deploy/ha/drill.py

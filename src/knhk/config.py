@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=100_000, ge=1, description="Requests per principal per minute.")
     cycle_interval_s: float = Field(default=60.0, ge=0, description="Scheduled cycles per sector; 0 disables.")
     verify_interval_s: float = Field(default=300.0, ge=0, description="Periodic full ledger verification; 0 off.")
+    lease_ttl_s: float = Field(default=30.0, ge=1, description="Loop leases (cycles, verifier, checkpointer) lapse "
+                                                               "this long after their holder stops renewing them.")
     checkpoint_interval_s: float = Field(default=60.0, ge=0, description="Periodic checkpoints; 0 disables.")
     phi_sectors: list[str] = Field(default_factory=lambda: ["healthcare"],
                                    description="Sectors whose reads need an X-Access-Justification header.")

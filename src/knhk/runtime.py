@@ -149,8 +149,9 @@ class Runtime:
         except BaseException:
             db.close()
             raise
+        leases = Leases(db, ttl_s=settings.lease_ttl_s)
         return cls(settings, db, keyring, ledger, subjects, audit, clock, lclock, registry, reader, engine,
-                   ingestor, thresholds, proposals, coordinator, Leases(db), subscribe_engine)
+                   ingestor, thresholds, proposals, coordinator, leases, subscribe_engine)
 
     def catch_up(self, sector: str) -> int:
         """Feed the sector's detection windows with observations stored since the last catch-up (by ingest
@@ -185,7 +186,7 @@ class Runtime:
     def run_cycle(self, sector: str) -> CycleRecord:
         """One cycle of ``sector``, holding the sector's database lease (one running cycle per sector across
         every process and replica; a second caller gets a ConflictError)."""
-        with self.leases.hold(f"knhk.cycle.{sector}", 600, what=f"a cycle of sector {sector}"):
+        with self.leases.hold(f"knhk.cycle.{sector}", what=f"a cycle of sector {sector}"):
             self.catch_up(sector)
             return self.coordinator.run_cycle(sector)
 

@@ -1,10 +1,17 @@
 """Leases for loop jobs: run a sector's cycle (or the verifier, or the checkpoint issuer) in at most one
-process at a time, across replicas, using :mod:`knhk.storage.lease_store`."""
+process at a time, across replicas, using :mod:`knhk.storage.lease_store`.
+
+A lease held for a block (:meth:`Leases.hold`) is renewed every third of its TTL by a heartbeat thread, so
+the TTL can be short whatever the work takes: when the holder is killed or hangs, renewals stop and another
+replica takes the work over within one TTL (``KNHK_LEASE_TTL_S``).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,13 +22,15 @@ from knhk.storage import lease_store
 from knhk.storage.database import Database
 
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+log = logging.getLogger("knhk.loop")
 
 
 class Leases:
-    def __init__(self, db: Database, clock: Clock = SYSTEM_CLOCK, holder: str = HOLDER) -> None:
+    def __init__(self, db: Database, clock: Clock = SYSTEM_CLOCK, holder: str = HOLDER, ttl_s: float = 30.0) -> None:
         self.db = db
         self.clock = clock
         self.holder = holder
+        self.ttl_s = ttl_s
 
     def try_acquire(self, name: str, ttl_s: float) -> bool:
         with self.db.transaction() as conn:
@@ -32,11 +41,28 @@ class Leases:
             lease_store.release(conn, name, self.holder)
 
     @contextmanager
-    def hold(self, name: str, ttl_s: float, *, what: str) -> Iterator[None]:
-        """Hold the lease for the block, or raise ConflictError when another process holds it."""
-        if not self.try_acquire(name, ttl_s):
+    def hold(self, name: str, ttl_s: float | None = None, *, what: str) -> Iterator[None]:
+        """Hold the lease for the block (renewed while it runs), or raise ConflictError when another process
+        holds it."""
+        ttl = ttl_s or self.ttl_s
+        if not self.try_acquire(name, ttl):
             raise ConflictError(f"{what} is already running elsewhere; try again shortly")
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl / 3):
+                try:
+                    if not self.try_acquire(name, ttl):
+                        log.error("lease %s was taken over while %s was still running here", name, what)
+                        return
+                except Exception as exc:  # the database is away: keep trying until the block ends
+                    log.warning("renewing lease %s failed: %s", name, exc)
+
+        heartbeat = threading.Thread(target=renew, name=f"knhk-lease-{name}", daemon=True)
+        heartbeat.start()
         try:
             yield
         finally:
+            stop.set()
+            heartbeat.join()
             self.release(name)

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 
+from knhk.errors import ConflictError
 from knhk.loop.coordinator import CycleRecord
 from knhk.sectors.pack import available_sectors
 from knhk.service import metrics
@@ -55,22 +56,26 @@ def run_due_cycles(st: ServiceState) -> None:
 
 
 def verify_ledger(st: ServiceState) -> None:
-    if not st.runtime.leases.try_acquire("knhk.verifier", max(60.0, st.settings.verify_interval_s)):
-        return
     try:
-        for name in ("receipts", "audit"):
-            report = st.runtime.ledger.verify(name, workers=1)
-            metrics.CHAIN_VALID.labels(name).set(1 if report.ok else 0)
-            metrics.CHAIN_VERIFIED_AT.labels(name).set(time.time())
-            st.verify_results[name] = report.to_json()
-            if not report.ok:
-                log.error("ledger log %s FAILED verification: %s", name, report.first_failure)
-    finally:
-        st.runtime.leases.release("knhk.verifier")
+        with st.runtime.leases.hold("knhk.verifier", what="ledger verification"):
+            _verify_logs(st)
+    except ConflictError:
+        return  # another process is verifying
+
+
+def _verify_logs(st: ServiceState) -> None:
+    for name in ("receipts", "audit"):
+        report = st.runtime.ledger.verify(name, workers=1)
+        metrics.CHAIN_VALID.labels(name).set(1 if report.ok else 0)
+        metrics.CHAIN_VERIFIED_AT.labels(name).set(time.time())
+        st.verify_results[name] = report.to_json()
+        if not report.ok:
+            log.error("ledger log %s FAILED verification: %s", name, report.first_failure)
 
 
 def issue_checkpoints(st: ServiceState) -> None:
-    if not st.runtime.leases.try_acquire("knhk.checkpointer", max(30.0, st.settings.checkpoint_interval_s)):
+    if not st.runtime.leases.try_acquire("knhk.checkpointer", max(st.settings.lease_ttl_s,
+                                                                  st.settings.checkpoint_interval_s)):
         return
     for name in ("receipts", "audit"):
         ledger = st.runtime.ledger
