@@ -58,8 +58,9 @@ class Load:
     """Clients posting to both replicas until stopped; every request and its outcome is kept."""
 
     def __init__(self, urls: list[str], token: str, threads: int = 4, batch: int = 20,
-                 violating_every: int = 4) -> None:
+                 violating_every: int = 4, prefix: str = "") -> None:
         self.urls = urls
+        self.prefix = prefix
         self.every = violating_every
         self.token = token
         self.threads = threads
@@ -89,11 +90,11 @@ class Load:
                 replica = (worker + i) % len(clients)
                 client = clients[replica]
                 if i % 2 == 0:
-                    ids = [f"w{worker}-{i}"]
+                    ids = [f"{self.prefix}w{worker}-{i}"]
                     body: Any = _payment(ids[0], i % (2 * self.every) == 0)
                     path = "/api/v1/observations"
                 else:
-                    ids = [f"w{worker}-{i}-{k}" for k in range(self.batch)]
+                    ids = [f"{self.prefix}w{worker}-{i}-{k}" for k in range(self.batch)]
                     body = {"observations": [_payment(oid, k % self.every == 0) for k, oid in enumerate(ids)]}
                     path = "/api/v1/observations/batch"
                 sent = time.monotonic()
