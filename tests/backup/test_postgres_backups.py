@@ -22,7 +22,6 @@ import psycopg
 import pytest
 from backup_support import MARKER, write
 
-from conftest import drop_pg_database
 from knhk.backup import cipher
 from knhk.backup.pgurl import url_with
 from knhk.backup.service import Backups
@@ -81,7 +80,8 @@ def test_logical_export_verifies_and_restores_by_renaming(pg_url: str, pg_admin_
             assert rt.ledger.verify("audit").ok
     finally:
         if kept is not None:
-            drop_pg_database(pg_admin_url, url_with(pg_url, dbname=kept))
+            with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{kept}" WITH (FORCE)')
 
 
 def _pgbackrest_conf(root: Path, cluster: PrivateCluster) -> Path:

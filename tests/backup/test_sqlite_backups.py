@@ -59,7 +59,9 @@ def test_online_backup_under_concurrent_ingest_verifies_and_restores(tmp_path: P
             created = cli_json(["backup", "create"], env)
             finished = time.monotonic()
             time.sleep(1.5)  # the service goes on writing and checkpointing after the backup
+            verify_started = time.monotonic()
             verified = Backups(settings).verify(created["id"]).to_json()
+            verify_s = time.monotonic() - verify_started
             with pytest.raises(ConflictError, match="in use by another process"):
                 Backups(settings).restore(created["id"], force=True)
         finally:
@@ -96,7 +98,13 @@ def test_online_backup_under_concurrent_ingest_verifies_and_restores(tmp_path: P
     # The service is stopped: the restore replaces the store (previous one kept) and the service starts on it.
     live_db = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
     pre_restore = sqlite_ids(live_db)
+    restore_started = time.monotonic()
     report = cli_json(["backup", "restore", created["id"], "--force"], env)
+    restore_s = time.monotonic() - restore_started
+    print(f"\n== SQLite backup under ingest: {len(in_backup)} observations, "
+          f"{manifest['logs']['receipts']['tree_size']} receipts, {created['files'][0]['bytes']} bytes; "
+          f"create (CLI, while 3 clients ingest) {finished - started:.1f} s, verify {verify_s:.2f} s, "
+          f"restore (CLI) {restore_s:.1f} s")
     assert report["restored"]
     assert report["kept_previous"]
     assert sqlite_ids(live_db) == in_backup

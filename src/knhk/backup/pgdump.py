@@ -52,6 +52,8 @@ def _run(argv: list[str], what: str, timeout: float = 3600) -> None:
 def dump(db: Database, url: str, dest: Path, settings: Settings) -> StoreState:
     """pg_dump the database's current snapshot into ``dest``; return the facts of that same snapshot."""
     with db.snapshot() as conn:
+        # the exporting transaction sits idle while pg_dump works; a server-wide idle timeout must spare it
+        conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
         row = conn.fetchone("SELECT pg_export_snapshot()")
         assert row is not None
         snapshot = str(row[0])
