@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from knhk.errors import KnhkError
+from knhk.ops import telemetry
 from knhk.ontology.core import CHATMAN_CONSTANT, touches_core
 from knhk.ontology.incremental import Overlay, neighbourhood, subgraph
 from knhk.ontology.namespaces import RDFS_DOMAIN, RDFS_RANGE, RDFS_SUBCLASS_OF, iri
@@ -241,6 +242,7 @@ class _Run:
         return StageResult("compatibility", True, f"no dangling references; {breaking}", details={"version_bump": bump})
 
 
+@telemetry.traced_validation
 def validate(inp: ValidationInput) -> ValidationReport:
     """Run the pipeline for one proposal and decide its outcome."""
     started = time.perf_counter_ns()
@@ -261,7 +263,7 @@ def validate(inp: ValidationInput) -> ValidationReport:
             continue
         t0 = time.perf_counter_ns()
         try:
-            result = fn()
+            result = telemetry.run_stage(name, fn)
         except KnhkError as exc:
             result = StageResult(name, False, f"stage could not complete: {exc}")
         result.duration_us = (time.perf_counter_ns() - t0) // 1000
