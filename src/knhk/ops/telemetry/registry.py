@@ -227,8 +227,8 @@ def load_registry(path: Path) -> Registry:
             continue
         if gid in by_id:
             _v(findings, "duplicate_group_id", where, f"group id {gid!r} is declared twice")
-            continue
-        by_id[gid] = g
+        else:
+            by_id[gid] = g
         for key in sorted(set(g) - GROUP_KEYS):
             _v(findings, "unknown_key", where, f"unknown group key {key!r}")
         gtype = g.get("type")
