@@ -48,7 +48,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             g["interval"] = "1s"
         (rules_dir / f.name).write_text(yaml.safe_dump(doc))
     port = free_port()
-    yield f"http://127.0.0.1:{port}", rules_dir
+    return f"http://127.0.0.1:{port}", rules_dir
 
 
 def test_every_rule_alert_and_panel_returns_data_from_a_real_prometheus(
@@ -90,7 +90,8 @@ def test_every_rule_alert_and_panel_returns_data_from_a_real_prometheus(
             assert not problems, "\n".join(problems)
             png = Path(os.environ.get("KNHK_DASHBOARD_PNG") or tmp_path / "overview.png")
             _render(prom_url, started, time.time(), png)
-            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert png.stat().st_size > 20_000
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -138,7 +139,8 @@ def _load(url: str, settings: Settings, *, seconds: float) -> None:
     def auth(*roles: str, who: str) -> dict[str, str]:
         return {"Authorization": "Bearer " + issuer.mint(roles, subject=who, mfa=True).token}
 
-    ingestor, operator, observer = auth("ingestor", who="gw@x"), auth("operator", who="ops@x"), auth("observer", who="o@x")
+    ingestor, operator = auth("ingestor", who="gw@x"), auth("operator", who="ops@x")
+    observer = auth("observer", who="o@x")
     stop = time.monotonic() + seconds
     errors: list[str] = []
 
@@ -197,7 +199,8 @@ def _render(prom_url: str, start: float, end: float, out: Path) -> None:
             for series in r["data"]["result"]:
                 xs = [float(v[0]) - start for v in series["values"]]
                 ys = [float(v[1]) for v in series["values"]]
-                label = re.sub(r"\{\{(\w+)\}\}", lambda m: series["metric"].get(m.group(1), ""), t["legendFormat"])
+                labels = series["metric"]
+                label = re.sub(r"\{\{(\w+)\}\}", lambda m, labels=labels: labels.get(m.group(1), ""), t["legendFormat"])
                 if p["type"] == "stat":
                     ax.text(0.5, 0.5 - 0.2 * len(ax.texts), f"{label}: {ys[-1]:g}", ha="center", va="center",
                             fontsize=16, transform=ax.transAxes,

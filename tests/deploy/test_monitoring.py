@@ -70,7 +70,8 @@ def test_the_seven_alerts_exist_with_severity_and_runbook() -> None:
         annotations = rule["annotations"]
         assert isinstance(annotations, dict)
         assert annotations["runbook_url"] == f"docs/runbooks/{runbook}"
-        assert annotations["summary"] and annotations["description"]
+        assert annotations["summary"]
+        assert annotations["description"]
         # no latching "counter > 0": a counter only ever appears inside increase() or rate()
         for counter in re.findall(r"\b(knhk_[a-z0-9_]+_total)\b", str(rule["expr"])):
             assert re.search(rf"(increase|rate)\({counter}", str(rule["expr"])), (name, counter)
@@ -86,7 +87,9 @@ def test_dashboards_are_current_provisioning_files() -> None:
         committed = (MON / "dashboards" / name).read_text()
         assert committed == text, f"{name} is stale: run scripts/monitoring_dashboards.py"
         board = json.loads(committed)
-        assert "dashboard" not in board and board["uid"] and board["schemaVersion"] >= 36
+        assert "dashboard" not in board
+        assert board["uid"]
+        assert board["schemaVersion"] >= 36
         ids = [p["id"] for p in board["panels"]]
         assert len(ids) == len(set(ids))
         assert {p["type"] for p in board["panels"]} <= {"timeseries", "stat"}

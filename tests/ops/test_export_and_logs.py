@@ -34,7 +34,7 @@ class Collector:
         received = self.requests
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append((self.path, self.headers.get("Content-Type", ""), body))
                 self.send_response(200)
@@ -125,7 +125,8 @@ def test_grpc_protocol_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     code = "from knhk.ops.telemetry.setup import configure_from_env\nconfigure_from_env()"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
-    assert "OTEL_EXPORTER_OTLP_PROTOCOL='grpc'" in done.stderr and "http/protobuf" in done.stderr
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL='grpc'" in done.stderr
+    assert "http/protobuf" in done.stderr
 
 
 LOG_SCRIPT = """
@@ -151,11 +152,15 @@ def test_json_logs_are_utc_under_tokyo_and_carry_trace_ids() -> None:
     outside, inside = (json.loads(line) for line in done.stderr.strip().splitlines())
     for line in (outside, inside):
         ts = datetime.fromisoformat(line["ts"])
-        assert ts.utcoffset() is not None and ts.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+        assert ts.utcoffset() is not None
+        assert ts.utcoffset().total_seconds() == 0
         assert abs((datetime.now(UTC) - ts).total_seconds()) < 120  # UTC, not Tokyo time labelled UTC
     assert "trace_id" not in outside
-    assert inside["trace_id"] == trace_id and inside["span_id"] == span_id
-    assert inside["level"] == "warning" and inside["message"] == "inside a span" and inside["sector"] == "finance"
+    assert inside["trace_id"] == trace_id
+    assert inside["span_id"] == span_id
+    assert inside["level"] == "warning"
+    assert inside["message"] == "inside a span"
+    assert inside["sector"] == "finance"
 
 
 def test_self_check_gauge_is_one_for_the_real_exposition_and_zero_for_an_undeclared_series() -> None:

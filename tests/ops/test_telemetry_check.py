@@ -45,7 +45,8 @@ def test_shipped_registry_passes_live_on_postgresql_and_writes_weaver_samples(pg
         {"name": "knhk.sector", "value": "finance"} in cycle["attributes"]
     metrics = {s["metric"]["name"]: s["metric"] for s in samples if "metric" in s}
     requests = metrics["knhk.requests"]
-    assert requests["instrument"] == "counter" and requests["unit"] == "{request}"
+    assert requests["instrument"] == "counter"
+    assert requests["unit"] == "{request}"
     assert all({a["name"] for a in p["attributes"]} == {"method", "route", "status"} for p in requests["data_points"])
     duration = metrics["knhk.request.duration"]
     point = duration["data_points"][0]
@@ -70,7 +71,8 @@ def _broken(tmp_path: Path) -> Path:
     spans.write_text(text)
     attrs = target / "attributes.yaml"
     a = attrs.read_text()
-    a = a.replace("      - id: knhk.guard.ticks\n        type: int\n", "      - id: knhk.guard.ticks\n        type: integer\n", 1)
+    a = a.replace("      - id: knhk.guard.ticks\n        type: int\n",
+                  "      - id: knhk.guard.ticks\n        type: integer\n", 1)
     attrs.write_text(a)
     (target / "zz-duplicate.yaml").write_text(
         "groups:\n  - id: span.knhk.ingest\n    type: span\n    span_kind: internal\n    stability: development\n"
@@ -82,10 +84,16 @@ def test_broken_registry_fails_naming_each_problem(tmp_path: Path) -> None:
     done = knhk("--registry", str(_broken(tmp_path)))
     assert done.returncode == 1
     out = done.stdout
-    assert "[unknown_key]" in out and "'colour'" in out and "span.knhk.ingest" in out
-    assert "[unresolved_attribute_ref]" in out and "knhk.ingest.stord" in out
-    assert "[invalid_attribute_type]" in out and "knhk.guard.ticks" in out and "'integer'" in out
-    assert "[duplicate_group_id]" in out and "zz-duplicate.yaml" in out
+    assert "[unknown_key]" in out
+    assert "'colour'" in out
+    assert "span.knhk.ingest" in out
+    assert "[unresolved_attribute_ref]" in out
+    assert "knhk.ingest.stord" in out
+    assert "[invalid_attribute_type]" in out
+    assert "knhk.guard.ticks" in out
+    assert "'integer'" in out
+    assert "[duplicate_group_id]" in out
+    assert "zz-duplicate.yaml" in out
 
 
 def test_missing_registry_is_refused(tmp_path: Path) -> None:
@@ -118,7 +126,8 @@ def test_rogue_span_mistyped_and_missing_attributes_fail_naming_them() -> None:
     assert ("required_attribute_not_present", "knhk.ingest") in found
     assert ("undefined_enum_variant", "knhk.ledger.append") in found
     messages = " ".join(str(f) for f in result.findings)
-    assert "'knhk.rogue'" in messages and "'knhk.guard.observations' is str, declared int" in messages
+    assert "'knhk.rogue'" in messages
+    assert "'knhk.guard.observations' is str, declared int" in messages
 
 
 def test_undeclared_metric_and_unemitted_declared_signal_fail(tmp_path: Path) -> None:
@@ -147,7 +156,8 @@ def test_traceparent_is_continued_by_the_request_and_its_work(database: str) -> 
     trace_id = int(TRACEPARENT.split("-")[1], 16)
     traced = [s for s in capture.raw_spans if s.context.trace_id == trace_id]
     server = next(s for s in traced if s.name == "POST /api/v1/observations/batch")
-    assert server.parent is not None and server.parent.is_remote
+    assert server.parent is not None
+    assert server.parent.is_remote
     assert server.parent.span_id == int(TRACEPARENT.split("-")[2], 16)
     names = {s.name for s in traced}
     assert {"knhk.ingest", "knhk.guard.evaluate", "INSERT"} <= names, names
@@ -155,7 +165,8 @@ def test_traceparent_is_continued_by_the_request_and_its_work(database: str) -> 
     linked = {(link.context.trace_id, link.context.span_id) for s in capture.raw_spans
               if s.name == "knhk.ledger.commit" for link in s.links}
     appends = [s for s in capture.raw_spans if s.name == "knhk.ledger.append"]
-    assert appends and all((a.context.trace_id, a.context.span_id) in linked for a in appends)
+    assert appends
+    assert all((a.context.trace_id, a.context.span_id) in linked for a in appends)
     cycle = next(s for s in capture.raw_spans if s.name == "knhk.mape_k.cycle")
     phases = [s.name for s in sorted(capture.raw_spans, key=lambda s: s.start_time)
               if s.parent is not None and s.parent.span_id == cycle.context.span_id]

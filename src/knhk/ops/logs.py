@@ -34,7 +34,8 @@ class JsonFormatter(_PythonJsonFormatter):
 
     def __init__(self) -> None:
         super().__init__("{levelname}{name}{message}", style="{",
-                         rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"}, json_default=str)
+                         rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+                         json_default=str)
 
     def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord,
                    message_dict: dict[str, Any]) -> None:

@@ -15,8 +15,8 @@ import threading
 import time
 
 from knhk.loop.coordinator import CycleRecord
-from knhk.sectors.pack import available_sectors
 from knhk.ops.telemetry.selfcheck import active_processor, check_exposition, hot_path_ticks
+from knhk.sectors.pack import available_sectors
 from knhk.service import metrics
 from knhk.service.state import ServiceState
 from knhk.storage import loop_store

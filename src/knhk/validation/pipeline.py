@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from knhk.errors import KnhkError
-from knhk.ops import telemetry
 from knhk.ontology.core import CHATMAN_CONSTANT, touches_core
 from knhk.ontology.incremental import Overlay, neighbourhood, subgraph
 from knhk.ontology.namespaces import RDFS_DOMAIN, RDFS_RANGE, RDFS_SUBCLASS_OF, iri
 from knhk.ontology.rdf import normalize
 from knhk.ontology.schema import SectorSchema
 from knhk.ontology.shacl import check_sigma_wellformed
+from knhk.ops import telemetry
 from knhk.proposals.delta import DeltaSigma, Triple
 from knhk.validation.compatibility import dangling_references, loosened, removed_or_narrowed, version_bump
 from knhk.validation.doctrines import Approver, Doctrine, DoctrineContext, DoctrineOutcome, evaluate

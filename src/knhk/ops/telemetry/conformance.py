@@ -210,7 +210,8 @@ def check_expected(report: Report, registry: Registry, *, postgresql: bool) -> N
             kind = {"entity": "resource"}.get(signal.type, signal.type)
             what = prometheus_name(signal) if signal.type == "metric" else signal.display
             report.findings.append(Finding("violation", "missing_expected_signal", kind, what,
-                                           f"{signal.id} is declared (expected: {signal.expected}) but was not emitted"))
+                                           f"{signal.id} is declared (expected: {signal.expected}) "
+                                           "but was not emitted"))
 
 
 def dedupe(findings: list[Finding]) -> list[Finding]:

@@ -11,7 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from knhk import __version__
 
 # ``*_created`` series carry nothing an operator or rule uses; leave them out of the exposition.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _FAST = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 _WARM = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

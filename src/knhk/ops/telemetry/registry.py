@@ -267,7 +267,8 @@ def load_registry(path: Path) -> Registry:
             if not isinstance(knhk, dict) or set(knhk) - {"span_name", "expected", "why"}:
                 _v(findings, "invalid_annotations", where, "annotations.knhk holds span_name, expected and why only")
             elif knhk.get("expected", "always") not in EXPECTED:
-                _v(findings, "invalid_annotations", where, f"expected {knhk.get('expected')!r} (one of {sorted(EXPECTED)})")
+                _v(findings, "invalid_annotations", where,
+                   f"expected {knhk.get('expected')!r} (one of {sorted(EXPECTED)})")
         raw_attrs = g.get("attributes") or []
         if not isinstance(raw_attrs, list):
             _v(findings, "invalid_group", where, "'attributes' must be a list")
@@ -297,7 +298,8 @@ def load_registry(path: Path) -> Registry:
                 elif a["stability"] not in STABILITIES:
                     _v(findings, "invalid_stability", awhere, f"stability {a['stability']!r}")
                 if _level(a.get("requirement_level")) is None:
-                    _v(findings, "invalid_requirement_level", awhere, f"requirement_level {a.get('requirement_level')!r}")
+                    _v(findings, "invalid_requirement_level", awhere,
+                       f"requirement_level {a.get('requirement_level')!r}")
                 typed = _attribute_type(a.get("type"), awhere, findings)
                 if typed is not None:
                     attributes[aid] = Attribute(aid, typed[0], typed[1], str(a.get("stability", "development")))
@@ -361,7 +363,8 @@ def load_registry(path: Path) -> Registry:
     for s in signals.values():
         if s.metric_name:
             if s.metric_name in seen_metric:
-                _v(findings, "duplicate_metric_name", s.id, f"metric {s.metric_name!r} is also {seen_metric[s.metric_name]}")
+                _v(findings, "duplicate_metric_name", s.id,
+                   f"metric {s.metric_name!r} is also {seen_metric[s.metric_name]}")
             seen_metric[s.metric_name] = s.id
     if findings:
         raise RegistryError(findings)
