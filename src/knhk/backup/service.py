@@ -16,9 +16,11 @@ never writes to the running system; ``restore`` restores beside the live store, 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from knhk.backup.checks import Problem
 from knhk.backup.manifest import Manifest
 from knhk.backup.pgurl import redact
 from knhk.backup.repository import Repository, Stored
-from knhk.backup.verifier import LiveSystem, Verification, verify_restored
+from knhk.backup.verifier import LiveSystem, Mode, Verification, verify_restored
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, ConflictError, DependencyUnavailableError, IntegrityError, UsageError
 from knhk.ledger.entry import LOGS
@@ -136,12 +138,15 @@ class Backups:
         return manifest
 
     # -- verify ---------------------------------------------------------------------------------------
-    def _live(self, use_live: bool) -> tuple[LiveSystem | None, Database | None, str]:
-        """The running system as trust anchor, or why there is none."""
+    @contextlib.contextmanager
+    def _running(self, use_live: bool) -> Iterator[tuple[LiveSystem | None, str]]:
+        """The running system as trust anchor (closed afterwards), or None and why there is none."""
         if not use_live:
-            return None, None, "not checked (--no-live): trusted only the backup's own keyring"
+            yield None, "not checked (--no-live): trusted only the backup's own keyring"
+            return
         if self.dialect == "sqlite" and not sqlite_path(self.url).exists():
-            return None, None, "no running store: trusted only the backup's own keyring"
+            yield None, "no running store: trusted only the backup's own keyring"
+            return
         try:
             db = Database(self.url, pool_min=1, pool_max=2, connect_timeout_s=self.settings.db_connect_timeout_s)
         except DependencyUnavailableError as exc:
@@ -149,66 +154,61 @@ class Backups:
                                              "pass --no-live") from exc
         try:
             with db.connection() as conn:
-                if store.is_empty(conn):
-                    db.close()
-                    return None, None, "the running store is empty: trusted only the backup's own keyring"
-            return LiveSystem(db), db, "checked"
-        except BaseException:
+                empty = store.is_empty(conn)
+            if empty:
+                yield None, "the running store is empty: trusted only the backup's own keyring"
+                return
+            live = LiveSystem(db)
+            try:
+                yield live, "checked"
+            finally:
+                live.close()
+        finally:
             db.close()
-            raise
+
+    @contextlib.contextmanager
+    def _scratch(self, prefix: str) -> Iterator[Path]:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=self.settings.backup_scratch_dir))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    @staticmethod
+    def _check(manifest: Manifest, url: str, live: LiveSystem | None, mode: Mode, workers: int | None,
+               result: Verification) -> None:
+        db = Database(url, pool_min=1, pool_max=2)
+        try:
+            verify_restored(manifest, db, live, mode=mode, workers=workers, result=result)
+        finally:
+            db.close()
 
     def verify(self, ref: str, *, use_live: bool = True, workers: int | None = None) -> Verification:
         """Restore into scratch and check everything; never writes to the running system."""
         stored = self.repo.load(ref)
-        live, live_db, live_note = self._live(use_live)
-        try:
-            result = Verification(stored.manifest.id, stored.manifest.kind, live=live_note)
-            scratch = Path(tempfile.mkdtemp(prefix="knhk-verify-", dir=self.settings.backup_scratch_dir))
-            try:
-                return self._verify_in(stored, scratch, live, result, workers)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        finally:
-            if live is not None:
-                live.close()
-            if live_db is not None:
-                live_db.close()
-
-    def _verify_in(self, stored: Stored, scratch: Path, live: LiveSystem | None, result: Verification,
-                   workers: int | None) -> Verification:
         manifest = stored.manifest
-        started = time.monotonic()
-        try:
-            if manifest.kind == "sqlite":
-                data = scratch / sqlite_backend.DATA_FILE
-                content.unseal(stored, data, backup_key(self.settings))
-                db = Database(f"sqlite:///{data}")
-                try:
-                    verify_restored(manifest, db, live, mode="exact", workers=workers, result=result)
-                finally:
-                    db.close()
-            elif manifest.kind == "pg_dump":
-                data = scratch / pgdump.DATA_FILE
-                content.unseal(stored, data, backup_key(self.settings))
-                with pgdump.scratch_database(self.url, data, self.settings) as url:
-                    db = Database(url, pool_min=1, pool_max=2)
-                    try:
-                        verify_restored(manifest, db, live, mode="exact", workers=workers, result=result)
-                    finally:
-                        db.close()
-            else:
-                tool = pgbackrest.PgBackRest.from_settings(self.settings)
-                self._check_set(tool, manifest)
-                with tool.scratch_cluster(manifest, scratch, self.url) as url:
-                    db = Database(url, pool_min=1, pool_max=2)
-                    try:
-                        verify_restored(manifest, db, live, mode="between", workers=workers, result=result)
-                    finally:
-                        db.close()
-        except IntegrityError as exc:
-            result.problems.append(_problem(exc))
-        result.duration_s = time.monotonic() - started
-        return result
+        with self._running(use_live) as (live, note), self._scratch("knhk-verify-") as scratch:
+            result = Verification(manifest.id, manifest.kind, live=note)
+            started = time.monotonic()
+            try:
+                if manifest.kind == "sqlite":
+                    data = scratch / sqlite_backend.DATA_FILE
+                    content.unseal(stored, data, backup_key(self.settings))
+                    self._check(manifest, f"sqlite:///{data}", live, "exact", workers, result)
+                elif manifest.kind == "pg_dump":
+                    data = scratch / pgdump.DATA_FILE
+                    content.unseal(stored, data, backup_key(self.settings))
+                    with pgdump.scratch_database(self.url, data, self.settings) as url:
+                        self._check(manifest, url, live, "exact", workers, result)
+                else:
+                    tool = pgbackrest.PgBackRest.from_settings(self.settings)
+                    self._check_set(tool, manifest)
+                    with tool.scratch_cluster(manifest, scratch, self.url) as url:
+                        self._check(manifest, url, live, "between", workers, result)
+            except IntegrityError as exc:
+                result.problems.append(_problem(exc))
+            result.duration_s = time.monotonic() - started
+            return result
 
     @staticmethod
     def _check_set(tool: pgbackrest.PgBackRest, manifest: Manifest) -> None:
@@ -270,17 +270,18 @@ class Backups:
 
     def _pick_physical(self, target_us: int | None) -> Stored:
         """The newest pgBackRest backup that finished before the target time."""
-        best: Stored | None = None
-        for _, entry in self.repo.entries():
-            if isinstance(entry, IntegrityError) or entry.manifest.pgbackrest is None:
-                continue
-            if target_us is not None and entry.manifest.pgbackrest.stop_us > target_us:
-                continue
-            if best is None or entry.manifest.pgbackrest.stop_us > best.manifest.pgbackrest.stop_us:  # type: ignore[union-attr]
-                best = entry
-        if best is None:
+        candidates = [e for _, e in self.repo.entries() if not isinstance(e, IntegrityError)
+                      and e.manifest.pgbackrest is not None
+                      and (target_us is None or e.manifest.pgbackrest.stop_us <= target_us)]
+        if not candidates:
             raise UsageError("no pgBackRest backup in the backup directory finished before the target time")
-        return best
+        return max(candidates, key=lambda e: e.manifest.pgbackrest.stop_us if e.manifest.pgbackrest else 0)
+
+    @staticmethod
+    def _refuse(stored: Stored, result: Verification) -> None:
+        if not result.ok:
+            raise IntegrityError(f"backup {stored.manifest.id} failed verification; nothing was restored: "
+                                 f"{result.problems[0]}", report=result.to_json())
 
     def _restore_sqlite(self, ref: str, force: bool, use_live: bool, workers: int | None) -> RestoreReport:
         stored = self.repo.load(ref)
@@ -291,68 +292,40 @@ class Backups:
         tidied = swap.tidy(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         side = swap.side_path(target, stored.manifest.id)
-        live, live_db, live_note = self._live(use_live)
-        try:
-            if live is not None and not force:
+        with self._running(use_live) as (live, note):
+            if (live is not None or (target.exists() and not _sqlite_is_empty(target))) and not force:
                 raise ConflictError(f"the target store {target} is not empty; pass --force to replace it (the "
                                     "previous store is kept beside it)")
-            if live is None and target.exists() and not force and not _sqlite_is_empty(target):
-                raise ConflictError(f"the target store {target} is not empty; pass --force to replace it")
-            result = Verification(stored.manifest.id, stored.manifest.kind, live=live_note)
+            result = Verification(stored.manifest.id, stored.manifest.kind, live=note)
             try:
                 content.unseal(stored, side, backup_key(self.settings))
-                db = Database(f"sqlite:///{side}")
-                try:
-                    verify_restored(stored.manifest, db, live, mode="exact", workers=workers, result=result)
-                finally:
-                    db.close()
+                self._check(stored.manifest, f"sqlite:///{side}", live, "exact", workers, result)
             except IntegrityError as exc:
                 result.problems.append(_problem(exc))
-        finally:
-            if live is not None:
-                live.close()
-            if live_db is not None:
-                live_db.close()
         if not result.ok:
             side.unlink(missing_ok=True)
-            raise IntegrityError(f"backup {stored.manifest.id} failed verification; nothing was restored: "
-                                 f"{result.problems[0]}", report=result.to_json())
+        self._refuse(stored, result)
         keep_as = target.with_name(f"{target.name}.pre-restore-{_stamp()}")
         kept = sqlite_backend.swap_in(side, target, keep_as)
         return RestoreReport(stored.manifest.id, str(target), result, str(kept) if kept else None, tidied=tidied)
 
     def _restore_logical(self, stored: Stored, force: bool, use_live: bool, workers: int | None) -> RestoreReport:
-        live, live_db, live_note = self._live(use_live)
-        result = Verification(stored.manifest.id, stored.manifest.kind, live=live_note)
-        try:
-            side = pgdump.SideDatabase(self.url, stored.manifest.id, self.settings)
+        side = pgdump.SideDatabase(self.url, stored.manifest.id, self.settings)
+        with self._running(use_live) as (live, note), self._scratch("knhk-restore-") as scratch:
             if live is not None and not force:
                 raise ConflictError("the target database is not empty; pass --force to replace it (the previous "
                                     "database is kept under another name)")
-            scratch = Path(tempfile.mkdtemp(prefix="knhk-restore-", dir=self.settings.backup_scratch_dir))
+            result = Verification(stored.manifest.id, stored.manifest.kind, live=note)
             try:
-                try:
-                    data = scratch / pgdump.DATA_FILE
-                    content.unseal(stored, data, backup_key(self.settings))
-                    side.load(data)
-                    db = Database(side.url, pool_min=1, pool_max=2)
-                    try:
-                        verify_restored(stored.manifest, db, live, mode="exact", workers=workers, result=result)
-                    finally:
-                        db.close()
-                except IntegrityError as exc:
-                    result.problems.append(_problem(exc))
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        finally:
-            if live is not None:
-                live.close()
-            if live_db is not None:
-                live_db.close()
+                data = scratch / pgdump.DATA_FILE
+                content.unseal(stored, data, backup_key(self.settings))
+                side.load(data)
+                self._check(stored.manifest, side.url, live, "exact", workers, result)
+            except IntegrityError as exc:
+                result.problems.append(_problem(exc))
         if not result.ok:
             side.drop()
-            raise IntegrityError(f"backup {stored.manifest.id} failed verification; nothing was restored: "
-                                 f"{result.problems[0]}", report=result.to_json())
+        self._refuse(stored, result)
         kept = side.swap_in(f"pre_restore_{_stamp().lower()}", force=force)
         return RestoreReport(stored.manifest.id, redact(self.url), result, kept)
 
@@ -363,37 +336,26 @@ class Backups:
         pg_data = self.settings.backup_pg_data
         if pg_data is None:
             raise ConfigurationError("a physical restore needs KNHK_BACKUP_PG_DATA (the cluster's data directory)")
-        live, live_db, live_note = self._live(use_live)
-        result = Verification(stored.manifest.id, stored.manifest.kind, live=live_note)
-        try:
-            if not force and pgbackrest.data_dir_in_use(pg_data):
-                raise ConflictError(f"the data directory {pg_data} holds a cluster; pass --force to replace it (the "
-                                    "previous data directory is kept beside it)")
+        if not force and pgbackrest.data_dir_in_use(pg_data):
+            raise ConflictError(f"the data directory {pg_data} holds a cluster; pass --force to replace it (the "
+                                "previous data directory is kept beside it)")
+        lost: dict[str, int] = {}
+        with self._running(use_live) as (live, note):
+            result = Verification(stored.manifest.id, stored.manifest.kind, live=note)
             if live is not None:
                 tool.archive_current_wal()  # everything the running server wrote reaches the archive first
             side = tool.restore_side(stored.manifest, pg_data, target_us)
             try:
                 with tool.start_side(side, self.url) as url:
-                    db = Database(url, pool_min=1, pool_max=2)
-                    try:
-                        verify_restored(stored.manifest, db, live, mode="at_least", workers=workers, result=result)
-                    finally:
-                        db.close()
+                    self._check(stored.manifest, url, live, "at_least", workers, result)
             except IntegrityError as exc:
                 result.problems.append(_problem(exc))
-            lost = {}
             if live is not None and result.restored is not None:
                 lost = {log: max(0, live.tree_sizes[log] - result.restored.logs[log].tree_size)
                         for log in LOGS if log in result.restored.logs}
-        finally:
-            if live is not None:
-                live.close()
-            if live_db is not None:
-                live_db.close()
         if not result.ok:
             shutil.rmtree(side, ignore_errors=True)
-            raise IntegrityError(f"backup {stored.manifest.id} failed verification; nothing was restored: "
-                                 f"{result.problems[0]}", report=result.to_json())
+        self._refuse(stored, result)
         kept = tool.swap_in(side, pg_data, pg_data.with_name(f"{pg_data.name}.pre-restore-{_stamp()}"))
         tool.start_in_place(pg_data, self.url, result)
         return RestoreReport(stored.manifest.id, str(pg_data), result, str(kept) if kept else None, lost=lost)

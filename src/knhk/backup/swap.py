@@ -22,19 +22,12 @@ from pathlib import Path
 
 import orjson
 
+from knhk.backup.repository import fsync_dir
 from knhk.errors import ConfigurationError
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def exchange(a: Path, b: Path) -> None:
@@ -54,7 +47,7 @@ def put_in_place(side: Path, target: Path, keep_as: Path) -> Path | None:
     """
     if not target.exists() and not target.is_symlink():
         os.rename(side, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return None
     try:
         exchange(side, target)
@@ -62,9 +55,9 @@ def put_in_place(side: Path, target: Path, keep_as: Path) -> Path | None:
         if exc.errno in (errno.EINVAL, errno.ENOSYS):
             raise ConfigurationError(f"the filesystem of {target} cannot swap names atomically") from exc
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     os.rename(side, keep_as)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return keep_as
 
 
@@ -87,10 +80,10 @@ def journaled_swap(side: Path, target: Path, keep_as: Path) -> Path | None:
         handle.write(orjson.dumps(record))
         handle.flush()
         os.fsync(handle.fileno())
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     kept = put_in_place(side, target, keep_as)
     journal.unlink()
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return kept
 
 
@@ -124,5 +117,5 @@ def tidy(target: Path) -> list[str]:
             _remove(stale)
             done.append(f"removed the unfinished restore copy {stale}")
     if done:
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     return done
