@@ -105,6 +105,15 @@ class HaCluster:
         base.mkdir(parents=True, exist_ok=True)
         os.chmod(base, 0o755)  # noqa: S103 - the postgres user must reach its node directories
         cluster = cls(base, **timing)
+        try:
+            cluster._write_configs()
+        except BaseException:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+        return cluster
+
+    def _write_configs(self) -> None:
+        base, cluster = self.root, self
         template = Template((HERE / "patroni.yml.in").read_text())
         for name in ("node1", "node2"):
             home = base / name
@@ -119,7 +128,6 @@ class HaCluster:
         if os.geteuid() == 0:
             for path in [base, *base.rglob("*")]:
                 shutil.chown(path, OS_USER, OS_USER)
-        return cluster
 
     # -- life cycle -------------------------------------------------------------------------------------
     def start(self, timeout: float = 180) -> None:
