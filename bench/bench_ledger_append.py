@@ -28,8 +28,8 @@ from typing import Any
 import psycopg
 
 from knhk.config import Settings
-from knhk.ledger.entry import Entry, EntryDraft
-from knhk.ledger.signing import SigningKey
+from knhk.proof.entry import Entry, EntryDraft
+from knhk.proof.signing import SigningKey
 from knhk.runtime import Runtime
 from knhk.storage import schema
 from knhk.storage.database import Database

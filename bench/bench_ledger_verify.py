@@ -28,7 +28,7 @@ import nacl.bindings
 import psycopg
 
 from knhk.config import Settings
-from knhk.ledger.entry import EntryDraft
+from knhk.proof.entry import EntryDraft
 from knhk.runtime import Runtime
 from knhk.storage import schema
 from knhk.storage.database import Database

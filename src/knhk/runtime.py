@@ -26,7 +26,6 @@ from knhk.errors import ConfigurationError
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
 from knhk.ledger.sequencer import CheckpointPolicy
-from knhk.ledger.signing import SigningKey, read_key_file
 from knhk.loop.coordinator import Coordinator, CycleRecord
 from knhk.loop.leases import Leases
 from knhk.loop.proposals import LoopPolicy, ProposalService
@@ -35,6 +34,7 @@ from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
+from knhk.proof.signing import SigningKey, read_key_file
 from knhk.sectors.pack import available_sectors, load_pack
 from knhk.storage import schema
 from knhk.storage.database import Database

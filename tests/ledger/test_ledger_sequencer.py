@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from ledger_support import PYTHON, RawDb, open_runtime
 
-from knhk.ledger.entry import Entry, EntryDraft
+from knhk.proof.entry import Entry, EntryDraft
 from knhk.runtime import Runtime
 from knhk.storage.database import Connection
 

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from knhk.config import Settings
-from knhk.ledger.entry import Entry, EntryDraft
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ops.clock import ManualClock
+from knhk.proof.entry import Entry, EntryDraft
 from knhk.runtime import Runtime
 
 

@@ -13,10 +13,10 @@ from knhk.errors import (
     RejectedError,
     StaleBaseError,
 )
-from knhk.ledger.entry import Entry
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.snapshot import Snapshot, derive, make_snapshot
 from knhk.ops.clock import ManualClock
+from knhk.proof.entry import Entry
 from knhk.runtime import Runtime
 from knhk.sectors import load_pack
 

@@ -14,10 +14,10 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 
 from knhk.config import Settings
 from knhk.errors import InvalidInputError, NotFoundError, RejectedError, StaleBaseError
-from knhk.ledger.entry import EntryDraft
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.snapshot import derive
 from knhk.ops.clock import ManualClock
+from knhk.proof.entry import EntryDraft
 from knhk.runtime import Runtime
 from knhk.sectors import load_pack
 

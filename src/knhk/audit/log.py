@@ -12,8 +12,8 @@ from typing import Any
 
 from knhk.audit.subjects import Subjects
 from knhk.errors import InvalidInputError
-from knhk.ledger.entry import Entry, EntryDraft
 from knhk.ledger.ledger import Ledger
+from knhk.proof.entry import Entry, EntryDraft
 
 OUTCOMES = ("success", "failure", "denied", "error")
 

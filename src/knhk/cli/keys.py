@@ -13,8 +13,8 @@ import typer
 from knhk.cli.context import runtime
 from knhk.cli.output import print_json, say, table
 from knhk.errors import ConflictError
-from knhk.ledger.signing import SigningKey, read_key_file, write_key_file
 from knhk.ops.clock import format_rfc3339
+from knhk.proof.signing import SigningKey, read_key_file, write_key_file
 
 app = typer.Typer(help="Ledger signing keys (Ed25519).", no_args_is_help=True)
 

@@ -12,12 +12,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from knhk.cli.context import runtime
 from knhk.cli.output import print_json, say, table
-from knhk.errors import IntegrityError, UsageError
-from knhk.ledger.bundle import verify_bundle
-from knhk.ledger.entry import LOGS, Entry
+from knhk.errors import UsageError, VerificationError
 from knhk.ledger.ledger import Ledger
 from knhk.ledger.verify import VerifyReport
 from knhk.ops.clock import format_rfc3339
+from knhk.proof.bundle import verify_bundle
+from knhk.proof.entry import LOGS, Entry
 
 app = typer.Typer(help="The signed, hash-chained, Merkle-logged receipt ledger.", no_args_is_help=True)
 
@@ -135,7 +135,7 @@ def verify_bundle_command(
     try:
         bundle = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise IntegrityError(f"bundle is not JSON: {exc}") from exc
+        raise VerificationError(f"bundle is not JSON: {exc}") from exc
     result = verify_bundle(bundle)
     if as_json:
         print_json(result)

@@ -26,11 +26,11 @@ import nacl.bindings
 import orjson
 
 from knhk.errors import CanonicalEncodingError
-from knhk.ledger.canonical import canonical_bytes
-from knhk.ledger.checkpoint import verify_checkpoint
-from knhk.ledger.merkle import NodeKey, decompose, fold, node_hash
-from knhk.ledger.signing import SIGNATURE_SIZE
 from knhk.ops.clock import SYSTEM_CLOCK, format_rfc3339
+from knhk.proof.canonical import canonical_bytes
+from knhk.proof.checkpoint import verify_checkpoint
+from knhk.proof.merkle import NodeKey, decompose, fold, node_hash
+from knhk.proof.signing import SIGNATURE_SIZE
 from knhk.storage import ledger_store as sql
 from knhk.storage.database import Database
 

@@ -25,11 +25,11 @@ import uuid_utils
 from knhk.detection.engine import DetectionEngine
 from knhk.detection.pattern import Pattern
 from knhk.detection.thresholds import ThresholdBook
-from knhk.ledger.entry import EntryDraft
 from knhk.ledger.ledger import Ledger
 from knhk.loop.proposals import Execution, ProposalService
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ops.clock import Clock
+from knhk.proof.entry import EntryDraft
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
 from knhk.storage import loop_store as sql
 from knhk.storage.database import Database

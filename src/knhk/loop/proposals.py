@@ -21,7 +21,6 @@ import uuid_utils
 from knhk.audit.log import AuditLog
 from knhk.errors import ConflictError, KnhkError, NotFoundError, StaleBaseError
 from knhk.governance.approvals import ApprovalRecord, check_approval
-from knhk.ledger.entry import Entry, EntryDraft
 from knhk.ledger.ledger import Ledger
 from knhk.observations.model import Observation
 from knhk.observations.reader import ObservationReader
@@ -30,6 +29,7 @@ from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ontology.snapshot import derive
 from knhk.ops.clock import Clock
+from knhk.proof.entry import Entry, EntryDraft
 from knhk.proposals.delta import DeltaSigma
 from knhk.proposals.model import FINAL, Proposal, ProposalStatus, proposal_id
 from knhk.proposals.proposer import Plan

@@ -25,14 +25,13 @@ from knhk.audit.log import AuditLog
 from knhk.errors import (
     ConflictError,
     ImmutableError,
-    IntegrityError,
     InvalidInputError,
     KnhkError,
     NotFoundError,
     RejectedError,
     StaleBaseError,
+    VerificationError,
 )
-from knhk.ledger.entry import Entry, EntryDraft
 from knhk.ledger.ledger import Ledger
 from knhk.ontology.diff import Diff, diff
 from knhk.ontology.extract import extract_schema
@@ -49,6 +48,7 @@ from knhk.ontology.snapshot import (
     snapshot_id,
 )
 from knhk.ops.clock import SYSTEM_CLOCK, Clock, format_rfc3339
+from knhk.proof.entry import Entry, EntryDraft
 from knhk.storage import snapshot_store as sql
 from knhk.storage.database import Connection, Database
 
@@ -212,7 +212,7 @@ class SnapshotRegistry:
                                 f"garbage-collected{when}")
         canonical = sql.decompress(blob)
         if hashlib.sha256(canonical).hexdigest() != found.content_digest:
-            raise IntegrityError(f"stored content of snapshot {snapshot_id} does not match its content digest")
+            raise VerificationError(f"stored content of snapshot {snapshot_id} does not match its content digest")
         snapshot = Snapshot(**{**found.__dict__, "triples": _parse_content(canonical)})
         self._remember(snapshot)
         return snapshot

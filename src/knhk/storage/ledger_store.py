@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from knhk.ledger.entry import Entry
-from knhk.ledger.merkle import NodeKey
-from knhk.ledger.signing import PublicKey
+from knhk.proof.entry import Entry
+from knhk.proof.merkle import NodeKey
+from knhk.proof.signing import PublicKey
 from knhk.storage.database import Connection
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from knhk.errors import CanonicalEncodingError, InvalidInputError
-from knhk.ledger.canonical import MAX_SAFE_INT, canonical_bytes, check_canonical
-from knhk.ledger.signing import SigningKey
+from knhk.proof.canonical import MAX_SAFE_INT, canonical_bytes, check_canonical
+from knhk.proof.signing import SigningKey
 
 FORMAT_VERSION = 1
 LOGS = ("receipts", "audit")
