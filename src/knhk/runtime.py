@@ -17,18 +17,22 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from knhk.audit.erasure import References
 from knhk.audit.log import AuditLog
 from knhk.audit.subjects import Subjects
 from knhk.config import Settings
 from knhk.detection.engine import DetectionEngine
 from knhk.detection.thresholds import ThresholdBook
 from knhk.errors import ConfigurationError
+from knhk.ledger import store as ledger_store
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
 from knhk.ledger.sequencer import CheckpointPolicy
+from knhk.loop import store as loop_store
 from knhk.loop.coordinator import Coordinator, CycleRecord
 from knhk.loop.leases import Leases
 from knhk.loop.proposals import LoopPolicy, ProposalService
+from knhk.observations import store as observation_store
 from knhk.observations.ingest import Ingestor
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
@@ -167,9 +171,7 @@ class Runtime:
             fed = len(batch)
             after = max((o.seq or 0 for o in batch), default=0)
             if not batch:
-                with self.db.connection() as conn:
-                    row = conn.fetchone("SELECT COALESCE(MAX(seq), 0) FROM observations WHERE sector=?", (sector,))
-                after = int(row[0]) if row else 0
+                after = self.reader.last_seq(sector)
         while True:
             page = self.reader.query(sector=sector, after=after, limit=10_000)
             if not page.items:
@@ -181,6 +183,14 @@ class Runtime:
                 break
         self._cursors[sector] = after
         return fed
+
+    def references(self, pseudonym: str) -> References:
+        """How many stored rows of each concept mention a pseudonym (for the erasure report)."""
+        with self.db.connection() as conn:
+            return References(ledger_store.count_mentions(conn, "receipts", pseudonym),
+                              ledger_store.count_mentions(conn, "audit", pseudonym),
+                              loop_store.count_approvals_by(conn, pseudonym),
+                              observation_store.count_ingested_by(conn, pseudonym))
 
     def run_cycle(self, sector: str) -> CycleRecord:
         """One cycle of ``sector``, holding the sector's database lease (one running cycle per sector across

@@ -15,12 +15,12 @@ from rich.progress import BarColumn, Progress, TextColumn
 from knhk.cli.context import runtime
 from knhk.cli.output import print_json, say, table
 from knhk.errors import ConflictError, InvalidInputError, KnhkError, UsageError
+from knhk.observations import store as observation_store
 from knhk.observations.ingest import MAX_BATCH
 from knhk.observations.model import Observation, check_skew, parse_observation
 from knhk.ops.clock import format_rfc3339
 from knhk.runtime import Runtime
 from knhk.sectors.pack import available_sectors
-from knhk.storage import observation_store
 
 BATCH = MAX_BATCH  # files of up to 10,000 observations are stored in one transaction
 
@@ -163,7 +163,7 @@ def cycle(
 
 
 def cycles_list(ctx: typer.Context, sector: str | None = None, limit: int = 20, as_json: bool = False) -> None:
-    from knhk.storage import loop_store
+    from knhk.loop import store as loop_store
 
     rt = runtime(ctx)
     with rt.db.connection() as conn:

@@ -20,7 +20,8 @@ def erase(ctx: typer.Context,
           actor: Annotated[str | None, typer.Option(help="Who erases (audited by pseudonym).")] = None,
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Delete a subject's key and encrypted identity; the ledger keeps verifying, the person is unlinkable."""
-    report = erase_subject(runtime(ctx), subject, actor=actor or default_actor())
+    rt = runtime(ctx)
+    report = erase_subject(rt.subjects, rt.audit, subject, actor=actor or default_actor(), references=rt.references)
     if as_json:
         print_json(report.to_json())
         return

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from knhk.errors import InvalidInputError, NotFoundError
+from knhk.ledger import store as sql
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.sequencer import CheckpointPolicy, Hook, Sequencer, lock_name
 from knhk.ledger.verify import VerifyReport, verify_log
@@ -27,7 +28,6 @@ from knhk.proof.merkle import (
     range_hash,
 )
 from knhk.proof.signing import PublicKey, SigningKey
-from knhk.storage import ledger_store as sql
 from knhk.storage.database import Connection, Database
 
 MAX_SEQ = 2**62  # beyond any log; larger numbers are refused before they reach the database

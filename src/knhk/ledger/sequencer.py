@@ -26,13 +26,13 @@ from typing import Any
 import orjson
 
 from knhk.errors import KnhkError
+from knhk.ledger import store as sql
 from knhk.ledger.keyring import Keyring
 from knhk.ops.clock import Clock
 from knhk.proof.checkpoint import origin_for, sign_checkpoint
 from knhk.proof.entry import Entry, EntryDraft, encode_payload, entry_id
 from knhk.proof.merkle import Frontier, decompose, leaf_hash
 from knhk.proof.signing import SigningKey
-from knhk.storage import ledger_store as sql
 from knhk.storage.database import Connection, Database
 
 log = logging.getLogger("knhk.ledger")

@@ -26,12 +26,12 @@ import nacl.bindings
 import orjson
 
 from knhk.errors import CanonicalEncodingError
+from knhk.ledger import store as sql
 from knhk.ops.clock import SYSTEM_CLOCK, format_rfc3339
 from knhk.proof.canonical import canonical_bytes
 from knhk.proof.checkpoint import verify_checkpoint
 from knhk.proof.merkle import NodeKey, decompose, fold, node_hash
 from knhk.proof.signing import SIGNATURE_SIZE
-from knhk.storage import ledger_store as sql
 from knhk.storage.database import Database
 
 _sign_open = nacl.bindings.crypto_sign_open

@@ -26,12 +26,12 @@ from knhk.detection.engine import DetectionEngine
 from knhk.detection.pattern import Pattern
 from knhk.detection.thresholds import ThresholdBook
 from knhk.ledger.ledger import Ledger
+from knhk.loop import store as sql
 from knhk.loop.proposals import Execution, ProposalService
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ops.clock import Clock
 from knhk.proof.entry import EntryDraft
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
-from knhk.storage import loop_store as sql
 from knhk.storage.database import Database
 
 log = logging.getLogger("knhk.loop")

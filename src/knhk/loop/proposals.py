@@ -22,6 +22,7 @@ from knhk.audit.log import AuditLog
 from knhk.errors import ConflictError, KnhkError, NotFoundError, StaleBaseError
 from knhk.governance.approvals import ApprovalRecord, check_approval
 from knhk.ledger.ledger import Ledger
+from knhk.loop import store as sql
 from knhk.observations.model import Observation
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.incremental import Overlay, SigmaIndex, incremental_schema, neighbourhood, subgraph
@@ -33,7 +34,6 @@ from knhk.proof.entry import Entry, EntryDraft
 from knhk.proposals.delta import DeltaSigma
 from knhk.proposals.model import FINAL, Proposal, ProposalStatus, proposal_id
 from knhk.proposals.proposer import Plan
-from knhk.storage import loop_store as sql
 from knhk.storage.database import Database
 from knhk.validation.doctrines import Approver, Doctrine
 from knhk.validation.pipeline import ValidationInput, validate
@@ -178,9 +178,7 @@ class ProposalService:
     def _recent(self, sector: str) -> list[Observation]:
         """The sector's recent observations for Q2 and the shadow replay, reused while no new one arrives
         (the proposals of one cycle are validated against the same recent window)."""
-        with self.db.connection() as conn:
-            row = conn.fetchone("SELECT COALESCE(MAX(seq), 0) FROM observations WHERE sector=?", (sector,))
-        last = int(row[0]) if row else 0
+        last = self.reader.last_seq(sector)
         cached = self._recent_cache.get(sector)
         if cached is not None and cached[0] == last:
             return cached[1]

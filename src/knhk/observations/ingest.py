@@ -35,13 +35,13 @@ from typing import Any
 
 from knhk.errors import ConflictError, DependencyUnavailableError, KnhkError, PayloadTooLargeError, UsageError
 from knhk.ledger.ledger import Ledger
+from knhk.observations import store
 from knhk.observations.conformance import conformance_issues
 from knhk.observations.guards import GuardEvaluator, GuardViolation
 from knhk.observations.model import Conform, Observation, check_skew, is_sector, parse_observation
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import Clock
 from knhk.proof.entry import EntryDraft
-from knhk.storage import observation_store as store
 from knhk.storage.database import Database
 
 log = logging.getLogger("knhk.observations")

@@ -33,6 +33,7 @@ from knhk.errors import (
     VerificationError,
 )
 from knhk.ledger.ledger import Ledger
+from knhk.ontology import store as sql
 from knhk.ontology.diff import Diff, diff
 from knhk.ontology.extract import extract_schema
 from knhk.ontology.rdf import Triple
@@ -49,7 +50,6 @@ from knhk.ontology.snapshot import (
 )
 from knhk.ops.clock import SYSTEM_CLOCK, Clock, format_rfc3339
 from knhk.proof.entry import Entry, EntryDraft
-from knhk.storage import snapshot_store as sql
 from knhk.storage.database import Connection, Database
 
 InfoList = list[SnapshotInfo]

@@ -14,11 +14,11 @@ import logging
 import threading
 import time
 
+from knhk.loop import store as loop_store
 from knhk.loop.coordinator import CycleRecord
 from knhk.sectors.pack import available_sectors
 from knhk.service import metrics
 from knhk.service.state import ServiceState
-from knhk.storage import loop_store
 
 log = logging.getLogger("knhk.service")
 

@@ -36,5 +36,6 @@ def erasure(subject_id: str, request: Request,
             caller: Annotated[Caller, Depends(require("subjects:erase", mutating=True))]) -> dict[str, Any]:
     """Crypto-shred a subject (by pseudonym or identity): the ledger still verifies, the person can no longer
     be linked, and the erasure itself is audited by pseudonym."""
-    report = erase_subject(state_of(request).runtime, subject_id, actor=caller.identity)
+    rt = state_of(request).runtime
+    report = erase_subject(rt.subjects, rt.audit, subject_id, actor=caller.identity, references=rt.references)
     return report.to_json()

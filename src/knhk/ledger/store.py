@@ -1,5 +1,6 @@
-"""SQL for the receipt ledger's tables. No policy here: sequencing, signing and checks live in
-:mod:`knhk.ledger`; this module only moves rows in and out, in as few round trips as possible.
+"""SQL of the ledger's tables (``ledger_entries``, ``ledger_nodes``, ``ledger_checkpoints``, ``ledger_keys``,
+``ledger_key_use``). No policy here: sequencing, signing and checks live in :mod:`knhk.ledger`; this module only
+moves rows in and out, in as few round trips as possible.
 """
 
 from __future__ import annotations
@@ -198,6 +199,14 @@ def occupied_chunks(conn: Connection, log: str, level: int) -> list[int]:
 
 def count_entries(conn: Connection, log: str) -> int:
     row = conn.fetchone("SELECT COUNT(*) FROM ledger_entries WHERE log=?", (log,))
+    return int(row[0]) if row else 0
+
+
+def count_mentions(conn: Connection, log: str, text: str) -> int:
+    """How many entries of ``log`` name ``text`` as their subject or contain it anywhere in their payload."""
+    contains = "instr(payload, ?) > 0" if conn.dialect == "sqlite" else "position(?::bytea in payload) > 0"
+    row = conn.fetchone(f"SELECT COUNT(*) FROM ledger_entries WHERE log=? AND (subject=? OR {contains})",
+                        (log, text, text.encode()))
     return int(row[0]) if row else 0
 
 
