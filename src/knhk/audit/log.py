@@ -12,8 +12,9 @@ from typing import Any
 
 from knhk.audit.subjects import Subjects
 from knhk.errors import InvalidInputError
+from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
-from knhk.proof.entry import Entry, EntryDraft
+from knhk.proof.entry import Entry
 
 OUTCOMES = ("success", "failure", "denied", "error")
 
@@ -32,10 +33,9 @@ class AuditEvent:
 
     @classmethod
     def from_entry(cls, entry: Entry) -> AuditEvent:
-        data = entry.fields.get("data") or {}
-        return cls(entry.seq, entry.ts_us, str(entry.fields.get("subject")), entry.kind,
-                   str(data.get("resource", "")), str(entry.fields.get("outcome")),
-                   entry.fields.get("reason"), data.get("metadata") or {}, entry.id)
+        data = entry.data or {}
+        return cls(entry.seq, entry.ts_us, str(entry.subject), entry.kind, str(data.get("resource", "")),
+                   entry.outcome, entry.reason, data.get("metadata") or {}, entry.id)
 
 
 class AuditLog:
@@ -55,8 +55,8 @@ class AuditLog:
         meta = dict(metadata or {})
         if any(not isinstance(k, str) for k in meta):
             raise InvalidInputError("audit metadata keys must be strings")
-        checked = EntryDraft(log="audit", kind=action, sector=sector, subject=None, outcome=outcome, reason=reason,
-                             data={"resource": resource, "metadata": meta})  # refuse bad input before any write
+        checked = receipts.audit_event(action=action, resource=resource, outcome=outcome, reason=reason,
+                                       metadata=meta, sector=sector)  # refuse bad input before any write
         return self.ledger.append(replace(checked, subject=self.subjects.pseudonym(actor)))
 
     def events(self, *, after_seq: int = -1, limit: int = 100, action: str | None = None) -> list[AuditEvent]:

@@ -23,6 +23,7 @@ from knhk.cli.output import print_json, say, table
 from knhk.config import Settings
 from knhk.errors import KnhkError
 from knhk.ops.clock import ManualClock
+from knhk.proof.entry import Entry
 from knhk.runtime import Runtime
 from knhk.sectors.pack import available_sectors
 from knhk.sectors.scenario import Scenario, load_scenario
@@ -123,18 +124,18 @@ def sector_report(rt: Runtime, scenario: Scenario, run: dict[str, Any]) -> dict[
         "pattern_names": dict(sorted(patterns.items())),
         "proposal_details": proposals,
         "approvals": run["approvals"],
-        "guard_violations": [{"reason": e.fields["reason"], "data": e.fields["data"]} for e in guard],
-        "alerts": Counter(_alert_text(e.fields) for e in alerts),
+        "guard_violations": [{"reason": e.reason, "data": e.data} for e in guard],
+        "alerts": Counter(_alert_text(e) for e in alerts),
         "lineage": lineage,
         "exercises": list(scenario.exercises),
     }
 
 
-def _alert_text(fields: Any) -> str:
-    data = fields.get("data") or {}
+def _alert_text(entry: Entry) -> str:
+    data = entry.data or {}
     if data.get("source") == "guard":
-        return f"{fields['outcome']}: guard {data.get('guard_id')} violated by observation {fields['subject']}"
-    return f"{fields['outcome']}: {fields['subject']}"
+        return f"{entry.outcome}: guard {data.get('guard_id')} violated by observation {entry.subject}"
+    return f"{entry.outcome}: {entry.subject}"
 
 
 def print_sector(sector: str, r: dict[str, Any]) -> None:

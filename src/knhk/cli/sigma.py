@@ -11,6 +11,7 @@ from knhk.cli.context import runtime
 from knhk.cli.keys import default_actor
 from knhk.cli.output import print_json, say, table
 from knhk.errors import InvalidInputError
+from knhk.ledger import receipts
 from knhk.ops.clock import format_rfc3339
 
 app = typer.Typer(help="Ontology snapshots (Σ): list, show, lineage, diff, export, promote, rollback, gc.",
@@ -122,7 +123,7 @@ def promote(ctx: typer.Context, snapshot: str, sector: Annotated[str, typer.Opti
     if receipt is None and not force:
         validated = [v for v in rt.ledger.entries("receipts", kind="proposal.validated", sector=sector,
                                                   descending=True, limit=1000)
-                     if v.fields["data"].get("snapshot_id") == sid and v.fields["outcome"] == "approved"]
+                     if receipts.validates(v, sid)]
         if validated:
             receipt = validated[0].id
     move = rt.registry.promote(sector, sid, actor=actor or default_actor(), validation_receipt_id=receipt,

@@ -55,9 +55,6 @@ class Ledger:
     def append_many(self, drafts: Sequence[EntryDraft]) -> list[Entry]:
         return self.sequencer.append_many(drafts)
 
-    def record(self, log: str, kind: str, **fields: Any) -> Entry:
-        return self.append(EntryDraft(log=log, kind=kind, **fields))
-
     # -- reading --------------------------------------------------------------------------------------
     def head(self, log: str) -> sql.Head | None:
         check_log(log)

@@ -53,8 +53,7 @@ def insert_entries(conn: Connection, entries: Sequence[Entry]) -> None:
     conn.insert_rows(
         "ledger_entries", _ENTRY_COLUMN_LIST,
         [
-            (e.fields["log"], e.fields["seq"], e.id, e.fields["ts_us"], e.fields["kind"], e.fields["sector"],
-             e.fields["subject"], e.fields["key_id"], e.payload, e.sig)
+            (e.log, e.seq, e.id, e.ts_us, e.kind, e.sector, e.subject, e.key_id, e.payload, e.sig)
             for e in entries
         ],
     )

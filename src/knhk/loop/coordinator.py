@@ -25,12 +25,12 @@ import uuid_utils
 from knhk.detection.engine import DetectionEngine
 from knhk.detection.pattern import Pattern
 from knhk.detection.thresholds import ThresholdBook
+from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
 from knhk.loop import store as sql
 from knhk.loop.proposals import Execution, ProposalService
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ops.clock import Clock
-from knhk.proof.entry import EntryDraft
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
 from knhk.storage.database import Database
 
@@ -113,9 +113,7 @@ class Coordinator:
         record = CycleRecord(str(uuid_utils.uuid7()), sector, now)
         counts = dict.fromkeys(("observations", "patterns", "proposals", "proposals_existing", "validations_passed",
                                 "validations_failed", "promotions", "held", "rejected", "alerts", "detector_errors"), 0)
-        started = self.ledger.append(EntryDraft(log="receipts", kind="cycle.started", sector=sector,
-                                                subject=record.id, outcome="started",
-                                                data={"cycle_id": record.id, "at_us": now}))
+        started = self.ledger.append(receipts.cycle_started(sector=sector, cycle_id=record.id, at_us=now))
         record.receipt_ids.append(started.id)
         executions: list[tuple[Pattern, Execution]] = []
         try:
@@ -131,10 +129,9 @@ class Coordinator:
             patterns = list(result.patterns)
             counts["patterns"] = len(patterns)
             if patterns:
-                entries = self.ledger.append_many([EntryDraft(
-                    log="receipts", kind="pattern.detected", sector=sector, subject=p.name, outcome="detected",
-                    reason=p.recommended_action, evidence=list(p.evidence[:100]),
-                    data={"cycle_id": record.id, **p.receipt_data()}) for p in patterns])
+                entries = self.ledger.append_many([receipts.pattern_detected(
+                    sector=sector, cycle_id=record.id, name=p.name, action=p.recommended_action,
+                    evidence=p.evidence, data=p.receipt_data()) for p in patterns])
                 record.receipt_ids += [e.id for e in entries]
             record.patterns = [{"name": p.name, "confidence": p.confidence, "action": p.recommended_action,
                                 "evidence": len(p.evidence)} for p in patterns]
@@ -195,10 +192,9 @@ class Coordinator:
         # Alerts (SPEC §1 order: after the Execute phase's receipts, before cycle.completed)
         for p in patterns:
             if p.alert_level is not None:
-                alert = self.ledger.append(EntryDraft(
-                    log="receipts", kind="alert.raised", sector=sector, subject=p.name, outcome=p.alert_level,
-                    reason=p.recommended_action, evidence=list(p.evidence[:100]),
-                    data={"cycle_id": record.id, "pattern": p.name, "level": p.alert_level}))
+                alert = self.ledger.append(receipts.pattern_alert(
+                    sector=sector, cycle_id=record.id, pattern=p.name, level=p.alert_level,
+                    action=p.recommended_action, evidence=p.evidence))
                 record.receipt_ids.append(alert.id)
                 record.alerts.append({"pattern": p.name, "level": p.alert_level, "receipt": alert.id})
                 counts["alerts"] += 1
@@ -214,11 +210,9 @@ class Coordinator:
         record.counts = counts
         record.finished_us = self.clock.now_us()
         record.duration_ms = (time.perf_counter() - t0) * 1000
-        done = self.ledger.append(EntryDraft(
-            log="receipts", kind="cycle.completed", sector=record.sector, subject=record.id, outcome=record.outcome,
-            reason=record.error,
-            data={"cycle_id": record.id, "counts": counts, "duration_us": int(record.duration_ms * 1000),
-                  "receipts": len(record.receipt_ids) + 1}))
+        done = self.ledger.append(receipts.cycle_completed(
+            sector=record.sector, cycle_id=record.id, outcome=record.outcome, error=record.error, counts=counts,
+            duration_us=int(record.duration_ms * 1000), receipts=len(record.receipt_ids) + 1))
         record.receipt_ids.append(done.id)
         with self.db.transaction() as conn:
             sql.insert_cycle(conn, {"id": record.id, "sector": record.sector, "started_us": record.started_us,

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from knhk.errors import ConflictError, DependencyUnavailableError, KnhkError, PayloadTooLargeError, UsageError
+from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
 from knhk.observations import store
 from knhk.observations.conformance import conformance_issues
@@ -309,27 +310,24 @@ class Ingestor:
             ordered = sorted(observations, key=lambda o: o.ts_us)
             found.extend((sector, v) for v in self.guards.evaluate(ordered, schema))
         violations: dict[str, list[GuardViolation]] = {}
-        receipts: dict[str, list[str]] = {}
+        receipt_ids: dict[str, list[str]] = {}
         if not found:
-            return violations, receipts, None
+            return violations, receipt_ids, None
         drafts: list[EntryDraft] = []
         for sector, v in found:
             violations.setdefault(v.observation_id, []).append(v)
-            drafts.append(EntryDraft(log="receipts", kind="guard.violated", sector=sector,
-                                     subject=v.observation_id, outcome="violated", reason=v.reason,
-                                     evidence=[v.observation_id], data=v.data()))
-            drafts.append(EntryDraft(log="receipts", kind="alert.raised", sector=sector,
-                                     subject=v.observation_id, outcome=v.level, reason=v.reason,
-                                     evidence=[v.observation_id],
-                                     data={"level": v.level, "source": "guard", "guard_id": v.guard_id,
-                                           "criticality": v.criticality, "event_type": v.event_type}))
+            drafts.append(receipts.guard_violated(sector=sector, observation_id=v.observation_id, reason=v.reason,
+                                                  data=v.data()))
+            drafts.append(receipts.guard_alert(sector=sector, observation_id=v.observation_id, level=v.level,
+                                               reason=v.reason, guard_id=v.guard_id, criticality=v.criticality,
+                                               event_type=v.event_type))
         try:
             entries = self.ledger.append_many(drafts)
         except KnhkError as exc:
             log.error("guard receipts for %d violations were not written: %s", len(found), exc)
-            return violations, receipts, DependencyUnavailableError(
+            return violations, receipt_ids, DependencyUnavailableError(
                 f"the observations were stored, but the receipts of {len(found)} guard violation(s) could not"
                 f" be written to the ledger: {exc.message}")
         for entry in entries:
-            receipts.setdefault(str(entry.fields["subject"]), []).append(entry.id)
-        return violations, receipts, None
+            receipt_ids.setdefault(str(entry.subject), []).append(entry.id)
+        return violations, receipt_ids, None

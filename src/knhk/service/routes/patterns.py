@@ -40,8 +40,8 @@ def list_patterns(request: Request, caller: Annotated[Caller, Depends(require("p
     before = cursor_int(decode_cursor(cursor), "before", 2**62)
     entries = state_of(request).runtime.ledger.entries("receipts", kind="pattern.detected", sector=sector,
                                                        descending=True, before_seq=before, limit=limit)
-    items = [{"seq": e.seq, "receipt_id": e.id, "sector": e.fields["sector"], "name": e.fields["subject"],
-              "detected_at": format_rfc3339(e.ts_us), "action": e.fields["reason"],
-              "evidence": e.fields["evidence"], "data": e.fields["data"]} for e in entries]
+    items = [{"seq": e.seq, "receipt_id": e.id, "sector": e.sector, "name": e.subject,
+              "detected_at": format_rfc3339(e.ts_us), "action": e.reason, "evidence": e.evidence, "data": e.data}
+             for e in entries]
     nxt = encode_cursor({"before": entries[-1].seq}) if len(entries) == limit else None
     return {"items": items, "next_cursor": nxt}

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from knhk.errors import ForbiddenError, InvalidInputError, NotFoundError
+from knhk.ledger import receipts
 from knhk.service import metrics, models
 from knhk.service.routes import PREFIX, declare
 from knhk.service.security import Caller, require, state_of
@@ -96,7 +97,7 @@ def promote(snapshot_id: str, body: models.PromoteIn, request: Request,
     if receipt is None and not body.force:
         for entry in rt.ledger.entries("receipts", kind="proposal.validated", sector=info.sector, descending=True,
                                        limit=1000):
-            if entry.fields["data"].get("snapshot_id") == sid and entry.fields["outcome"] == "approved":
+            if receipts.validates(entry, sid):
                 receipt = entry.id
                 break
     move = rt.registry.promote(info.sector, sid, actor=caller.identity, validation_receipt_id=receipt,
