@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_ledger_verify import build, copy_to_postgres, drop_postgres, settings_for
+from knhk.app.runtime import Runtime
 from knhk.proof.merkle import leaf_hash, proves_consistency, proves_inclusion
-from knhk.runtime import Runtime
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

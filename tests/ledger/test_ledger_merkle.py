@@ -20,6 +20,7 @@ import pytest
 from ledger_support import run_cli
 from pymerkle import InmemoryTree
 
+from knhk.app.runtime import Runtime
 from knhk.errors import IntegrityError, InvalidInputError, NotFoundError, VerificationError
 from knhk.ledger import store as ledger_store
 from knhk.proof import merkle
@@ -38,7 +39,6 @@ from knhk.proof.merkle import (
 from knhk.proof.merkle import (
     proves_inclusion as verify_inclusion,
 )
-from knhk.runtime import Runtime
 
 # RFC 6962 reference data (certificate-transparency merkle_tree_test): leaves, roots of sizes 0..8,
 # inclusion proofs (0-based leaf index, tree size) and consistency proofs (first size, second size).

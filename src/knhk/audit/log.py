@@ -14,6 +14,7 @@ from knhk.audit.subjects import Subjects
 from knhk.errors import InvalidInputError
 from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
+from knhk.ops.clock import format_rfc3339
 from knhk.proof.entry import Entry
 
 OUTCOMES = ("success", "failure", "denied", "error")
@@ -30,6 +31,12 @@ class AuditEvent:
     reason: str | None
     metadata: Mapping[str, Any]
     id: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as the API and CLI list it (``actor`` is the pseudonym)."""
+        return {"seq": self.seq, "time": format_rfc3339(self.ts_us), "actor": self.actor, "action": self.action,
+                "resource": self.resource, "outcome": self.outcome, "reason": self.reason,
+                "metadata": dict(self.metadata), "id": self.id}
 
     @classmethod
     def from_entry(cls, entry: Entry) -> AuditEvent:

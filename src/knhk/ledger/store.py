@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from knhk.ops.clock import format_rfc3339
 from knhk.proof.entry import Entry
 from knhk.proof.merkle import NodeKey
 from knhk.proof.signing import PublicKey
@@ -36,6 +37,11 @@ class StoredCheckpoint:
     note: str
     key_id: str
     issued_us: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint as the API and CLI show it (the signed note is the checkpoint itself)."""
+        return {"log": self.log, "tree_size": self.tree_size, "root_hash": self.root_hash.hex(),
+                "key_id": self.key_id, "issued": format_rfc3339(self.issued_us), "note": self.note}
 
 
 ENTRY_COLUMNS = "log, seq, id, ts_us, kind, sector, subject, key_id, payload, sig"

@@ -223,3 +223,8 @@ class Coordinator:
     def cycle(self, cycle_id: str) -> dict[str, Any] | None:
         with self.db.connection() as conn:
             return sql.get_cycle(conn, cycle_id)
+
+    def recent(self, sector: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Stored cycle records, newest first."""
+        with self.db.connection() as conn:
+            return sql.list_cycles(conn, sector, limit)

@@ -69,6 +69,11 @@ class Execution:
     receipts: list[str] = field(default_factory=list)
     rebased_to: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """The execution as the API and CLI answer it."""
+        return {"proposal_id": self.proposal.id, "outcome": self.outcome, "promoted_snapshot": self.promoted_snapshot,
+                "receipts": self.receipts, "report": None if self.report is None else self.report.to_json()}
+
 
 class ProposalService:
     """Creates, validates, approves and promotes proposals for every sector."""

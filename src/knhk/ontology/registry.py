@@ -19,7 +19,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from typing_extensions import TypedDict
 
 from knhk.audit.log import AuditLog
 from knhk.errors import (
@@ -64,6 +65,20 @@ class SnapshotPage:
     next_cursor: str | None
 
 
+class PointerMoveView(TypedDict):
+    """A pointer move as the API and the CLI answer it (:meth:`PointerMove.to_json`)."""
+
+    sector: str
+    snapshot_id: str
+    previous_id: str | None
+    version: int
+    action: str
+    forced: bool
+    noop: bool
+    receipt_id: str | None
+    receipt_seq: int | None
+
+
 @dataclass(frozen=True)
 class PointerMove:
     """The outcome of a promotion or rollback (``noop``: the snapshot was already current)."""
@@ -77,7 +92,7 @@ class PointerMove:
     receipt: Entry | None = None
     noop: bool = False
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PointerMoveView:
         return {"sector": self.sector, "snapshot_id": self.snapshot_id, "previous_id": self.previous_id,
                 "version": self.version, "action": self.action, "forced": self.forced, "noop": self.noop,
                 "receipt_id": None if self.receipt is None else self.receipt.id,

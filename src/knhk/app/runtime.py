@@ -1,9 +1,10 @@
 """Wiring for one process: settings → database (migrated) → keyring → ledger → audit log → snapshots →
 observations and detection → proposals → the loop coordinator.
 
-``Runtime.open(settings)`` is what the CLI, the service and tests call. A fresh data directory or database
-initialises itself here on first use (migrations applied, a signing key generated for the embedded mode, the
-bundled sector packs installed as each sector's root snapshot).
+``Runtime.open(settings)`` builds it; :class:`~knhk.app.application.Application` holds it and is what the faces
+(CLI, service, console) use — they never reach into these parts themselves. Tests and the application layer may.
+A fresh data directory or database initialises itself here on first use (migrations applied, a signing key
+generated for the embedded mode, the bundled sector packs installed as each sector's root snapshot).
 
 Two clocks: ``clock`` stamps what the system records (ledger times, snapshot creation); ``loop_clock`` is the
 time the loop reasons in (observation skew, detection windows, doctrine time windows, approval expiry). They
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,12 +71,23 @@ def _index_secret(settings: Settings) -> bytes:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            return path.read_text().strip().encode()
+            return _written_secret(path)
         with os.fdopen(fd, "w") as handle:
             handle.write(os.urandom(32).hex())
             handle.flush()
             os.fsync(handle.fileno())
-    return path.read_text().strip().encode()
+    return _written_secret(path)
+
+
+def _written_secret(path: Path, wait_s: float = 5.0) -> bytes:
+    """The index secret in ``path``, waiting briefly while a concurrent first start is still writing it (the
+    file exists from its exclusive creation on, before its 64 hex digits are in it)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        secret = path.read_text().strip().encode()
+        if len(secret) >= 64 or time.monotonic() > deadline:
+            return secret
+        time.sleep(0.01)
 
 
 def doctrines_for(sector: str) -> list[Doctrine]:
