@@ -110,7 +110,7 @@ def replay_sector(rt: Runtime, clock: ManualClock, scenario: Scenario) -> dict[s
             i = j
         clock.set(stop)
         record = rt.coordinator.run_cycle(scenario.sector)
-        cycles.append(record.to_json())
+        cycles.append(dict(record.to_json()))
         _approve_held(rt, scenario, approvals)
     return {"cycles": cycles, "approvals": approvals, "events": len(events)}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,7 +79,7 @@ def ingest(
             f"{summary['guard_violations']} guard violation(s) receipted; {summary['skewed']} flagged skewed")
 
 
-def describe_cycle(record: dict[str, Any]) -> None:
+def describe_cycle(record: Mapping[str, Any]) -> None:
     c = record["counts"]
     say(f"cycle {record['id']} of [bold]{record['sector']}[/bold]: {record['outcome']} "
         f"in {record['duration_ms']:.0f} ms")

@@ -23,8 +23,8 @@ log = logging.getLogger("knhk.service")
 
 def record_cycle_metrics(record: CycleRecord) -> None:
     metrics.CYCLE_DURATION.labels(record.sector, record.outcome).observe(record.duration_ms / 1000)
-    for p in record.patterns:
-        metrics.PATTERNS.labels(record.sector, p["name"]).inc()
+    for pattern in record.patterns:
+        metrics.PATTERNS.labels(record.sector, pattern["name"]).inc()
     for p in record.proposals:
         metrics.PROPOSALS.labels(record.sector, p["outcome"]).inc()
         if p["outcome"] == "promoted":

@@ -20,7 +20,7 @@ def run(body: models.CycleIn, request: Request, actor: Actor) -> dict[str, Any]:
     """Run one cycle now (409 when a cycle of the sector is already running anywhere)."""
     record = application_of(request).run_cycle(actor, body.sector)
     record_cycle_metrics(record)
-    return record.to_json()
+    return dict(record.to_json())
 
 
 @declare(router, "GET", "/cycles/{cycle_id}", access.READ_CYCLES, response_model=models.Cycle)
