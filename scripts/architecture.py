@@ -23,6 +23,7 @@ import ast
 import json
 import re
 import sys
+import tomllib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -242,28 +243,67 @@ def print_measure(data: dict[str, object]) -> None:
 
 
 # -- diagram -----------------------------------------------------------------------------------------------
+KERNEL = ("knhk.errors", "knhk.config", "knhk.ops")  # imported from everywhere; left out of the drawing
+
+
+def layers_contract() -> tuple[list[list[str]], set[tuple[str, str]]]:
+    """The ``layers`` import-linter contract of pyproject.toml: its layers, top first, as package names, and
+    the imports it ignores (importer, imported)."""
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        config = tomllib.load(handle)
+    contracts = config["tool"]["importlinter"]["contracts"]
+    (layers,) = [c for c in contracts if c.get("id") == "layers"]
+    prefix = "".join(f"{c}." for c in layers.get("containers", []))
+    ignored = {tuple(part.strip() for part in item.split("->")) for item in layers.get("ignore_imports", [])}
+    return ([[prefix + name.strip().strip("()") for name in re.split(r"[|:]", line)] for line in layers["layers"]],
+            {(a, b) for a, b in ignored})
+
+
+def reduce(edges: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The transitive reduction of an acyclic graph: an edge is kept only when no longer path joins its ends."""
+    succ: dict[str, set[str]] = defaultdict(set)
+    for a, b in edges:
+        succ[a].add(b)
+
+    def reachable(start: str, skip: tuple[str, str]) -> set[str]:
+        seen: set[str] = set()
+        stack = [start]
+        while stack:
+            node = stack.pop()
+            for nxt in succ[node]:
+                if (node, nxt) != skip and nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    return {(a, b) for a, b in edges if b not in reachable(a, (a, b))}
+
+
 def _node(pkg: str) -> str:
     return pkg.replace(".", "_")
 
 
 def diagram() -> str:
+    """A mermaid flowchart: the contract's layers top to bottom, and the package imports between them (the
+    kernel, the contract's ignored imports and transitively implied imports left out)."""
     graph = build_graph()
     present = {package_of(m) for m in graph.modules} - {"knhk"}
-    edges = package_edges(graph)
+    layers, ignored = layers_contract()
+    placed = {p for layer in layers for p in layer}
+    if present - placed:
+        sys.exit(f"architecture.py: packages in no layer of the contract: {', '.join(sorted(present - placed))}")
+    edges = {(package_of(a), package_of(b)) for a, b in imports(graph) if (a, b) not in ignored}
+    edges = {(a, b) for a, b in edges if a != b and "knhk" not in (a, b) and a not in KERNEL and b not in KERNEL}
     lines = ["```mermaid", "flowchart TB"]
-    for tier, pkgs in TIERS.items():
-        members = [p for p in pkgs if p in present]
+    for n, layer in enumerate(layers):
+        members = [p for p in layer if p in present and p not in KERNEL]
         if not members:
             continue
-        lines.append(f"  subgraph {tier}")
+        lines.append(f"  subgraph L{n}[\" \"]")
         lines.extend(f"    {_node(p)}[{p.removeprefix('knhk.')}]" for p in members)
         lines.append("  end")
-    for a, b in sorted(edges):
-        lines.append(f"  {_node(a)} --> {_node(b)}")
+    lines.extend(f"  {_node(a)} --> {_node(b)}" for a, b in sorted(reduce(edges)))
     lines.append("```")
-    unknown = present - set(TIER_OF)
-    if unknown:
-        sys.exit(f"architecture.py: packages in no tier: {', '.join(sorted(unknown))}")
     return "\n".join(lines)
 
 
