@@ -19,6 +19,7 @@ from knhk.config import Settings
 from knhk.ledger import receipts
 from knhk.ledger.verify import VerifyReport
 from knhk.loop.coordinator import CycleRecord
+from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import Clock
 from knhk.proof.entry import LOGS, Entry
 from knhk.sectors.pack import available_sectors
@@ -43,6 +44,16 @@ def migrate_database(settings: Settings) -> MigrationResult:
     finally:
         db.close()
     return MigrationResult([f"{m.version:04d}_{m.name}" for m in applied], have[-1] if have else 0)
+
+
+def schema_version(database_url: str) -> int:
+    """The highest migration applied to a database (0: none, an empty database)."""
+    db = Database(database_url, pool_min=1, pool_max=2)
+    try:
+        have = sorted(schema.applied(db))
+    finally:
+        db.close()
+    return have[-1] if have else 0
 
 
 def grant_app_role(settings: Settings, role: str, password: str | None = None) -> list[str]:
@@ -93,6 +104,11 @@ class SystemOps(Operations):
         keyring = self.runtime.keyring
         key_id = keyring.active_key_id()
         return key_id is not None and keyring.signing_key(key_id) is not None
+
+    def current_schemas(self) -> dict[str, SectorSchema]:
+        """The read model of every installed sector's current snapshot."""
+        registry = self.runtime.registry
+        return {s: registry.current_schema(s) for s in available_sectors() if registry.current(s) is not None}
 
     def sector_packs_installed(self) -> bool:
         return all(self.runtime.registry.current(s) is not None for s in available_sectors())

@@ -34,6 +34,7 @@ from knhk.loop import store as sql
 from knhk.loop.proposals import Execution, ProposalService
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
+from knhk.ops import telemetry
 from knhk.ops.clock import Clock
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
 from knhk.storage.database import Database
@@ -256,6 +257,7 @@ class Coordinator:
             return propose_drift(sector, base.triples, schema, finding)
         return propose_rate_limit(sector, base.triples, schema, finding)
 
+    @telemetry.traced_cycle
     def run_cycle(self, sector: str) -> CycleRecord:
         """Monitor → Analyze → Plan → Execute (then alerts) → Knowledge, each step receipted. A failure of
         Monitor, Analyze or Plan fails the cycle and no later phase runs."""
@@ -267,8 +269,11 @@ class Coordinator:
         seen: Monitored | None = None
         found: Analysis | None = None
         try:
+            telemetry.phase("monitor", record.id)
             seen = self.monitor(sector, now)
+            telemetry.phase("analyze", record.id)
             found = self.analyze(record, seen, now)
+            telemetry.phase("plan", record.id)
             planning = self.plan_changes(record, found)
         except Exception as exc:
             log.exception("cycle %s of %s failed", record.id, sector)
@@ -278,7 +283,9 @@ class Coordinator:
                 observations=seen.observations if seen else 0, patterns=len(found.patterns) if found else 0,
                 detector_errors=found.detector_errors if found else 0)
             return self._finish(record, t0)
+        telemetry.phase("execute", record.id)
         executed = self.execute(record, planning)
+        telemetry.phase("knowledge", record.id)  # the alerts, then what the outcomes teach the thresholds
         alerting = self.alert(record, found)
         self.learn(sector, executed)
         record.counts = CycleCounts(

@@ -41,6 +41,7 @@ from knhk.observations.conformance import conformance_issues
 from knhk.observations.guards import GuardEvaluator, GuardViolation
 from knhk.observations.model import Conform, Observation, is_sector, parse_observation
 from knhk.ontology.schema import SectorSchema
+from knhk.ops import telemetry
 from knhk.ops.clock import Clock
 from knhk.proof.entry import EntryDraft
 from knhk.storage.database import Connection, Database
@@ -98,6 +99,7 @@ class Ingestor:
         self._pending.put((obs, future))
         return future.result()
 
+    @telemetry.ingest("batch")
     def ingest_batch(self, raws: Sequence[Any], client: str | None = None, *,
                      label: Label = observation_label) -> list[IngestResult]:
         """Ingest up to 10,000 observations atomically; results are in input order. A refusal names its item
@@ -164,6 +166,7 @@ class Ingestor:
                     if not future.done():
                         future.set_exception(err)
 
+    @telemetry.ingest("group")
     def _commit_group(self, group: list[tuple[Observation, Future[IngestResult]]]) -> None:
         received_us = self.clock.now_us()
         candidates = [obs for obs, _ in group]
@@ -259,7 +262,7 @@ class Ingestor:
         for sector, observations in by_sector.items():
             schema = self.schema_for(sector)
             ordered = sorted(observations, key=lambda o: o.ts_us)
-            found.extend((sector, v) for v in self.guards.evaluate(ordered, schema))
+            found.extend((sector, v) for v in telemetry.evaluate_guards(self.guards.evaluate, ordered, schema, sector))
         violations: dict[str, list[GuardViolation]] = {}
         receipt_ids: dict[str, list[str]] = {}
         if not found:

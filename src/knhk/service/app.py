@@ -22,6 +22,8 @@ from knhk.app.access import RoleBasedAccess
 from knhk.app.application import Application
 from knhk.config import Settings
 from knhk.identity import build_authenticator
+from knhk.ops import telemetry
+from knhk.ops.telemetry import setup as telemetry_setup
 from knhk.service import metrics, problems, scheduler
 from knhk.service.guards import RequestGuards
 from knhk.service.routes import PREFIX, audit, cycles, observations, patterns, proposals, receipts, snapshots
@@ -73,9 +75,11 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
     app.include_router(health_routes.router)
     limits = {f"{PREFIX}/observations/batch": settings.max_batch_body_bytes}
     app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits)
+    telemetry.instrument_app(app)
     return app
 
 
 def app_factory() -> Any:
     """Entry point for ``uvicorn --factory knhk.service.app:app_factory`` (settings from the environment)."""
+    telemetry_setup.configure_from_env()
     return create_app(Settings())

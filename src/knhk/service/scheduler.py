@@ -15,6 +15,7 @@ import threading
 import time
 
 from knhk.loop.coordinator import CycleRecord
+from knhk.ops.telemetry.selfcheck import active_processor, check_exposition, hot_path_ticks
 from knhk.service import metrics
 from knhk.service.state import ServiceState
 
@@ -52,16 +53,26 @@ def issue_checkpoints(st: ServiceState) -> None:
 def update_gauges(st: ServiceState) -> None:
     for state, n in st.app.pool_stats().items():
         metrics.POOL.labels(state).set(n)
+    if st.app.database_dialect == "postgresql":
+        metrics.POOL_MAX.set(st.settings.db_pool_max)
+    for sector, schema in st.app.current_schemas().items():
+        hot_path_ticks(sector, schema)
     for name, size in st.app.tree_sizes().items():
         metrics.TREE_SIZE.labels(name).set(size)
 
 
+def telemetry_check(st: ServiceState) -> None:
+    """The telemetry self-check: this process's exposition (and its spans) against the registry."""
+    check_exposition(metrics.render().decode(), active_processor())
+
+
 def _loop(st: ServiceState) -> None:
     s = st.settings
-    last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "gauges": 0.0}
+    last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "gauges": 0.0, "telemetry": 0.0}
     jobs = [("cycle", s.cycle_interval_s, run_due_cycles), ("verify", s.verify_interval_s, verify_ledger),
             ("checkpoint", s.checkpoint_interval_s, issue_checkpoints),
-            ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("gauges", 5.0, update_gauges)]
+            ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("gauges", 5.0, update_gauges),
+            ("telemetry", s.telemetry_check_interval_s, telemetry_check)]
     while not st.stop.is_set():
         now = time.monotonic()
         for name, every, job in jobs:
