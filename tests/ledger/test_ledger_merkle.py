@@ -33,12 +33,8 @@ from knhk.proof.merkle import (
     leaf_hash,
     range_hash,
 )
-from knhk.proof.merkle import (
-    proves_consistency as verify_consistency,
-)
-from knhk.proof.merkle import (
-    proves_inclusion as verify_inclusion,
-)
+from knhk.proof.merkle import proves_consistency as verify_consistency  # the bool predicates of RFC 9162
+from knhk.proof.merkle import proves_inclusion as verify_inclusion
 
 # RFC 6962 reference data (certificate-transparency merkle_tree_test): leaves, roots of sizes 0..8,
 # inclusion proofs (0-based leaf index, tree size) and consistency proofs (first size, second size).
