@@ -187,26 +187,27 @@ def check_store(url: str, outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def verify_ledger(url: str, data_dir: Path) -> dict[str, bool]:
+    from knhk.app.access import SYSTEM, LocalAccess
+    from knhk.app.application import Application
     from knhk.config import Settings
-    from knhk.runtime import Runtime
 
     settings = Settings(data_dir=data_dir, database_url=url, db_pool_min=1, db_pool_max=2)
-    with Runtime.open(settings, install_packs=False) as rt:
-        return {log: rt.ledger.verify(log).ok for log in ("receipts", "audit")}
+    with Application.open(settings, access=LocalAccess(), install_packs=False, subscribe_engine=False) as app:
+        return {log: app.verify(SYSTEM, log).ok for log in ("receipts", "audit")}
 
 
 def run_drill(cluster: HaCluster, work: Path, *, load_s: float = 4.0, after_s: float = 4.0) -> dict[str, Any]:
     """Drill against a started cluster; returns the figures (see the module docstring)."""
+    from knhk.app.application import initialise
     from knhk.config import Settings
-    from knhk.runtime import Runtime
-    from knhk.service.auth import LocalIssuer
+    from knhk.identity.local import LocalIssuer
 
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
         conn.execute("CREATE DATABASE knhk")
     url = cluster.url("knhk", connect_timeout="2")
     data_dir = work / "data"
     settings = Settings(data_dir=data_dir, database_url=url, db_pool_min=1, db_pool_max=2)
-    Runtime.open(settings).close()  # migrate, keys and packs once, before the replicas race for them
+    initialise(settings)  # migrate, keys and packs once, before the replicas race for them
     token = LocalIssuer.from_settings(settings).mint(["ingestor"], subject="drill-gateway").token
     urls, procs = start_replicas(replica_env(url, data_dir))
     load = Load(urls, token)

@@ -1,7 +1,9 @@
-"""Helpers for the backup tests (not a test module): product writes, the CLI, and a raw look into stores.
+"""Helpers for the backup tests (not a test module): product writes, the backup operations, the CLI, and a raw
+look into stores.
 
-Writes go through the product (the ingestor and the ledger, or the HTTP service); checks read the stores
-with plain SQL or run the real ``knhk`` command. Nothing here stands in for a part of KNHK.
+Writes go through the product (the ingestor and the ledger, or the HTTP service); backups through the
+application layer's operations, as ``knhk backup`` calls them; checks read the stores with plain SQL or run the
+real ``knhk`` command. Nothing here stands in for a part of KNHK.
 """
 
 from __future__ import annotations
@@ -15,11 +17,26 @@ from typing import Any
 
 import orjson
 
+from knhk.app.access import LocalAccess, local_principal
+from knhk.app.application import Application
+from knhk.app.backup import Recovery
+from knhk.app.runtime import Runtime
+from knhk.backup.manifest import Manifest
 from knhk.config import Settings
-from knhk.runtime import Runtime
 
 KNHK = str(Path(sys.executable).with_name("knhk"))
 MARKER = "KNHK-PLAINTEXT-MARKER"
+OPERATOR = local_principal("backup-operator@test")
+
+
+def create_backup(rt: Runtime, **options: Any) -> Manifest:
+    """``knhk backup create`` on the installation ``rt`` wires (its settings say where and how), audited."""
+    return Application(rt, LocalAccess()).create_backup(OPERATOR, **options)
+
+
+def recovery(settings: Settings) -> Recovery:
+    """``knhk backup list|verify|restore`` for the installation ``settings`` configure (none is opened)."""
+    return Recovery(settings, LocalAccess())
 
 
 def payment(oid: str, amount: int, marker: str = MARKER) -> dict[str, Any]:

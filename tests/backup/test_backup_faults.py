@@ -23,15 +23,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from backup_support import KNHK, env_for, sqlite_ids, write
+from backup_support import KNHK, OPERATOR, create_backup, env_for, recovery, sqlite_ids, write
 
+from knhk.app.runtime import Runtime
 from knhk.backup import cipher
 from knhk.backup.manifest import MANIFEST_NAME, Manifest
 from knhk.backup.repository import digest_file
-from knhk.backup.service import Backups
 from knhk.config import Settings
 from knhk.errors import IntegrityError
-from knhk.runtime import Runtime
 
 
 def _rewrite_manifest(backup: Path, change: Callable[[dict[str, object]], None]) -> None:
@@ -106,7 +105,9 @@ def installation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, di
     plain_settings = settings.model_copy(update={"backup_key_file": None})
     with Runtime.open(settings) as rt:
         write(rt, "bulk", 5000)
-        ids = {True: Backups(settings).create(rt).id, False: Backups(plain_settings).create(rt).id}
+        ids = {True: create_backup(rt).id}
+    with Runtime.open(plain_settings) as rt:  # the same store, backed up without a key
+        ids[False] = create_backup(rt).id
     return settings, ids
 
 
@@ -120,16 +121,16 @@ def test_damaged_backup_is_refused_naming_the_damage(case: str, installation: tu
     corrupt(backup)
     live_db = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
     before = digest_file(live_db)
-    backups = Backups(settings)
+    backups = recovery(settings)
     if "manifest" in case:  # the manifest itself is unusable: refused before anything is read
         with pytest.raises(IntegrityError, match=re.escape(message)):
-            backups.verify(str(backup))
+            backups.verify_backup(OPERATOR, str(backup))
     else:
-        result = backups.verify(str(backup))
+        result = backups.verify_backup(OPERATOR, str(backup))
         assert not result.ok
         assert any(message in str(p) for p in result.problems), result.problems
     with pytest.raises(IntegrityError, match=r"failed verification; nothing was restored|manifest"):
-        backups.restore(str(backup), force=True)
+        backups.restore_backup(OPERATOR, str(backup), force=True)
     assert digest_file(live_db) == before, "a refused restore changed the live store"
 
 
@@ -139,13 +140,13 @@ def test_backup_of_another_installation_is_not_consistent_with_this_one(
     other = Settings(data_dir=tmp_path / "other", db_pool_min=1, db_pool_max=2)
     with Runtime.open(other) as rt:
         write(rt, "bulk", 50)
-        foreign = Backups(other).create(rt)
-    result = Backups(settings).verify(str(other.resolved_backup_dir / foreign.id))
+        foreign = create_backup(rt)
+    result = recovery(settings).verify_backup(OPERATOR, str(other.resolved_backup_dir / foreign.id))
     problems = [str(p) for p in result.problems]
     assert not result.ok
     assert any("which the trusted keyring lacks" in p for p in problems), problems
     assert any("not recorded" in p for p in problems), problems
-    assert Backups(other).verify(foreign.id).ok  # against its own installation it is fine
+    assert recovery(other).verify_backup(OPERATOR, foreign.id).ok  # against its own installation it is fine
 
 
 def _state(path: Path) -> tuple[int, int]:
@@ -163,9 +164,9 @@ def test_restore_killed_at_any_moment_leaves_the_old_or_the_new_store(tmp_path: 
     env = {**os.environ, **env_for(settings), "KNHK_LOG_LEVEL": "WARNING"}
     with Runtime.open(settings) as rt:
         write(rt, "a", 4000, every=2)
-        first = Backups(settings).create(rt).id
+        first = create_backup(rt).id
         write(rt, "b", 2000, every=2)
-        second = Backups(settings).create(rt).id
+        second = create_backup(rt).id
     live_db = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
     backup_states = {bid: _state(settings.resolved_backup_dir / bid / "data.sqlite") for bid in (first, second)}
     assert backup_states[second] == _state(live_db)
@@ -203,7 +204,7 @@ def test_restore_killed_at_any_moment_leaves_the_old_or_the_new_store(tmp_path: 
     print("restore killed at", outcomes)
     assert {"untouched", "restored"} <= set(outcomes), outcomes
     # a final restore tidies whatever the kills left and completes
-    report = Backups(settings).restore(first, force=True)
+    report = recovery(settings).restore_backup(OPERATOR, first, force=True)
     assert report.verification.ok
     assert _state(live_db) == backup_states[first]
     assert not list(live_db.parent.glob("knhk.db.knhk-restore*")), "a killed restore's leftovers remain"

@@ -20,17 +20,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from backup_support import MARKER, write
+from backup_support import MARKER, OPERATOR, create_backup, recovery, write
 
+from knhk.app.runtime import Runtime
 from knhk.backup import cipher
 from knhk.backup.pgurl import url_with
-from knhk.backup.service import Backups
 from knhk.config import Settings
 from knhk.errors import ConflictError
-from knhk.ledger.checkpoint import verify_checkpoint
-from knhk.ledger.merkle import verify_consistency
 from knhk.ops.clock import format_rfc3339
-from knhk.runtime import Runtime
+from knhk.proof.checkpoint import verify_checkpoint
+from knhk.proof.merkle import proves_consistency
 from support.pgcluster import PrivateCluster, private_cluster
 
 FIGURES: dict[str, str] = {}
@@ -49,7 +48,7 @@ def test_logical_export_verifies_and_restores_by_renaming(pg_url: str, pg_admin_
     with Runtime.open(settings) as rt:
         a_ids, a_receipts = write(rt, "A", 400)
         started = time.monotonic()
-        manifest = Backups(settings).create(rt, logical=True)
+        manifest = create_backup(rt, logical=True)
         FIGURES["pg_dump export (400 observations)"] = f"{time.monotonic() - started:.1f} s, " \
                                                        f"{manifest.files[0].bytes} bytes encrypted"
         b_ids, _ = write(rt, "B", 100)
@@ -58,15 +57,15 @@ def test_logical_export_verifies_and_restores_by_renaming(pg_url: str, pg_admin_
     assert manifest.exact
     stored = (settings.resolved_backup_dir / manifest.id / "data.pgdump.enc").read_bytes()
     assert MARKER.encode() not in stored
-    result = Backups(settings).verify(manifest.id)
+    result = recovery(settings).verify_backup(OPERATOR, manifest.id)
     assert result.ok, result.problems
     assert result.restored is not None
     assert result.restored.tables == manifest.state.tables
     assert result.logs["receipts"]["live"]["direction"] == "restored-is-prefix"
 
     with pytest.raises(ConflictError, match="not empty; pass --force"):
-        Backups(settings).restore(manifest.id)
-    report = Backups(settings).restore(manifest.id, force=True)
+        recovery(settings).restore_backup(OPERATOR, manifest.id)
+    report = recovery(settings).restore_backup(OPERATOR, manifest.id, force=True)
     kept = report.kept_previous
     try:
         assert kept is not None
@@ -123,11 +122,11 @@ def archiving_cluster(tmp_path: Path) -> Iterator[tuple[PrivateCluster, Settings
 
 def test_point_in_time_recovery_through_knhk_backup(archiving_cluster: tuple[PrivateCluster, Settings]) -> None:
     _cluster, settings = archiving_cluster
-    backups = Backups(settings)
+    backups = recovery(settings)
     with Runtime.open(settings) as rt:
         write(rt, "base", 200)
         started = time.monotonic()
-        full = backups.create(rt, backup_type="full")
+        full = create_backup(rt, backup_type="full")
         backup_s = time.monotonic() - started
     assert full.pgbackrest is not None
     assert full.pgbackrest.type == "full"
@@ -137,7 +136,7 @@ def test_point_in_time_recovery_through_knhk_backup(archiving_cluster: tuple[Pri
         "an observation value is readable in the (uncompressed) pgBackRest repository: the cipher is off"
 
     started = time.monotonic()
-    verified = backups.verify(full.id)
+    verified = backups.verify_backup(OPERATOR, full.id)
     verify_s = time.monotonic() - started
     assert verified.ok, verified.problems
 
@@ -146,7 +145,7 @@ def test_point_in_time_recovery_through_knhk_backup(archiving_cluster: tuple[Pri
                  key=lambda p: p.stat().st_size)
     saved = victim.read_bytes()
     os.truncate(victim, 100)
-    damaged = backups.verify(full.id)
+    damaged = backups.verify_backup(OPERATOR, full.id)
     victim.write_bytes(saved)
     assert not damaged.ok
     assert any("invalid" in str(p) and victim.name in str(p) for p in damaged.problems), damaged.problems
@@ -162,9 +161,9 @@ def test_point_in_time_recovery_through_knhk_backup(archiving_cluster: tuple[Pri
         pre_audit = rt.ledger.tree_size("audit")
 
     with pytest.raises(ConflictError, match="holds a cluster; pass --force"):
-        backups.restore(None, target_time=format_rfc3339(target_us))
+        backups.restore_backup(OPERATOR, None, target_time=format_rfc3339(target_us))
     started = time.monotonic()
-    report = backups.restore(None, target_time=format_rfc3339(target_us), force=True)
+    report = backups.restore_backup(OPERATOR, None, target_time=format_rfc3339(target_us), force=True)
     restore_s = time.monotonic() - started
     assert report.backup == full.id
     assert report.verification.ok, report.verification.problems
@@ -186,7 +185,7 @@ def test_point_in_time_recovery_through_knhk_backup(archiving_cluster: tuple[Pri
         rt.ingestor.ingest_batch([{"id": "after-pitr", "sector": "finance", "event_type": "payment.created",
                                    "value": {"account_id": "x", "transaction_amount": 5}}])
         # the archive goes on after the restore, on the new timeline
-        incr = backups.create(rt)
+        incr = create_backup(rt)
     assert incr.pgbackrest is not None
     # independent check of the product's claim: the restored tree is a prefix of the pre-restore checkpoint
     live = report.verification.logs["receipts"]["live"]
@@ -194,7 +193,7 @@ def test_point_in_time_recovery_through_knhk_backup(archiving_cluster: tuple[Pri
     assert live["checkpoint_size"] == pre.tree_size
     signed = verify_checkpoint(pre.note, public)
     assert size < signed.tree_size
-    assert verify_consistency(size, signed.tree_size, restored_root, signed.root_hash,
+    assert proves_consistency(size, signed.tree_size, restored_root, signed.root_hash,
                               [bytes.fromhex(h) for h in live["proof"]])
     assert report.lost["receipts"] == pre.tree_size - size
     assert report.lost["audit"] <= pre_audit

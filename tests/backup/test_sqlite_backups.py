@@ -12,15 +12,26 @@ from pathlib import Path
 
 import httpx
 import pytest
-from backup_support import MARKER, cli, cli_json, env_for, payment, receipt_ids, sqlite_ids, write
+from backup_support import (
+    MARKER,
+    OPERATOR,
+    cli,
+    cli_json,
+    create_backup,
+    env_for,
+    payment,
+    receipt_ids,
+    recovery,
+    sqlite_ids,
+    write,
+)
 
+from knhk.app.runtime import Runtime
 from knhk.backup.cipher import write_key_file
-from knhk.backup.service import Backups
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, ConflictError
-from knhk.ledger.merkle import verify_consistency
-from knhk.runtime import Runtime
-from knhk.service.auth import LocalIssuer
+from knhk.identity.local import LocalIssuer
+from knhk.proof.merkle import proves_consistency
 from support.serve import serve
 
 
@@ -60,10 +71,10 @@ def test_online_backup_under_concurrent_ingest_verifies_and_restores(tmp_path: P
             finished = time.monotonic()
             time.sleep(1.5)  # the service goes on writing and checkpointing after the backup
             verify_started = time.monotonic()
-            verified = Backups(settings).verify(created["id"]).to_json()
+            verified = recovery(settings).verify_backup(OPERATOR, created["id"]).to_json()
             verify_s = time.monotonic() - verify_started
             with pytest.raises(ConflictError, match="in use by another process"):
-                Backups(settings).restore(created["id"], force=True)
+                recovery(settings).restore_backup(OPERATOR, created["id"], force=True)
         finally:
             stop.set()
             for t in workers:
@@ -91,7 +102,7 @@ def test_online_backup_under_concurrent_ingest_verifies_and_restores(tmp_path: P
     assert live["checkpoint_size"] > manifest["logs"]["receipts"]["tree_size"], live
     with Runtime.open(settings) as rt:
         head_size = verified["logs"]["receipts"]["tree_size"]
-        assert verify_consistency(head_size, live["checkpoint_size"], rt.ledger.root("receipts", head_size),
+        assert proves_consistency(head_size, live["checkpoint_size"], rt.ledger.root("receipts", head_size),
                                   rt.ledger.root("receipts", live["checkpoint_size"]),
                                   [bytes.fromhex(h) for h in live["proof"]])
 
@@ -115,7 +126,7 @@ def test_online_backup_under_concurrent_ingest_verifies_and_restores(tmp_path: P
         for log in ("receipts", "audit"):
             assert rt.ledger.verify(log).ok
     # the restore is in the restored store's audit log, so the backup still verifies against it
-    assert Backups(settings).verify(created["id"]).ok
+    assert recovery(settings).verify_backup(OPERATOR, created["id"]).ok
 
 
 def test_restore_refuses_a_store_with_data_without_force(tmp_path: Path) -> None:
@@ -123,7 +134,7 @@ def test_restore_refuses_a_store_with_data_without_force(tmp_path: Path) -> None
     env = env_for(settings)
     with Runtime.open(settings) as rt:
         write(rt, "a", 20)
-        backup = Backups(settings).create(rt)
+        backup = create_backup(rt)
         write(rt, "b", 20)
     live_db = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
     done = cli(["backup", "restore", backup.id], env)
@@ -153,8 +164,9 @@ def test_encrypted_backup_holds_no_plaintext_and_needs_its_key(tmp_path: Path) -
     plain_settings = _settings(tmp_path)
     with Runtime.open(settings) as rt:
         write(rt, "secret", 50)
-        plain = Backups(plain_settings).create(rt)
-        sealed = Backups(settings).create(rt)
+        sealed = create_backup(rt)
+    with Runtime.open(plain_settings) as rt:  # the same store, backed up without a key
+        plain = create_backup(rt)
     assert sealed.encryption is not None
     assert sealed.encryption.cipher == "AES-256-GCM"
     assert plain.encryption is None
@@ -164,19 +176,19 @@ def test_encrypted_backup_holds_no_plaintext_and_needs_its_key(tmp_path: Path) -
     assert MARKER.encode() not in stored
     assert b"secret-1" not in stored
     assert b"SQLite format" not in stored
-    assert Backups(settings).verify(sealed.id).ok
+    assert recovery(settings).verify_backup(OPERATOR, sealed.id).ok
 
     no_key = cli(["backup", "verify", sealed.id], {**env, "KNHK_BACKUP_KEY_FILE": ""})
     assert no_key.returncode == 2
     assert f"encrypted with backup key {sealed.encryption.key_id}" in no_key.stderr, no_key.stderr
     other = tmp_path / "other.key"
     write_key_file(other)
-    wrong = Backups(_settings(tmp_path, backup_key_file=other)).verify(sealed.id)
+    wrong = recovery(_settings(tmp_path, backup_key_file=other)).verify_backup(OPERATOR, sealed.id)
     assert not wrong.ok
     assert "the configured key is" in str(wrong.problems[0])
     os.chmod(key_file, 0o644)
     with pytest.raises(ConfigurationError, match="accessible to other users"):
-        Backups(settings).verify(sealed.id)
+        recovery(settings).verify_backup(OPERATOR, sealed.id)
 
-    listed = Backups(plain_settings).list()
+    listed = recovery(plain_settings).list_backups(OPERATOR)
     assert [(r["id"], r["encrypted"]) for r in listed] == sorted([(sealed.id, True), (plain.id, False)], reverse=True)

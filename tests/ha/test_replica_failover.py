@@ -25,10 +25,10 @@ from pathlib import Path
 import psycopg
 from drill import Load, check_store, replica_env, start_replicas, stop_replicas
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
+from knhk.identity.local import LocalIssuer
 from knhk.ledger.sequencer import lock_name
-from knhk.runtime import Runtime
-from knhk.service.auth import LocalIssuer
 from knhk.storage.database import lock_key
 
 LEASE_TTL_S = 3.0

@@ -8,7 +8,7 @@ import re
 import pytest
 from service_support import Api
 
-from knhk.service.auth import ROLE_PERMISSIONS, ROLES
+from knhk.identity import ROLE_PERMISSIONS, ROLES
 from knhk.service.security import ROUTE_PERMISSIONS
 
 BODIES = {

@@ -22,9 +22,9 @@ from typing import Protocol
 
 from knhk.backup.manifest import APPEND_ONLY_TABLES, Checkpoint, LogState, StoreState
 from knhk.errors import IntegrityError
-from knhk.ledger.checkpoint import Checkpoint as ParsedCheckpoint
-from knhk.ledger.checkpoint import verify_checkpoint
-from knhk.ledger.merkle import verify_consistency
+from knhk.proof.checkpoint import Checkpoint as ParsedCheckpoint
+from knhk.proof.checkpoint import verify_checkpoint
+from knhk.proof.merkle import proves_consistency
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def check_prefix(log: str, tree: Tree, size: int, root: bytes, what: str) -> lis
             return [Problem(subject, f"restored root at size {have} differs from {what}")]
         return []
     proof = tree.consistency_proof(log, size, have)
-    if not verify_consistency(size, have, root, tree.root(log, have), proof):
+    if not proves_consistency(size, have, root, tree.root(log, have), proof):
         return [Problem(subject, f"restored tree of size {have} is not consistent with {what} (size {size}): "
                                  "the RFC 9162 consistency proof fails")]
     return []
@@ -168,7 +168,7 @@ def prove_against_live(log: str, restored: Tree, live: Tree, cp: Checkpoint | No
     if size == 0:
         return LiveProof(log, 0, cp.tree_size, "restored-is-prefix", (), ())
     proof = live.consistency_proof(log, size, cp.tree_size)
-    ok = verify_consistency(size, cp.tree_size, restored.root(log, size), parsed_root, proof)
+    ok = proves_consistency(size, cp.tree_size, restored.root(log, size), parsed_root, proof)
     found = [] if ok else [Problem(f"log {log}", f"restored tree of size {size} is not a prefix of the running "
                                                f"system's checkpoint at size {cp.tree_size}: the consistency "
                                                "proof fails")]

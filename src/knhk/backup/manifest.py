@@ -1,6 +1,6 @@
 """The backup manifest: what a backup must contain, written when it is taken and checked on every restore.
 
-A manifest is canonical JSON (the ledger's canonical encoding, :mod:`knhk.ledger.canonical`) with a
+A manifest is canonical JSON (the ledger's canonical encoding, :mod:`knhk.proof.canonical`) with a
 ``digest`` field: the hex SHA-256 of the canonical encoding of every other field, so an edited or truncated
 manifest is refused before anything else is read. It records
 
@@ -29,7 +29,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from knhk.errors import IntegrityError
-from knhk.ledger.canonical import canonical_bytes
+from knhk.proof.canonical import canonical_bytes
 
 FORMAT: Literal[1] = 1
 MANIFEST_NAME = "manifest.json"

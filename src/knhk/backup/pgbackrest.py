@@ -46,7 +46,7 @@ from knhk.backup.swap import journaled_swap, side_path, tidy
 from knhk.backup.verifier import Verification
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, DependencyUnavailableError, IntegrityError
-from knhk.ledger.entry import LOGS
+from knhk.proof.entry import LOGS
 from knhk.storage.database import Database
 
 DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -1,4 +1,5 @@
-"""``knhk backup create|verify|restore|list``: the backup operations for both backends, as the CLI calls them.
+"""``knhk backup create|verify|restore|list``: backups for both backends (the application layer's backup
+operations, :mod:`knhk.app.backup`, call these and record them in the audit log).
 
 Which mechanism serves which verb, and why:
 
@@ -10,8 +11,9 @@ Which mechanism serves which verb, and why:
 * PostgreSQL, logical (``--logical``): pg_dump (:mod:`knhk.backup.pgdump`) from an exported snapshot, so the
   manifest is exact; portable across PostgreSQL versions and hosts, one database only, no point in time.
 
-Every backup gets a manifest and a ``backup.created`` audit entry recording the manifest's digest. ``verify``
-never writes to the running system; ``restore`` restores beside the live store, verifies, then swaps.
+Every backup gets a manifest and (through the ``record`` step its caller passes) a ``backup.created`` audit
+entry recording the manifest's digest. ``verify`` never writes to the running system; ``restore`` restores
+beside the live store, verifies, then swaps.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,9 @@ from knhk.backup.repository import Repository, Stored
 from knhk.backup.verifier import LiveSystem, Mode, Verification, verify_restored
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, ConflictError, DependencyUnavailableError, IntegrityError, UsageError
-from knhk.ledger.entry import LOGS
-from knhk.ops.clock import format_rfc3339, parse_rfc3339
-from knhk.runtime import SYSTEM_ACTOR, Runtime
+from knhk.ledger.ledger import Ledger
+from knhk.ops.clock import Clock, format_rfc3339, parse_rfc3339
+from knhk.proof.entry import LOGS
 from knhk.storage.database import Database
 
 
@@ -51,10 +53,11 @@ class RestoreReport:
     duration_s: float = 0.0
     tidied: list[str] = field(default_factory=list)
     lost: dict[str, int] = field(default_factory=dict)
+    manifest_sha256: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"backup": self.backup, "target": self.target, "restored": self.verification.ok,
-                "target_time": self.target_time, "kept_previous": self.kept_previous,
+        return {"backup": self.backup, "manifest_sha256": self.manifest_sha256, "target": self.target,
+                "restored": self.verification.ok, "target_time": self.target_time, "kept_previous": self.kept_previous,
                 "duration_s": round(self.duration_s, 3), "entries_not_restored": self.lost,
                 "tidied": self.tidied, "verification": self.verification.to_json()}
 
@@ -81,13 +84,16 @@ class Backups:
         self.dialect = "sqlite" if settings.embedded else "postgresql"
 
     # -- create ---------------------------------------------------------------------------------------
-    def create(self, runtime: Runtime, *, logical: bool = False, backup_type: str = "incr") -> Manifest:
-        """Take a backup of the running installation and record it in the audit log."""
+    def create(self, ledger: Ledger, clock: Clock, record: Callable[[Manifest], object], *, logical: bool = False,
+               backup_type: str = "incr") -> Manifest:
+        """Take a backup of the running installation (``ledger``: its ledger, over its database), then call
+        ``record`` with the committed manifest; when ``record`` fails the backup is removed again."""
         key = backup_key(self.settings)
+        db = ledger.db
         for log in LOGS:  # the backup carries a checkpoint of (at least nearly) its own tree size
-            if runtime.ledger.tree_size(log):
-                runtime.ledger.checkpoint(log)
-        now = runtime.clock.now_us()
+            if ledger.tree_size(log):
+                ledger.checkpoint(log)
+        now = clock.now_us()
         if self.dialect == "sqlite":
             if logical:
                 raise UsageError("--logical is for PostgreSQL; an SQLite backup is already a portable file")
@@ -112,15 +118,15 @@ class Backups:
                 manifest = Manifest(**base, files=files, content=digest, encryption=encryption, state=state)
             elif kind == "pg_dump":
                 plain = staging / pgdump.DATA_FILE
-                state = pgdump.dump(runtime.db, self.url, plain, self.settings)
+                state = pgdump.dump(db, self.url, plain, self.settings)
                 files, digest, encryption = content.seal(plain, key)
                 manifest = Manifest(**base, files=files, content=digest, encryption=encryption, state=state)
             else:
                 tool = pgbackrest.PgBackRest.from_settings(self.settings)
-                with runtime.db.snapshot() as conn:
+                with db.snapshot() as conn:
                     before = store.read_state(conn)
                 backup_set = tool.backup(backup_type)
-                with runtime.db.snapshot() as conn:
+                with db.snapshot() as conn:
                     after = store.read_state(conn)
                 manifest = Manifest(**base, files=[], state=before, state_after=after, pgbackrest=backup_set)
             path = self.repo.commit(staging, manifest)
@@ -128,10 +134,7 @@ class Backups:
             self.repo.discard(staging)
             raise
         try:
-            runtime.audit.record(SYSTEM_ACTOR, "backup.created", f"backup/{backup_id}", "success",
-                                 metadata={"manifest_sha256": manifest.digest(), "kind": kind,
-                                           **{f"{log}_tree_size": manifest.state.logs[log].tree_size
-                                              for log in manifest.state.logs}})
+            record(manifest)
         except BaseException:
             self.repo.discard(path)
             raise
@@ -220,7 +223,8 @@ class Backups:
     # -- restore --------------------------------------------------------------------------------------
     def restore(self, ref: str | None, *, force: bool = False, target_time: str | None = None,
                 use_live: bool = True, workers: int | None = None) -> RestoreReport:
-        """Restore beside the live store, verify, and only then swap it in."""
+        """Restore beside the live store, verify, and only then swap it in (the caller then records
+        ``backup.restored`` in the restored store's audit log)."""
         started = time.monotonic()
         target_us = None
         if target_time is not None:
@@ -244,23 +248,9 @@ class Backups:
             else:
                 report = self._restore_physical(stored, force, target_us, use_live, workers)
         report.target_time = None if target_us is None else format_rfc3339(target_us)
-        self._record_restore(report)
+        report.manifest_sha256 = self.repo.load(report.backup).manifest.digest()
         report.duration_s = time.monotonic() - started
         return report
-
-    def _record_restore(self, report: RestoreReport) -> None:
-        """Append ``backup.restored`` to the restored store's audit log (it also migrates an older schema)."""
-        stored = self.repo.load(report.backup)
-        small = self.settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 2})
-        try:
-            with Runtime.open(small, subscribe_engine=False) as rt:
-                rt.audit.record(SYSTEM_ACTOR, "backup.restored", f"backup/{report.backup}", "success",
-                                metadata={"manifest_sha256": stored.manifest.digest(),
-                                          "target_time": report.target_time or "",
-                                          "previous_kept_as": report.kept_previous or ""})
-        except Exception as exc:
-            raise DependencyUnavailableError(f"backup {report.backup} was restored and verified, but recording the "
-                                             f"restore in its audit log failed: {exc}") from exc
 
     @staticmethod
     def _require(ref: str | None) -> str:

@@ -1,17 +1,19 @@
 """SQL for backups: the facts a manifest records, read from one consistent view of a store.
 
 ``read_state`` must run inside :meth:`Database.snapshot` (or on a store nobody writes to) so that the row
-counts, log heads, roots and checkpoints it returns all describe one moment.
+counts, log heads, roots and checkpoints it returns all describe one moment. What a backup counts is the whole
+database (every table, from the catalogue, and the schema version); the ledger's and the observations' own rows
+are read through their stores (:mod:`knhk.ledger.store`, :mod:`knhk.observations.store`).
 """
 
 from __future__ import annotations
 
-import orjson
-
 from knhk.backup.manifest import Checkpoint, LogState, StoreState
-from knhk.ledger.entry import LOGS
-from knhk.ledger.merkle import EMPTY_ROOT, decompose, fold
-from knhk.storage import ledger_store as sql
+from knhk.ledger import receipts
+from knhk.ledger import store as ledger_store
+from knhk.observations import store as observation_store
+from knhk.proof.entry import LOGS
+from knhk.proof.merkle import EMPTY_ROOT, decompose, fold
 from knhk.storage.database import Connection
 
 
@@ -40,12 +42,12 @@ def schema_version(conn: Connection, tables: dict[str, int]) -> int:
 
 
 def log_state(conn: Connection, log: str) -> LogState:
-    head = sql.head(conn, log)
+    head = ledger_store.head(conn, log)
     size = 0 if head is None else head.tree_size
     keys = decompose(0, size)
-    nodes = sql.get_nodes(conn, log, keys)
+    nodes = ledger_store.get_nodes(conn, log, keys)
     root = fold([nodes[k] for k in keys]) if all(k in nodes for k in keys) else b"\x00" * 32
-    cp = sql.latest_checkpoint(conn, log)
+    cp = ledger_store.latest_checkpoint(conn, log)
     checkpoint = None if cp is None else Checkpoint(tree_size=cp.tree_size, key_id=cp.key_id, note=cp.note)
     return LogState(tree_size=size, root_hash=(root if size else EMPTY_ROOT).hex(), checkpoint=checkpoint)
 
@@ -57,28 +59,29 @@ def read_state(conn: Connection) -> StoreState:
 
 
 def public_keys(conn: Connection) -> dict[str, bytes]:
-    return {k.key_id: k.public_key for k in sql.list_keys(conn)}
+    return {k.key_id: k.public_key for k in ledger_store.list_keys(conn)}
 
 
 def backup_records(conn: Connection, backup_id: str) -> list[str]:
     """The manifest digests that ``backup.created`` and ``backup.restored`` audit entries record for this
     backup id (a restored store no longer holds the creation record, which was written after the backup, but
     holds the record of its own restore)."""
-    rows = conn.fetchall("SELECT payload FROM ledger_entries WHERE log='audit' "
-                         "AND kind IN ('backup.created', 'backup.restored') ORDER BY seq")
-    out = []
-    for (payload,) in rows:
-        data = orjson.loads(bytes(payload)).get("data") or {}
-        meta = data.get("metadata") or {}
-        if data.get("resource") == f"backup/{backup_id}" and isinstance(meta.get("manifest_sha256"), str):
-            out.append(meta["manifest_sha256"])
-    return out
+    found: list[tuple[int, str]] = []
+    for action in (receipts.BACKUP_CREATED, receipts.BACKUP_RESTORED):
+        after = -1
+        while page := ledger_store.list_entries(conn, receipts.AUDIT, after_seq=after, limit=500, kind=action):
+            after = page[-1].seq
+            for entry in page:
+                meta = entry.data.get("metadata") or {}
+                if entry.data.get("resource") == f"backup/{backup_id}" and isinstance(meta.get("manifest_sha256"),
+                                                                                      str):
+                    found.append((entry.seq, meta["manifest_sha256"]))
+    return [digest for _, digest in sorted(found)]
 
 
 def is_empty(conn: Connection) -> bool:
     """True when the store holds no KNHK data (no tables, or no ledger entries and no observations)."""
     tables = table_names(conn)
-    for name in ("ledger_entries", "observations"):
-        if name in tables and conn.fetchone(f"SELECT 1 FROM {name} LIMIT 1") is not None:
-            return False
-    return True
+    if "ledger_entries" in tables and any(ledger_store.head(conn, log) is not None for log in LOGS):
+        return False
+    return not ("observations" in tables and observation_store.any_observations(conn))

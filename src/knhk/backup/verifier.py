@@ -20,9 +20,9 @@ from knhk.backup.checks import (
     prove_against_live,
 )
 from knhk.backup.manifest import Checkpoint, Manifest, StoreState
-from knhk.ledger.entry import LOGS
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
+from knhk.proof.entry import LOGS
 from knhk.storage.database import Database
 
 Mode = Literal["exact", "between", "at_least"]

@@ -1,4 +1,9 @@
-"""``knhk backup create|verify|restore|list|keygen`` (SPEC §11): backups that prove themselves."""
+"""``knhk backup create|verify|restore|list|keygen`` (SPEC §11): backups that prove themselves.
+
+``create`` is an operation of the open installation (:meth:`Application.create_backup`); ``list``, ``verify`` and
+``restore`` run through :class:`~knhk.app.backup.Recovery`, which opens no installation (the store may be gone,
+or about to be replaced). All of them are the local operator's (:mod:`knhk.app.access`).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ from typing import Annotated, Any
 
 import typer
 
+from knhk.app.access import LocalAccess
+from knhk.app.backup import Recovery
 from knhk.backup.cipher import write_key_file
-from knhk.backup.service import Backups
 from knhk.backup.verifier import Verification
-from knhk.cli.context import runtime, state
+from knhk.cli.context import actor as acting
+from knhk.cli.context import application, state
 from knhk.cli.output import print_json, say, table, warn
 from knhk.errors import IntegrityError
 
@@ -18,6 +25,11 @@ app = typer.Typer(help="Backups, verified restores and point-in-time recovery.",
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 NoLive = Annotated[bool, typer.Option("--no-live", help="Do not check against the running system (e.g. it is "
                                                         "gone); trust only the backup's own keyring.")]
+Actor = Annotated[str | None, typer.Option(help="Who does it (audited; default user@host).")]
+
+
+def _recovery(ctx: typer.Context) -> Recovery:
+    return Recovery(state(ctx).settings(), LocalAccess())
 
 
 def _size(n: int) -> str:
@@ -49,11 +61,11 @@ def create(
                                                             "pgBackRest physical backup.")] = False,
     backup_type: Annotated[str, typer.Option("--type", help="pgBackRest: full, diff or incr (an incr or diff "
                                                             "with no full before it becomes a full).")] = "incr",
+    actor: Actor = None,
     as_json: JsonOption = False,
 ) -> None:
     """Back up the running installation (online; the service keeps writing)."""
-    rt = runtime(ctx)
-    manifest = Backups(rt.settings).create(rt, logical=logical, backup_type=backup_type)
+    manifest = application(ctx).create_backup(acting(actor), logical=logical, backup_type=backup_type)
     if as_json:
         print_json({"id": manifest.id, "manifest_sha256": manifest.digest(), **manifest.body()})
         return
@@ -73,7 +85,7 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Restore into scratch, count rows, verify every log and prove consistency; exit 1 on any problem."""
-    result = Backups(state(ctx).settings()).verify(backup, use_live=not no_live)
+    result = _recovery(ctx).verify_backup(acting(), backup, use_live=not no_live)
     if as_json:
         print_json(result.to_json())
     else:
@@ -91,12 +103,13 @@ def restore(
     force: Annotated[bool, typer.Option("--force", help="Replace a target that holds data (it is kept "
                                                         "beside the restored one).")] = False,
     no_live: NoLive = False,
+    actor: Actor = None,
     as_json: JsonOption = False,
 ) -> None:
     """Restore beside the live store, verify it, then swap it in atomically; stop the service first."""
     try:
-        report = Backups(state(ctx).settings()).restore(backup, force=force, target_time=target_time,
-                                                        use_live=not no_live)
+        report = _recovery(ctx).restore_backup(acting(actor), backup, force=force, target_time=target_time,
+                                               use_live=not no_live)
     except IntegrityError as exc:
         if as_json and "report" in exc.details:
             print_json({"restored": False, "error": exc.message, "verification": exc.details["report"]})
@@ -119,7 +132,7 @@ def restore(
 @app.command("list")
 def list_backups(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """The backups in the backup directory, newest first."""
-    rows: list[dict[str, Any]] = Backups(state(ctx).settings()).list()
+    rows: list[dict[str, Any]] = _recovery(ctx).list_backups(acting())
     if as_json:
         print_json(rows)
         return

@@ -38,7 +38,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def audit(client: TestClient, action: str) -> list[Any]:
-    events: list[Any] = client.app.state.knhk.runtime.audit.events(action=action, limit=1000)  # type: ignore[attr-defined]
+    events: list[Any] = client.app.state.knhk.app.runtime.audit.events(action=action, limit=1000)  # type: ignore[attr-defined]
     return events
 
 
