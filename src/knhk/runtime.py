@@ -141,7 +141,8 @@ class Runtime:
                 return registry.current_schema(sector) if registry.current(sector) is not None else None
 
             ingestor = Ingestor(db, ledger, schema_for, lclock,
-                                on_ingested=engine.observe if subscribe_engine else None)
+                                on_ingested=engine.observe if subscribe_engine else None,
+                                doctrines_for=doctrines_for)
             thresholds = ThresholdBook(db, clock)
             proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
             proposals.on_outcome = thresholds.record

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from knhk.errors import ConflictError, DependencyUnavailableError, KnhkError, PayloadTooLargeError, UsageError
 from knhk.ledger.entry import EntryDraft
@@ -44,6 +44,9 @@ from knhk.ops.clock import Clock
 from knhk.storage import observation_store as store
 from knhk.storage.database import Database
 
+if TYPE_CHECKING:
+    from knhk.validation.doctrines import Doctrine
+
 log = logging.getLogger("knhk.observations")
 
 MAX_BATCH = 10_000
@@ -51,6 +54,7 @@ LOCK = "knhk.observations"
 
 SchemaLookup = Callable[[str], SectorSchema | None]
 Subscriber = Callable[[list[Observation]], None]
+DoctrineLookup = Callable[[str], Sequence["Doctrine"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +89,13 @@ class Ingestor:
     """Validates, stores and guards observations for every sector of one installation."""
 
     def __init__(self, db: Database, ledger: Ledger, schema_for: SchemaLookup, clock: Clock,
-                 on_ingested: Subscriber | None = None) -> None:
+                 on_ingested: Subscriber | None = None, doctrines_for: DoctrineLookup | None = None) -> None:
         self.db = db
         self.ledger = ledger
         self.schema_for = schema_for
         self.clock = clock
         self.on_ingested = on_ingested
+        self.doctrines_for = doctrines_for  # the sector's resource_limit doctrines hold on ingest, sector-wide
         self.guards = GuardEvaluator()
         self._pending: queue.SimpleQueue[tuple[Observation, Future[IngestResult]]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -307,7 +312,8 @@ class Ingestor:
         for sector, observations in by_sector.items():
             schema = self.schema_for(sector)
             ordered = sorted(observations, key=lambda o: o.ts_us)
-            found.extend((sector, v) for v in self.guards.evaluate(ordered, schema))
+            doctrines = self.doctrines_for(sector) if self.doctrines_for is not None else ()
+            found.extend((sector, v) for v in self.guards.evaluate(ordered, schema, doctrines))
         violations: dict[str, list[GuardViolation]] = {}
         receipts: dict[str, list[str]] = {}
         if not found:
