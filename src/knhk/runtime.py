@@ -142,7 +142,7 @@ class Runtime:
 
             ingestor = Ingestor(db, ledger, schema_for, lclock,
                                 on_ingested=engine.observe if subscribe_engine else None,
-                                doctrines_for=doctrines_for)
+                                doctrines_for=doctrines_for, installed=registry.sectors)
             thresholds = ThresholdBook(db, clock)
             proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
             proposals.on_outcome = thresholds.record

@@ -189,8 +189,8 @@ def test_a_failing_subscriber_does_not_undo_the_ingest(runtime: Runtime) -> None
     def broken(observations: list[Observation]) -> None:
         raise RuntimeError("subscriber down")
 
-    ingestor = Ingestor(runtime.db, runtime.ledger, lambda s: None, ManualClock(T0), on_ingested=broken)
-    result = ingestor.ingest({"event_type": "e", "sector": "s"})
+    ingestor = Ingestor(runtime.db, runtime.ledger, lambda s: finance_schema(), ManualClock(T0), on_ingested=broken)
+    result = ingestor.ingest({"event_type": "e", "sector": "finance"})
     assert ObservationReader(runtime.db).get(result.observation.id).issues == ("unknown_event_type",)
 
 
@@ -201,3 +201,13 @@ def test_skew_without_a_client_id_is_rejected_before_anything_is_stored(h: Harne
     with pytest.raises(InvalidInputError, match=r"^observation 1: timestamp is 60.000001 s behind"):
         h.ingestor.ingest_batch([payment(1), raw])
     assert h.reader.count() == 0
+
+
+def test_an_observation_of_a_sector_without_a_pack_is_refused_and_nothing_is_stored(runtime: Runtime) -> None:
+    expected = "sector 'nope' has no installed sector pack; installed: finance, healthcare, logistics, manufacturing"
+    with pytest.raises(InvalidInputError) as info:
+        runtime.ingestor.ingest({"event_type": "e", "sector": "nope"})
+    assert info.value.message == expected
+    with pytest.raises(InvalidInputError, match=r"^observation 1: sector 'nope' has no installed sector pack"):
+        runtime.ingestor.ingest_batch([{"event_type": "e", "sector": "finance"}, {"event_type": "e", "sector": "nope"}])
+    assert runtime.reader.count() == 0

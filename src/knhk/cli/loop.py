@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
@@ -18,6 +17,7 @@ from knhk.errors import ConflictError, InvalidInputError, KnhkError, UsageError
 from knhk.observations.ingest import MAX_BATCH
 from knhk.observations.model import Observation, check_skew, parse_observation
 from knhk.ops.clock import format_rfc3339
+from knhk.ops.json_input import loads_strict
 from knhk.runtime import Runtime
 from knhk.sectors.pack import available_sectors
 from knhk.storage import observation_store
@@ -36,10 +36,7 @@ def read_numbered_json_lines(source: str) -> list[tuple[int, Any]]:
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            out.append((number, orjson.loads(line)))
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInputError(f"line {number} of {source} is not JSON: {exc}") from exc
+        out.append((number, loads_strict(line, what=f"line {number} of {source}")))
     return out
 
 

@@ -1,10 +1,11 @@
 """Ingesting observations (SPEC §2): validate, deduplicate, measure conformance, store, guard, notify.
 
 One call stores a single observation or an atomic batch of up to 10,000: every item is validated first, and
-if any is invalid nothing is stored and the error names the item's index. A client ``id`` is an idempotency
-key: the identical observation sent again returns the stored one (``duplicate``), the same id with other
-content is a :class:`~knhk.errors.ConflictError`; nothing is ever overwritten. Clock skew is judged for new
-observations only, so a late retry of a stored observation still answers as a duplicate.
+if any is invalid nothing is stored and the error names the item's index. An observation of a sector with no
+installed sector pack (no current snapshot) is invalid: stored, it would never be analysed. A client ``id`` is
+an idempotency key: the identical observation sent again returns the stored one (``duplicate``), the same id
+with other content is a :class:`~knhk.errors.ConflictError`; nothing is ever overwritten. Clock skew is judged
+for new observations only, so a late retry of a stored observation still answers as a duplicate.
 
 The batch is written in one transaction (SQLite: ``executemany``; PostgreSQL: one set-based ``INSERT …
 RETURNING``); on PostgreSQL the transaction holds the advisory lock ``knhk.observations`` so ingest sequence
@@ -33,7 +34,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from knhk.errors import ConflictError, DependencyUnavailableError, KnhkError, PayloadTooLargeError, UsageError
+from knhk.errors import (
+    ConflictError,
+    DependencyUnavailableError,
+    InvalidInputError,
+    KnhkError,
+    PayloadTooLargeError,
+    UsageError,
+)
 from knhk.ledger.entry import EntryDraft
 from knhk.ledger.ledger import Ledger
 from knhk.observations.conformance import conformance_issues
@@ -89,13 +97,15 @@ class Ingestor:
     """Validates, stores and guards observations for every sector of one installation."""
 
     def __init__(self, db: Database, ledger: Ledger, schema_for: SchemaLookup, clock: Clock,
-                 on_ingested: Subscriber | None = None, doctrines_for: DoctrineLookup | None = None) -> None:
+                 on_ingested: Subscriber | None = None, doctrines_for: DoctrineLookup | None = None,
+                 installed: Callable[[], Sequence[str]] | None = None) -> None:
         self.db = db
         self.ledger = ledger
         self.schema_for = schema_for
         self.clock = clock
         self.on_ingested = on_ingested
         self.doctrines_for = doctrines_for  # the sector's resource_limit doctrines hold on ingest, sector-wide
+        self.installed = installed  # the installed sectors, named when an observation's sector is not one
         self.guards = GuardEvaluator()
         self._pending: queue.SimpleQueue[tuple[Observation, Future[IngestResult]]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -232,13 +242,17 @@ class Ingestor:
             found = conformers.get(sector)
             if found is None:
                 schema = self.schema_for(sector)
+                if schema is None:  # stored, it would never be analysed: refuse it (SPEC §2)
+                    installed = ", ".join(self.installed()) if self.installed is not None else ""
+                    raise InvalidInputError(f"sector {sector!r} has no installed sector pack; installed: "
+                                            f"{installed or 'none'}", field="sector")
                 found = conformers[sector] = lambda event_type, value: conformance_issues(event_type, value, schema)
             return found
 
         for index, raw in enumerate(raws):
             sector = raw.get("sector") if isinstance(raw, dict) else None
-            conform = conformer(sector) if isinstance(sector, str) and is_sector(sector) else None
             try:
+                conform = conformer(sector) if isinstance(sector, str) and is_sector(sector) else None
                 out.append(parse_observation(raw, received_us=received_us, client=client, conform=conform))
             except KnhkError as exc:
                 if batch:

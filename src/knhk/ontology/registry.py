@@ -263,6 +263,11 @@ class SnapshotRegistry:
             return sql.history(conn, sector, limit)
 
     # -- the current pointer ----------------------------------------------------------------------------
+    def sectors(self) -> IdList:
+        """The sectors that have a current snapshot (an installed sector pack), sorted."""
+        with self.db.connection() as conn:
+            return sorted(p.sector for p in sql.all_pointers(conn))
+
     def current(self, sector: str) -> Snapshot | None:
         """The sector's current snapshot, from the in-process cache (``None``: no snapshot installed)."""
         try:
