@@ -21,6 +21,7 @@ from knhk.config import Settings
 from knhk.runtime import Runtime
 from knhk.service import metrics, problems, scheduler
 from knhk.service.auth import build_authenticator
+from knhk.service.auth_audit import AuthFailureAudit
 from knhk.service.guards import RequestGuards
 from knhk.service.routes import PREFIX, audit, cycles, observations, patterns, proposals, receipts, snapshots
 from knhk.service.routes import health as health_routes
@@ -38,7 +39,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, background
         rt = runtime or Runtime.open(settings, subscribe_engine=False)
         rt.registry.refresh()
         st = ServiceState(settings, rt, build_authenticator(settings, rt), RateLimiter(
-            settings.rate_limit_per_minute, settings.redis_url), IngestAudit(rt))
+            settings.rate_limit_per_minute, settings.redis_url), IngestAudit(rt), AuthFailureAudit(rt))
         app.state.knhk = st
 
         def count(entries: list[Any]) -> None:

@@ -5,7 +5,8 @@ there is at most one running instance:
   ago; the cycle itself holds the sector's cycle lease);
 * a full ledger verification every ``verify_interval_s``, setting ``knhk_receipt_chain_valid{log}``;
 * a checkpoint of each log every ``checkpoint_interval_s`` when it has grown;
-* the per-minute flush of aggregated ingest audit entries, and the pool/tree-size gauges.
+* the per-minute flush of aggregated ingest and authentication-failure audit entries, and the pool/tree-size
+  gauges.
 """
 
 from __future__ import annotations
@@ -89,10 +90,11 @@ def update_gauges(st: ServiceState) -> None:
 
 def _loop(st: ServiceState) -> None:
     s = st.settings
-    last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "gauges": 0.0}
+    last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "auth": 0.0, "gauges": 0.0}
     jobs = [("cycle", s.cycle_interval_s, run_due_cycles), ("verify", s.verify_interval_s, verify_ledger),
             ("checkpoint", s.checkpoint_interval_s, issue_checkpoints),
-            ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("gauges", 5.0, update_gauges)]
+            ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("auth", 10.0, lambda st: st.auth_audit.flush()),
+            ("gauges", 5.0, update_gauges)]
     while not st.stop.is_set():
         now = time.monotonic()
         for name, every, job in jobs:
@@ -119,3 +121,7 @@ def stop(st: ServiceState) -> None:
         st.ingest_audit.flush(everything=True)
     except Exception:
         log.exception("flushing the ingest audit failed")
+    try:
+        st.auth_audit.flush(everything=True)
+    except Exception:
+        log.exception("flushing the authentication-failure audit failed")

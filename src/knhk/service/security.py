@@ -56,8 +56,7 @@ def require(permission: str, *, mutating: bool = False) -> Callable[[Request], C
         try:
             principal = st.auth.authenticate(request.headers.get("authorization"))
         except AuthenticationError as exc:
-            st.runtime.audit.record(f"unauthenticated@{_client(request)}", "auth.failed", resource, "denied",
-                                    reason=exc.message[:1000])
+            st.auth_audit.failed(_client(request), resource, exc)  # counted; audited per client and minute
             raise
         st.limiter.check(principal.identity)
         try:

@@ -7,11 +7,14 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from knhk.config import Settings
 from knhk.errors import RateLimitedError
 from knhk.runtime import Runtime
+
+if TYPE_CHECKING:
+    from knhk.service.auth_audit import AuthFailureAudit
 
 log = logging.getLogger("knhk.service")
 
@@ -95,6 +98,7 @@ class ServiceState:
     auth: Any
     limiter: RateLimiter
     ingest_audit: IngestAudit
+    auth_audit: AuthFailureAudit
     started: float = field(default_factory=time.time)
     verify_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
