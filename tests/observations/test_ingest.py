@@ -9,6 +9,7 @@ from obs_support import finance_schema
 
 from knhk.errors import ConflictError, InvalidInputError, PayloadTooLargeError, UsageError
 from knhk.ledger.canonical import check_canonical
+from knhk.ledger.evidence import SCHEME, evidence_root
 from knhk.observations.ingest import Ingestor
 from knhk.observations.model import Observation
 from knhk.observations.reader import ObservationReader
@@ -165,9 +166,13 @@ def test_guard_violation_keeps_the_observation_and_writes_two_receipts(h: Harnes
     assert guard.fields["evidence"] == ["pay-2"]
     assert guard.fields["outcome"] == "violated"
     assert guard.fields["sector"] == "finance"
+    stored = h.reader.get("pay-2")
     assert guard.fields["data"] == {"guard_id": "FIN-LIMIT-001", "kind": "max_value",
                                     "field": "transaction_amount", "value": "1000001", "limit": "1000000",
-                                    "event_type": "payment.created", "criticality": "critical"}
+                                    "event_type": "payment.created", "criticality": "critical",
+                                    "evidence_count": 1, "evidence_truncated": False,
+                                    "evidence_root": evidence_root([("pay-2", stored.content_hash)]),
+                                    "evidence_scheme": SCHEME}
     assert "1000001" in guard.fields["reason"]
     assert "FIN-LIMIT-001" in guard.fields["reason"]
     assert alert.fields["data"]["level"] == "critical"

@@ -122,6 +122,24 @@ def prove(ctx: typer.Context, seq: int, log: LogOption = "receipts") -> None:
     print_json(runtime(ctx).ledger.prove(log, seq))
 
 
+@app.command("evidence")
+def evidence(ctx: typer.Context, seq: int, log: LogOption = "receipts", as_json: JsonOption = False) -> None:
+    """Recompute entry SEQ's evidence commitment from the store (every observation, by content); exit 1 naming
+    the first mismatch."""
+    from knhk.observations.evidence import check_evidence
+
+    rt = runtime(ctx)
+    report = check_evidence(rt.ledger, rt.db, log, seq)
+    if as_json:
+        print_json(report.to_json())
+        if not report.ok:
+            raise typer.Exit(1)
+        return
+    if not report.ok:
+        raise IntegrityError(f"entry {seq} of log {log}: {report.message}")
+    say(f"[green]INTACT[/green] {report.message}")
+
+
 @app.command("verify-bundle")
 def verify_bundle_command(
     file: Annotated[str, typer.Argument(help="Bundle file, or - for standard input.")],

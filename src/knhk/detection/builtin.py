@@ -68,7 +68,7 @@ def high_frequency(view: SectorWindows, schema: SectorSchema | None, now_us: int
             name=f"{HIGH_FREQUENCY}:{event_type}", kind=HIGH_FREQUENCY, sector=view.sector,
             confidence=HIGH_FREQUENCY_CONFIDENCE,
             recommended_action=f"propose a rate-limit guard for {event_type}",
-            evidence=_ids(evidence), detected_at_us=now_us,
+            evidence=_ids(evidence), detected_at_us=now_us, population=tuple(entries),
             details={"event_type": event_type, "count": count, "threshold": cfg.high_frequency_count,
                      "window_us": view.hf_us, "window_s": window_seconds(view.hf_us),
                      "first_ts_us": entries[0][0], "last_ts_us": entries[-1][0],
@@ -86,6 +86,7 @@ def error_spike(view: SectorWindows, schema: SectorSchema | None, now_us: int) -
     return [Pattern(
         name=ERROR_SPIKE, kind=ERROR_SPIKE, sector=view.sector, confidence=ERROR_SPIKE_CONFIDENCE,
         recommended_action="alert warning", evidence=_ids(evidence), detected_at_us=now_us,
+        population=tuple(view.errors),
         details={"total": total, "errors": errors, "share": f"{errors / total:.4f}",
                  "threshold_share": str(cfg.error_share), "window_us": view.error_us,
                  "evidence_truncated": errors > len(evidence)},
@@ -164,6 +165,7 @@ def schema_drift(view: SectorWindows, schema: SectorSchema | None, now_us: int) 
             name=f"{SCHEMA_DRIFT}:{event_type}", kind=SCHEMA_DRIFT, sector=view.sector,
             confidence=SCHEMA_DRIFT_CONFIDENCE, recommended_action=action, evidence=_ids(merged),
             detected_at_us=now_us, details=details,
+            population=tuple(sorted(e for s, _ in offending for e in s.entries)),
         ))
     return out
 

@@ -30,7 +30,9 @@ from typing import Any
 from knhk.detection.pattern import DetectorConfig
 from knhk.observations.model import Observation
 
-Entry = tuple[int, int, str]  # (timestamp µs, arrival number, observation id)
+#: (timestamp µs, arrival number, observation id, ingest seq, content hash): ordered by the first two (unique);
+#: the last two let a receipt commit to every observation a pattern rests on (knhk.ledger.evidence)
+Entry = tuple[int, int, str, int | None, str]
 SignatureKey = tuple[str, tuple[tuple[str, str], ...]]
 SAMPLE_OBSERVATIONS = 5
 
@@ -130,7 +132,7 @@ class SectorWindows:
             self.monitored = True
             if self.last_ts_us is None or ts > self.last_ts_us:
                 self.last_ts_us = ts
-            entry: Entry = (ts, n, obs.id)
+            entry: Entry = (ts, n, obs.id, obs.seq, obs.content_hash)
             if hf_floor is None or ts >= hf_floor:
                 per_type = self.by_type.get(obs.event_type)
                 if per_type is None:

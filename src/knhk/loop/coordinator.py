@@ -27,6 +27,7 @@ from knhk.detection.pattern import Pattern
 from knhk.detection.thresholds import ThresholdBook
 from knhk.ledger.entry import EntryDraft
 from knhk.ledger.ledger import Ledger
+from knhk.loop.evidence import commitments, store_sets
 from knhk.loop.proposals import Execution, ProposalService
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ops.clock import Clock
@@ -130,11 +131,13 @@ class Coordinator:
             counts["detector_errors"] = len(result.errors)
             patterns = list(result.patterns)
             counts["patterns"] = len(patterns)
+            committed = commitments(self.db, patterns)  # every receipt commits to all of its evidence
             if patterns:
+                store_sets(self.db, sector, committed.values(), now)
                 entries = self.ledger.append_many([EntryDraft(
                     log="receipts", kind="pattern.detected", sector=sector, subject=p.name, outcome="detected",
-                    reason=p.recommended_action, evidence=list(p.evidence[:100]),
-                    data={"cycle_id": record.id, **p.receipt_data()}) for p in patterns])
+                    reason=p.recommended_action, evidence=list(committed[p.name].sample),
+                    data={"cycle_id": record.id, **p.receipt_data(), **committed[p.name].data()}) for p in patterns])
                 record.receipt_ids += [e.id for e in entries]
             record.patterns = [{"name": p.name, "confidence": p.confidence, "action": p.recommended_action,
                                 "evidence": len(p.evidence)} for p in patterns]
@@ -197,8 +200,9 @@ class Coordinator:
             if p.alert_level is not None:
                 alert = self.ledger.append(EntryDraft(
                     log="receipts", kind="alert.raised", sector=sector, subject=p.name, outcome=p.alert_level,
-                    reason=p.recommended_action, evidence=list(p.evidence[:100]),
-                    data={"cycle_id": record.id, "pattern": p.name, "level": p.alert_level}))
+                    reason=p.recommended_action, evidence=list(committed[p.name].sample),
+                    data={"cycle_id": record.id, "pattern": p.name, "level": p.alert_level,
+                          **committed[p.name].data()}))
                 record.receipt_ids.append(alert.id)
                 record.alerts.append({"pattern": p.name, "level": p.alert_level, "receipt": alert.id})
                 counts["alerts"] += 1

@@ -43,6 +43,7 @@ from knhk.errors import (
     UsageError,
 )
 from knhk.ledger.entry import EntryDraft
+from knhk.ledger.evidence import EvidenceItem, commit
 from knhk.ledger.ledger import Ledger
 from knhk.observations.conformance import conformance_issues
 from knhk.observations.guards import GuardEvaluator, GuardViolation
@@ -333,16 +334,19 @@ class Ingestor:
         if not found:
             return violations, receipts, None
         drafts: list[EntryDraft] = []
+        hashes = {o.id: o.content_hash for o in fresh}
         for sector, v in found:
             violations.setdefault(v.observation_id, []).append(v)
+            # the receipts commit to the observation's content too (SPEC §8): an edited row is detectable
+            committed = commit([EvidenceItem(v.observation_id, hashes[v.observation_id])]).data()
             drafts.append(EntryDraft(log="receipts", kind="guard.violated", sector=sector,
                                      subject=v.observation_id, outcome="violated", reason=v.reason,
-                                     evidence=[v.observation_id], data=v.data()))
+                                     evidence=[v.observation_id], data={**v.data(), **committed}))
             drafts.append(EntryDraft(log="receipts", kind="alert.raised", sector=sector,
                                      subject=v.observation_id, outcome=v.level, reason=v.reason,
                                      evidence=[v.observation_id],
                                      data={"level": v.level, "source": "guard", "guard_id": v.guard_id,
-                                           "criticality": v.criticality, "event_type": v.event_type}))
+                                           "criticality": v.criticality, "event_type": v.event_type, **committed}))
         try:
             entries = self.ledger.append_many(drafts)
         except KnhkError as exc:

@@ -60,6 +60,17 @@ def get(seq: Seq, request: Request, caller: Annotated[Caller, Depends(require("r
     return state_of(request).runtime.ledger.entry(log, seq).to_json()
 
 
+@declare(router, "GET", "/receipts/{seq}/evidence", "receipts:read", response_model=dict[str, Any])
+def evidence(seq: Seq, request: Request, caller: Annotated[Caller, Depends(require("receipts:read"))],
+             log: Log = "receipts") -> dict[str, Any]:
+    """The entry's evidence commitment recomputed from the store: ``ok`` false names the first mismatch (a
+    missing or edited observation, a root that no longer matches)."""
+    from knhk.observations.evidence import check_evidence
+
+    rt = state_of(request).runtime
+    return check_evidence(rt.ledger, rt.db, log, seq).to_json()
+
+
 @declare(router, "GET", "/receipts/{seq}/proof", "receipts:read", response_model=models.Bundle)
 def proof(seq: Seq, request: Request, caller: Annotated[Caller, Depends(require("receipts:read"))],
           log: Log = "receipts") -> dict[str, Any]:
