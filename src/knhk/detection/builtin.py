@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -165,7 +166,7 @@ def schema_drift(view: SectorWindows, schema: SectorSchema | None, now_us: int) 
             name=f"{SCHEMA_DRIFT}:{event_type}", kind=SCHEMA_DRIFT, sector=view.sector,
             confidence=SCHEMA_DRIFT_CONFIDENCE, recommended_action=action, evidence=_ids(merged),
             detected_at_us=now_us, details=details,
-            population=tuple(sorted(e for s, _ in offending for e in s.entries)),
+            population=tuple(chain.from_iterable(s.entries for s, _ in offending)),
         ))
     return out
 

@@ -73,8 +73,8 @@ class Pattern:
     detected_at_us: int
     details: Mapping[str, Any] = field(default_factory=dict)
     alert_level: str | None = None  # "warning" / "critical" when the action is an alert
-    #: every observation the pattern rests on, as window entries (timestamp, arrival, id, seq, content hash),
-    #: oldest first: what its receipts commit to (``evidence`` is only the most recent ``max_evidence``)
+    #: every observation the pattern rests on, as window entries (timestamp, arrival, id, seq, evidence leaf
+    #: hash): what its receipts commit to (``evidence`` is only the most recent ``max_evidence``)
     population: tuple[tuple[Any, ...], ...] = field(default=(), compare=False, repr=False)
 
     @property

@@ -28,6 +28,7 @@ from knhk.detection.pattern import (
     rank,
 )
 from knhk.detection.windows import SAMPLE_OBSERVATIONS, json_kinds, type_name
+from knhk.ledger.evidence import evidence_leaf
 from knhk.observations.model import Observation
 from knhk.ontology.schema import SectorSchema
 
@@ -38,7 +39,7 @@ def _recent(events: list[tuple[int, Observation]], now_us: int, window_us: int) 
 
 def _population(observations: Sequence[Observation]) -> tuple[tuple[Any, ...], ...]:
     """Window entries of the observations (their arrival numbers are not the engine's: compare ids)."""
-    return tuple((o.ts_us, n, o.id, o.seq, o.content_hash) for n, o in enumerate(observations))
+    return tuple((o.ts_us, n, o.id, o.seq, evidence_leaf(o.id, o.content_hash)) for n, o in enumerate(observations))
 
 
 def detect_from_scratch(sector: str, observations: Sequence[Observation], schema: SectorSchema | None,

@@ -28,11 +28,12 @@ from itertools import islice
 from typing import Any
 
 from knhk.detection.pattern import DetectorConfig
+from knhk.ledger.evidence import evidence_leaf
 from knhk.observations.model import Observation
 
-#: (timestamp µs, arrival number, observation id, ingest seq, content hash): ordered by the first two (unique);
-#: the last two let a receipt commit to every observation a pattern rests on (knhk.ledger.evidence)
-Entry = tuple[int, int, str, int | None, str]
+#: (timestamp µs, arrival number, observation id, ingest seq, evidence leaf hash): ordered by the first two
+#: (unique); the last two let a receipt commit to every observation a pattern rests on (knhk.ledger.evidence)
+Entry = tuple[int, int, str, int | None, bytes]
 SignatureKey = tuple[str, tuple[tuple[str, str], ...]]
 SAMPLE_OBSERVATIONS = 5
 
@@ -132,7 +133,7 @@ class SectorWindows:
             self.monitored = True
             if self.last_ts_us is None or ts > self.last_ts_us:
                 self.last_ts_us = ts
-            entry: Entry = (ts, n, obs.id, obs.seq, obs.content_hash)
+            entry: Entry = (ts, n, obs.id, obs.seq, evidence_leaf(obs.id, obs.content_hash))
             if hf_floor is None or ts >= hf_floor:
                 per_type = self.by_type.get(obs.event_type)
                 if per_type is None:

@@ -40,15 +40,24 @@ _ZLIB_MAX = 64 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class EvidenceItem:
-    """One observation a receipt rests on."""
+    """One observation a receipt rests on: its id, its leaf hash (:func:`evidence_leaf`) and ingest seq."""
 
     id: str
-    content_hash: str
+    leaf: bytes
     seq: int | None = None
 
 
 def leaf_payload(obs_id: str, content_hash: str) -> bytes:
     return f"{obs_id} {content_hash}".encode()
+
+
+def evidence_leaf(obs_id: str, content_hash: str) -> bytes:
+    """The RFC 9162 leaf hash of one observation (computed once, when the observation is first seen)."""
+    return leaf_hash(leaf_payload(obs_id, content_hash))
+
+
+def item(obs_id: str, content_hash: str, seq: int | None = None) -> EvidenceItem:
+    return EvidenceItem(obs_id, evidence_leaf(obs_id, content_hash), seq)
 
 
 def merkle_root(leaf_hashes: Sequence[bytes]) -> bytes:
@@ -98,8 +107,13 @@ def commit(items: Iterable[EvidenceItem], *, sample_from: Sequence[str] | None =
         members.setdefault(item.id, item)
     order = list(sample_from) if sample_from is not None else list(members)
     sample = tuple(i for i in order if i in members)[-limit:] if limit > 0 else ()
-    root = evidence_root((m.id, m.content_hash) for m in members.values())
-    return Commitment(sample, len(members), root, tuple(members.values()))
+    ordered = sorted(members.values(), key=_by_id)
+    root = merkle_root([m.leaf for m in ordered]).hex()
+    return Commitment(sample, len(members), root, tuple(ordered))
+
+
+def _by_id(m: EvidenceItem) -> str:
+    return m.id
 
 
 def encode_members(members: Sequence[EvidenceItem]) -> tuple[str, bytes]:

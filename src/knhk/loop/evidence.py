@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from knhk.detection.pattern import Pattern
-from knhk.ledger.evidence import Commitment, EvidenceItem, commit, encode_members
+from knhk.ledger.evidence import Commitment, EvidenceItem, commit, encode_members, item
 from knhk.storage import evidence_store
 from knhk.storage.database import Database
 
@@ -33,7 +33,7 @@ def commitments(db: Database, patterns: Sequence[Pattern]) -> dict[str, Commitme
             continue
         with db.connection() as conn:
             stored = evidence_store.observations_by_id(conn, list(p.evidence))
-        out[p.name] = commit((EvidenceItem(o.id, o.content_hash, o.seq) for i in p.evidence
+        out[p.name] = commit((item(o.id, o.content_hash, o.seq) for i in p.evidence
                               if (o := stored.get(i)) is not None), sample_from=p.evidence)
     return out
 

@@ -43,7 +43,7 @@ from knhk.errors import (
     UsageError,
 )
 from knhk.ledger.entry import EntryDraft
-from knhk.ledger.evidence import EvidenceItem, commit
+from knhk.ledger.evidence import commit, item
 from knhk.ledger.ledger import Ledger
 from knhk.observations.conformance import conformance_issues
 from knhk.observations.guards import GuardEvaluator, GuardViolation
@@ -338,7 +338,7 @@ class Ingestor:
         for sector, v in found:
             violations.setdefault(v.observation_id, []).append(v)
             # the receipts commit to the observation's content too (SPEC §8): an edited row is detectable
-            committed = commit([EvidenceItem(v.observation_id, hashes[v.observation_id])]).data()
+            committed = commit([item(v.observation_id, hashes[v.observation_id])]).data()
             drafts.append(EntryDraft(log="receipts", kind="guard.violated", sector=sector,
                                      subject=v.observation_id, outcome="violated", reason=v.reason,
                                      evidence=[v.observation_id], data={**v.data(), **committed}))
