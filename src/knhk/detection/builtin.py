@@ -69,7 +69,7 @@ def high_frequency(view: SectorWindows, schema: SectorSchema | None, now_us: int
             name=f"{HIGH_FREQUENCY}:{event_type}", kind=HIGH_FREQUENCY, sector=view.sector,
             confidence=HIGH_FREQUENCY_CONFIDENCE,
             recommended_action=f"propose a rate-limit guard for {event_type}",
-            evidence=_ids(evidence), detected_at_us=now_us, population=tuple(entries),
+            evidence=_ids(evidence), detected_at_us=now_us,
             details={"event_type": event_type, "count": count, "threshold": cfg.high_frequency_count,
                      "window_us": view.hf_us, "window_s": window_seconds(view.hf_us),
                      "first_ts_us": entries[0][0], "last_ts_us": entries[-1][0],
@@ -87,7 +87,6 @@ def error_spike(view: SectorWindows, schema: SectorSchema | None, now_us: int) -
     return [Pattern(
         name=ERROR_SPIKE, kind=ERROR_SPIKE, sector=view.sector, confidence=ERROR_SPIKE_CONFIDENCE,
         recommended_action="alert warning", evidence=_ids(evidence), detected_at_us=now_us,
-        population=tuple(view.errors),
         details={"total": total, "errors": errors, "share": f"{errors / total:.4f}",
                  "threshold_share": str(cfg.error_share), "window_us": view.error_us,
                  "evidence_truncated": errors > len(evidence)},
@@ -166,9 +165,23 @@ def schema_drift(view: SectorWindows, schema: SectorSchema | None, now_us: int) 
             name=f"{SCHEMA_DRIFT}:{event_type}", kind=SCHEMA_DRIFT, sector=view.sector,
             confidence=SCHEMA_DRIFT_CONFIDENCE, recommended_action=action, evidence=_ids(merged),
             detected_at_us=now_us, details=details,
-            population=tuple(chain.from_iterable(s.entries for s, _ in offending)),
         ))
     return out
+
+
+def population_of(view: SectorWindows, schema: SectorSchema | None, pattern: Pattern) -> tuple[Entry, ...]:
+    """Every window entry a built-in pattern rests on — what its receipts commit to (knhk.ledger.evidence) —
+    taken only when asked (a copy of the window, which a plain detection does not need); () for others."""
+    if pattern.kind == HIGH_FREQUENCY:
+        return tuple(view.by_type.get(str(pattern.details.get("event_type")), ()))
+    if pattern.kind == ERROR_SPIKE:
+        return tuple(view.errors)
+    if pattern.kind == SCHEMA_DRIFT:
+        event_type = pattern.details.get("event_type")
+        return tuple(chain.from_iterable(
+            s.entries for s in view.signatures.values()
+            if s.event_type == event_type and any(undeclared_fields(s, schema))))
+    return ()
 
 
 BUILTIN_DETECTORS: tuple[Detector, ...] = (

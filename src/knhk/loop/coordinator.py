@@ -127,7 +127,8 @@ class Coordinator:
             schema = self.registry.current_schema(sector)
             counts["observations"] = self.engine.window_size(sector, now)
             # Analyze
-            result = self.engine.detect(sector, schema, now, thresholds=self.thresholds.thresholds(sector))
+            result = self.engine.detect(sector, schema, now, thresholds=self.thresholds.thresholds(sector),
+                                        populations=True)
             counts["detector_errors"] = len(result.errors)
             patterns = list(result.patterns)
             counts["patterns"] = len(patterns)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from knhk.observations.limits import ValueLimit, plan_limits, read_number
+from knhk.observations.limits import LimitPlan, ValueLimit, plan_limits, read_number
 from knhk.observations.model import Observation
 from knhk.ontology.schema import GuardSpec, SectorSchema
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from knhk.validation.doctrines import Doctrine
 
 RATE_LIMIT = "rate_limit"
+PLAN_CACHE = 32  # schemas whose limit plans are kept (the current ones of each sector, candidates in validation)
 LATE_ARRIVAL_US = 120_000_000  # an accepted timestamp is at most 60 s off the server clock, either way
 RATE_CAP_FACTOR = 10
 RATE_CAP_MIN = 1000
@@ -166,7 +167,23 @@ class GuardEvaluator:
 
     def __init__(self) -> None:
         self._rates: dict[tuple[str, str], tuple[GuardSpec, _RateWindow]] = {}
+        self._plans: dict[tuple[int, tuple[Any, ...]], tuple[SectorSchema, LimitPlan, tuple[GuardSpec, ...]]] = {}
         self._lock = threading.Lock()
+
+    def _plan(self, schema: SectorSchema, doctrines: Sequence[Doctrine]) -> tuple[LimitPlan, tuple[GuardSpec, ...]]:
+        """The value limits and rate guards of a schema and doctrines, built once per (schema object, limits)."""
+        key = (id(schema), tuple((d.id, d.sector, d.type, d.level, tuple(sorted((k, str(v)) for k, v in
+                                                                              d.params.items())),
+                                  d.effective_from, d.expires) for d in doctrines if d.type == "resource_limit"))
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is schema:
+            return hit[1], hit[2]
+        plan = plan_limits(schema, doctrines)
+        rates = tuple(g for g in schema.guards if g.kind == RATE_LIMIT and g.hot_path)
+        if len(self._plans) >= PLAN_CACHE:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = (schema, plan, rates)
+        return plan, rates
 
     def evaluate(self, observations: Iterable[Observation], schema: SectorSchema | None,
                  doctrines: Sequence[Doctrine] = ()) -> list[GuardViolation]:
@@ -174,12 +191,11 @@ class GuardEvaluator:
         ``observations`` (one sector), in order."""
         if schema is None:
             return []
-        plan = plan_limits(schema, doctrines)
-        rates = [g for g in schema.guards if g.kind == RATE_LIMIT and g.hot_path]
-        if plan.empty and not rates:
-            return []
         out: list[GuardViolation] = []
         with self._lock:
+            plan, rates = self._plan(schema, doctrines)
+            if plan.empty and not rates:
+                return []
             for obs in observations:
                 value = obs.value
                 seen: set[str] = set()
