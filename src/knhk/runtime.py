@@ -35,6 +35,7 @@ from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
+from knhk.sectors.detectors import check_configured_sectors, detector_settings
 from knhk.sectors.pack import available_sectors, load_pack
 from knhk.storage import schema
 from knhk.storage.database import Database
@@ -135,7 +136,9 @@ class Runtime:
                 for sector in available_sectors():
                     registry.install_root(sector, load_pack(sector).sigma, SYSTEM_ACTOR)
             reader = ObservationReader(db)
-            engine = DetectionEngine(lclock)
+            check_configured_sectors(settings, available_sectors())
+            engine = DetectionEngine(lclock, configs={s: detector_settings(s, settings).config
+                                                      for s in available_sectors()})
 
             def schema_for(sector: str) -> SectorSchema | None:
                 return registry.current_schema(sector) if registry.current(sector) is not None else None
