@@ -34,11 +34,14 @@ def list_snapshots(ctx: typer.Context, sector: Annotated[str | None, typer.Optio
             "yes" if currents.get(i.sector) == i.id else ""] for i in page.items])
 
 
+Sector = Annotated[str | None, typer.Option(help="The sector (needed when a snapshot is given as 'current').")]
+
+
 @app.command("show")
-def show(ctx: typer.Context, snapshot: str, as_json: Json = False) -> None:
-    """One snapshot's metadata (ids may be abbreviated)."""
+def show(ctx: typer.Context, snapshot: str, sector: Sector = None, as_json: Json = False) -> None:
+    """One snapshot's metadata (ids may be abbreviated, or 'current' with --sector)."""
     rt = runtime(ctx)
-    info = rt.registry.info(rt.registry.resolve(snapshot))
+    info = rt.registry.info(rt.registry.resolve(snapshot, sector))
     schema = rt.registry.schema(info.id)
     out = {**info.to_json(), "event_types": sorted(schema.event_types), "guards": [g.guard_id for g in schema.guards]}
     if as_json:
@@ -68,7 +71,7 @@ def lineage(ctx: typer.Context, sector: Annotated[str | None, typer.Option()] = 
     """Ancestry of a snapshot (default: the sector's current one) back to the root, with promotions."""
     rt = runtime(ctx)
     if snapshot is not None:
-        start = rt.registry.resolve(snapshot)
+        start = rt.registry.resolve(snapshot, sector)
     elif sector is not None:
         cur = rt.registry.current(sector)
         if cur is None:
@@ -90,10 +93,10 @@ def lineage(ctx: typer.Context, sector: Annotated[str | None, typer.Option()] = 
 
 
 @app.command("diff")
-def diff(ctx: typer.Context, a: str, b: str, as_json: Json = False) -> None:
-    """Triples added and removed from snapshot A to snapshot B."""
+def diff(ctx: typer.Context, a: str, b: str, sector: Sector = None, as_json: Json = False) -> None:
+    """Triples added and removed from snapshot A to snapshot B (either may be 'current' with --sector)."""
     rt = runtime(ctx)
-    d = rt.registry.diff(rt.registry.resolve(a), rt.registry.resolve(b))
+    d = rt.registry.diff(rt.registry.resolve(a, sector), rt.registry.resolve(b, sector))
     if as_json:
         print_json(d.to_json())
     else:
@@ -103,10 +106,10 @@ def diff(ctx: typer.Context, a: str, b: str, as_json: Json = False) -> None:
 @app.command("export")
 def export(ctx: typer.Context, snapshot: str,
            fmt: Annotated[str, typer.Option("--format", help="turtle or ntriples")] = "turtle",
-           full: Annotated[bool, typer.Option(help="Include Σ_core.")] = False) -> None:
-    """Print a snapshot as Turtle or N-Triples."""
+           full: Annotated[bool, typer.Option(help="Include Σ_core.")] = False, sector: Sector = None) -> None:
+    """Print a snapshot (an id, a prefix, or 'current' with --sector) as Turtle or N-Triples."""
     rt = runtime(ctx)
-    sys.stdout.write(rt.registry.export(rt.registry.resolve(snapshot), fmt, full))
+    sys.stdout.write(rt.registry.export(rt.registry.resolve(snapshot, sector), fmt, full))
 
 
 @app.command("promote")
@@ -118,7 +121,7 @@ def promote(ctx: typer.Context, snapshot: str, sector: Annotated[str, typer.Opti
             reason: Annotated[str | None, typer.Option()] = None, as_json: Json = False) -> None:
     """Promote a validated child of the current snapshot (compare-and-set)."""
     rt = runtime(ctx)
-    sid = rt.registry.resolve(snapshot)
+    sid = rt.registry.resolve(snapshot, sector)
     if receipt is None and not force:
         validated = [v for v in rt.ledger.entries("receipts", kind="proposal.validated", sector=sector,
                                                   descending=True, limit=1000)

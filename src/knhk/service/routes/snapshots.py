@@ -13,6 +13,8 @@ from knhk.service.routes import PREFIX, declare
 from knhk.service.security import Caller, require, state_of
 
 router = APIRouter(prefix=PREFIX, tags=["snapshots"])
+#: a snapshot id may be given as ``current`` together with the sector
+SectorQuery = Annotated[str | None, Query(description="The sector, when a snapshot id is given as 'current'.")]
 
 
 @declare(router, "GET", "/snapshots", "snapshots:read", response_model=models.Page)
@@ -36,10 +38,10 @@ def current(sector: str, request: Request,
 
 @declare(router, "GET", "/snapshots/{snapshot_id}", "snapshots:read", response_model=dict[str, Any])
 def get(snapshot_id: str, request: Request,
-        caller: Annotated[Caller, Depends(require("snapshots:read"))]) -> dict[str, Any]:
+        caller: Annotated[Caller, Depends(require("snapshots:read"))], sector: SectorQuery = None) -> dict[str, Any]:
     """One snapshot's metadata, with the event types and guards it declares."""
     reg = state_of(request).runtime.registry
-    info = reg.info(reg.resolve(snapshot_id))
+    info = reg.info(reg.resolve(snapshot_id, sector))
     schema = reg.schema(info.id)
     return {**info.to_json(), "event_types": sorted(schema.event_types),
             "guards": [g.guard_id for g in schema.guards]}
@@ -48,20 +50,21 @@ def get(snapshot_id: str, request: Request,
 @declare(router, "GET", "/snapshots/{snapshot_id}/export", "snapshots:read", response_class=PlainTextResponse,
          responses={200: {"content": {"text/turtle": {}, "application/n-triples": {}}}})
 def export(snapshot_id: str, request: Request, caller: Annotated[Caller, Depends(require("snapshots:read"))],
-           format: Literal["turtle", "ntriples"] = "turtle", full: bool = False) -> PlainTextResponse:
+           format: Literal["turtle", "ntriples"] = "turtle", full: bool = False,
+           sector: SectorQuery = None) -> PlainTextResponse:
     """The snapshot as Turtle or N-Triples (``full`` adds Σ_core)."""
     reg = state_of(request).runtime.registry
-    text = reg.export(reg.resolve(snapshot_id), format, full)
+    text = reg.export(reg.resolve(snapshot_id, sector), format, full)
     media = "text/turtle" if format == "turtle" else "application/n-triples"
     return PlainTextResponse(text, media_type=media)
 
 
 @declare(router, "GET", "/snapshots/{a}/diff/{b}", "snapshots:read", response_model=dict[str, Any])
 def diff(a: str, b: str, request: Request,
-         caller: Annotated[Caller, Depends(require("snapshots:read"))]) -> dict[str, Any]:
+         caller: Annotated[Caller, Depends(require("snapshots:read"))], sector: SectorQuery = None) -> dict[str, Any]:
     """Triples added and removed from snapshot a to snapshot b."""
     reg = state_of(request).runtime.registry
-    return reg.diff(reg.resolve(a), reg.resolve(b)).to_json()
+    return reg.diff(reg.resolve(a, sector), reg.resolve(b, sector)).to_json()
 
 
 @declare(router, "POST", "/snapshots/{snapshot_id}/promote", "snapshots:promote", mutating=True,
@@ -74,7 +77,7 @@ def promote(snapshot_id: str, body: models.PromoteIn, request: Request,
     The author of the proposal behind the snapshot may not promote it.
     """
     rt = state_of(request).runtime
-    sid = rt.registry.resolve(snapshot_id)
+    sid = rt.registry.resolve(snapshot_id, body.sector)
     info = rt.registry.info(sid)
     if body.sector is not None and body.sector != info.sector:
         raise InvalidInputError(f"snapshot {sid} belongs to sector {info.sector}, not {body.sector}")
