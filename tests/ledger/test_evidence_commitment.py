@@ -98,6 +98,10 @@ def test_a_pattern_receipt_commits_to_all_150_events_and_an_edited_row_is_detect
     assert text.returncode == 1
     assert text.stderr.strip().startswith(f"error: entry {receipt.seq} of log receipts: observation {outside} ")
     assert "Traceback" not in text.stderr
+    verify = run_cli(["receipts", "verify", "--evidence"], rt.settings.data_dir, url)
+    assert verify.returncode == 1, verify.stdout
+    assert f"observation {outside} " in verify.stderr  # the chain verifies; the evidence does not
+    assert "VERIFIED" in verify.stdout
 
     # the trigger is back: the product's own database still refuses the change
     raw = RawDb(url)

@@ -110,10 +110,21 @@ def verify(
     log: Annotated[str, typer.Option("--log", help="receipts, audit, or all.")] = "receipts",
     as_json: JsonOption = False,
     workers: Annotated[int | None, typer.Option(help="Verifier processes (default: one per core).")] = None,
+    evidence: Annotated[bool, typer.Option("--evidence", help="Also recompute every receipt's evidence "
+                                           "commitment from the observation store.")] = False,
 ) -> None:
     """Verify a whole log: ids, signatures, chain, time order, Merkle tree and checkpoints. Exit 1 on any failure."""
     logs = list(LOGS) if log == "all" else [log]
     verify_command(ctx, logs, as_json, workers)
+    if evidence and "receipts" in logs:
+        from knhk.observations.evidence import check_all_evidence
+
+        rt = runtime(ctx)
+        checked, failed = check_all_evidence(rt.ledger, rt.db)
+        if failed is not None:
+            raise IntegrityError(f"evidence of receipt {failed.seq} ({failed.kind}): {failed.message}")
+        if not as_json:
+            say(f"[green]INTACT[/green] the evidence of {checked} receipt(s) recomputed from the observation store")
 
 
 @app.command("prove")
