@@ -36,7 +36,8 @@ def test_the_cli_takes_current_with_a_sector_for_a_snapshot_id(tmp_path: Path, d
     lineage = orjson.loads(ok("sigma", "lineage", "--snapshot", "current", "--sector", "finance", "--json"))
     assert lineage[0]["id"] == current.id
     diff = orjson.loads(ok("sigma", "diff", "current", current.id[:12], "--sector", "finance", "--json"))
-    assert diff["added"] == [] and diff["removed"] == []
+    assert diff["added"] == []
+    assert diff["removed"] == []
     moved = orjson.loads(ok("sigma", "promote", "current", "--sector", "finance", "--force", "--json"))
     assert moved["noop"] is True
     missing = run_cli(["sigma", "export", "current"], data, database_url)
