@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     cycle_interval_s: float = Field(default=60.0, ge=0, description="Scheduled cycles per sector; 0 disables.")
     verify_interval_s: float = Field(default=300.0, ge=0, description="Periodic full ledger verification; 0 off.")
     checkpoint_interval_s: float = Field(default=60.0, ge=0, description="Periodic checkpoints; 0 disables.")
+    telemetry_check_interval_s: float = Field(
+        default=60.0, ge=0, description="Telemetry self-check against the registry (knhk_telemetry_check_ok); 0 off.")
     phi_sectors: list[str] = Field(default_factory=lambda: ["healthcare"],
                                    description="Sectors whose reads need an X-Access-Justification header.")
     detector_settings: dict[str, dict[str, object]] = Field(

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from knhk import __version__
-from knhk.cli import audit, keys, loop, proposals, receipts, sectors, serve, sigma, subjects, token
+from knhk.cli import audit, keys, loop, proposals, receipts, sectors, serve, sigma, subjects, telemetry, token
 from knhk.cli.context import runtime, state
 from knhk.cli.output import print_json, say
 from knhk.errors import KnhkError
@@ -36,6 +36,7 @@ app.add_typer(proposals.app, name="proposals")
 app.add_typer(token.app, name="token")
 app.add_typer(subjects.app, name="subjects")
 app.add_typer(sectors.app, name="sectors")
+app.add_typer(telemetry.app, name="telemetry")
 app.command("ingest")(loop.ingest)
 app.command("serve")(serve.serve)
 app.command("cycle")(loop.cycle)

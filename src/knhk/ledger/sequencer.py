@@ -31,6 +31,7 @@ from knhk.ledger.entry import Entry, EntryDraft, encode_payload, entry_id
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.merkle import Frontier, decompose, leaf_hash
 from knhk.ledger.signing import SigningKey
+from knhk.ops import telemetry
 from knhk.ops.clock import Clock
 from knhk.storage import ledger_store as sql
 from knhk.storage.database import Connection, Database
@@ -53,6 +54,7 @@ class _Pending:
     hook: Hook | None
     single: bool
     future: Future[Any] = field(default_factory=Future)
+    ctx: Any = field(default_factory=telemetry.span_context)  # the appender's span, linked from the commit
 
 
 @dataclass
@@ -123,9 +125,11 @@ class Sequencer:
         self._enqueue(pending)
         return pending.future
 
+    @telemetry.ledger_append
     def append(self, draft: EntryDraft, hook: Hook | None = None) -> Entry:
         return self.submit(draft, hook).result()
 
+    @telemetry.ledger_append
     def append_many(self, drafts: Sequence[EntryDraft]) -> list[Entry]:
         """Append drafts in order; each group of up to ``max_batch`` commits in one transaction."""
         groups = [_Pending(list(drafts[i:i + self.max_batch]), None, single=False)
@@ -184,6 +188,7 @@ class Sequencer:
             if stop:
                 return
 
+    @telemetry.ledger_commit
     def _commit(self, batch: list[_Pending]) -> None:
         # Work items in submission order, split by log: (request, position in its request, draft).
         by_log: dict[str, list[tuple[_Pending, int, EntryDraft]]] = {}

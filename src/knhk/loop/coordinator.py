@@ -30,6 +30,7 @@ from knhk.ledger.ledger import Ledger
 from knhk.loop.evidence import commitments, store_sets
 from knhk.loop.proposals import Execution, ProposalService
 from knhk.ontology.registry import SnapshotRegistry
+from knhk.ops import telemetry
 from knhk.ops.clock import Clock
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
 from knhk.storage import loop_store as sql
@@ -108,6 +109,7 @@ class Coordinator:
             return propose_drift(sector, base.triples, schema, finding)
         return propose_rate_limit(sector, base.triples, schema, finding)
 
+    @telemetry.traced_cycle
     def run_cycle(self, sector: str) -> CycleRecord:
         t0 = time.perf_counter()
         now = self.clock.now_us()
@@ -121,12 +123,14 @@ class Coordinator:
         executions: list[tuple[Pattern, Execution]] = []
         try:
             # Monitor
+            telemetry.phase("monitor", record.id)
             current = self.registry.refresh(sector)
             if current is None:
                 raise RuntimeError(f"sector {sector} has no current snapshot")
             schema = self.registry.current_schema(sector)
             counts["observations"] = self.engine.window_size(sector, now)
             # Analyze
+            telemetry.phase("analyze", record.id)
             result = self.engine.detect(sector, schema, now, thresholds=self.thresholds.thresholds(sector),
                                         populations=True)
             counts["detector_errors"] = len(result.errors)
@@ -143,6 +147,7 @@ class Coordinator:
             record.patterns = [{"name": p.name, "confidence": p.confidence, "action": p.recommended_action,
                                 "evidence": len(p.evidence)} for p in patterns]
             # Plan
+            telemetry.phase("plan", record.id)
             planned: list[tuple[Pattern, str, bool]] = []
             for p in patterns:
                 plan = self.plan(sector, p)
@@ -159,6 +164,7 @@ class Coordinator:
             record.error = f"{type(exc).__name__}: {exc}"
             return self._finish(record, counts, t0)
         # Execute
+        telemetry.phase("execute", record.id)
         for p, pid, _created in planned:
             try:
                 execution = self.proposals.execute(pid, revalidate_held=False)
@@ -197,6 +203,7 @@ class Coordinator:
         for expired in self.proposals.expire_overdue(sector):
             record.receipt_ids += expired.receipts
         # Alerts (SPEC §1 order: after the Execute phase's receipts, before cycle.completed)
+        telemetry.phase("knowledge", record.id)
         for p in patterns:
             if p.alert_level is not None:
                 alert = self.ledger.append(EntryDraft(

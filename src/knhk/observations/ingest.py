@@ -49,6 +49,7 @@ from knhk.observations.conformance import conformance_issues
 from knhk.observations.guards import GuardEvaluator, GuardViolation
 from knhk.observations.model import Conform, Observation, check_skew, is_sector, parse_observation
 from knhk.ontology.schema import SectorSchema
+from knhk.ops import telemetry
 from knhk.ops.clock import Clock
 from knhk.storage import observation_store as store
 from knhk.storage.database import Database
@@ -147,6 +148,7 @@ class Ingestor:
                     if not future.done():
                         future.set_exception(err)
 
+    @telemetry.ingest("group")
     def _commit_group(self, group: list[tuple[Observation, Future[IngestResult]]]) -> None:
         received_us = self.clock.now_us()
         first: dict[str, Observation] = {}
@@ -205,6 +207,7 @@ class Ingestor:
         return self._ingest(raws, client, batch=True)
 
     # -- the steps ------------------------------------------------------------------------------------
+    @telemetry.ingest("batch")
     def _ingest(self, raws: Sequence[Any], client: str | None, *, batch: bool) -> list[IngestResult]:
         if not raws:
             return []
@@ -328,7 +331,11 @@ class Ingestor:
             schema = self.schema_for(sector)
             ordered = sorted(observations, key=lambda o: o.ts_us)
             doctrines = self.doctrines_for(sector) if self.doctrines_for is not None else ()
-            found.extend((sector, v) for v in self.guards.evaluate(ordered, schema, doctrines))
+
+            def evaluate(obs: Any, sch: Any, doctrines: Sequence[Doctrine] = doctrines) -> list[GuardViolation]:
+                return self.guards.evaluate(obs, sch, doctrines)
+
+            found.extend((sector, v) for v in telemetry.evaluate_guards(evaluate, ordered, schema, sector))
         violations: dict[str, list[GuardViolation]] = {}
         receipts: dict[str, list[str]] = {}
         if not found:

@@ -1,5 +1,9 @@
 """The one logging setup: stdlib logging, one line per record, JSON (for services) or text (for people).
 
+JSON lines come from python-json-logger: ``ts`` (RFC 3339, always UTC, whatever the process's ``TZ``),
+``level``, ``logger``, ``message``, any ``extra`` fields, and — when the record is written inside a span —
+``trace_id`` and ``span_id`` (W3C hex), so a log line can be joined with its trace.
+
 Secrets never pass through here: key material is never formatted into a log message anywhere in KNHK.
 """
 
@@ -7,29 +11,37 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from pythonjsonlogger.json import JsonFormatter as _PythonJsonFormatter
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+from knhk.ops.telemetry.spans import ids_of_current
 
 
-class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON object: ts, level, logger, message and any ``extra`` fields."""
+class TraceContext(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` of the current span (if any) to each record."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+    def filter(self, record: logging.LogRecord) -> bool:
+        ids = ids_of_current()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
+        return True
+
+
+class JsonFormatter(_PythonJsonFormatter):
+    """One JSON object per record, with a UTC timestamp."""
+
+    def __init__(self) -> None:
+        super().__init__("{levelname}{name}{message}", style="{",
+                         rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+                         json_default=str)
+
+    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord,
+                   message_dict: dict[str, Any]) -> None:
+        log_record["ts"] = datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+        super().add_fields(log_record, record, message_dict)
+        log_record["level"] = record.levelname.lower()
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -41,6 +53,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
             logger.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler._knhk = True  # type: ignore[attr-defined]
+    handler.addFilter(TraceContext())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -18,6 +18,8 @@ from fastapi import FastAPI
 
 from knhk import __version__
 from knhk.config import Settings
+from knhk.ops import telemetry
+from knhk.ops.telemetry import setup as telemetry_setup
 from knhk.runtime import Runtime
 from knhk.service import metrics, problems, scheduler
 from knhk.service.auth import build_authenticator
@@ -65,9 +67,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, background
     app.include_router(health_routes.router)
     limits = {f"{PREFIX}/observations/batch": settings.max_batch_body_bytes}
     app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits)
+    telemetry.instrument_app(app)
     return app
 
 
 def app_factory() -> Any:
     """Entry point for ``uvicorn --factory knhk.service.app:app_factory`` (settings from the environment)."""
+    telemetry_setup.configure_from_env()
     return create_app(Settings())

@@ -35,6 +35,7 @@ POOL = Gauge("knhk_db_pool_connections", "Database pool connections by state.", 
              multiprocess_mode="livesum")
 CYCLE_DURATION = Histogram("knhk_cycle_duration_seconds", "MAPE-K cycle duration by sector and outcome.",
                            ["sector", "outcome"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+POOL_MAX = Gauge("knhk_db_pool_connections_max", "The database pool's maximum size.", multiprocess_mode="livesum")
 DEPENDENCY_UP = Gauge("knhk_dependency_up", "1 when the dependency answered its last health check.", ["dependency"],
                       multiprocess_mode="min")
 

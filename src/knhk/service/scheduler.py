@@ -16,6 +16,7 @@ import threading
 import time
 
 from knhk.loop.coordinator import CycleRecord
+from knhk.ops.telemetry.selfcheck import active_processor, check_exposition, hot_path_ticks
 from knhk.sectors.pack import available_sectors
 from knhk.service import metrics
 from knhk.service.state import ServiceState
@@ -84,17 +85,28 @@ def issue_checkpoints(st: ServiceState) -> None:
 def update_gauges(st: ServiceState) -> None:
     for state, n in st.runtime.db.pool_stats().items():
         metrics.POOL.labels(state).set(n)
+    if st.runtime.db.dialect == "postgresql":
+        metrics.POOL_MAX.set(st.settings.db_pool_max)
+    for sector in available_sectors():
+        if st.runtime.registry.current(sector) is not None:
+            hot_path_ticks(sector, st.runtime.registry.current_schema(sector))
     for name in ("receipts", "audit"):
         metrics.TREE_SIZE.labels(name).set(st.runtime.ledger.tree_size(name))
 
 
+def telemetry_check(st: ServiceState) -> None:
+    """The telemetry self-check: this process's exposition (and its spans) against the registry."""
+    check_exposition(metrics.render().decode(), active_processor())
+
+
 def _loop(st: ServiceState) -> None:
     s = st.settings
-    last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "auth": 0.0, "gauges": 0.0}
+    last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "auth": 0.0, "gauges": 0.0,
+            "telemetry": 0.0}
     jobs = [("cycle", s.cycle_interval_s, run_due_cycles), ("verify", s.verify_interval_s, verify_ledger),
             ("checkpoint", s.checkpoint_interval_s, issue_checkpoints),
             ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("auth", 10.0, lambda st: st.auth_audit.flush()),
-            ("gauges", 5.0, update_gauges)]
+            ("gauges", 5.0, update_gauges), ("telemetry", s.telemetry_check_interval_s, telemetry_check)]
     while not st.stop.is_set():
         now = time.monotonic()
         for name, every, job in jobs:

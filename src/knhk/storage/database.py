@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlparse
 
 from knhk.errors import ConfigurationError, DependencyUnavailableError
+from knhk.ops.telemetry import db_bulk, db_call
 
 log = logging.getLogger("knhk.storage")
 
@@ -64,21 +65,26 @@ class _SqliteConnection:
     def __init__(self, raw: sqlite3.Connection) -> None:
         self.raw = raw
 
+    @db_call
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return int(self.raw.execute(sql, params).rowcount)
 
+    @db_call
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.raw.executemany(sql, rows)
 
+    @db_bulk
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             marks = ",".join("?" * len(columns))
             self.raw.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
+    @db_call
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self.raw.execute(sql, params).fetchone()
         return row
 
+    @db_call
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.raw.execute(sql, params).fetchall()
 
@@ -100,14 +106,17 @@ class _PgConnection:
     def __init__(self, raw: Any) -> None:
         self.raw = raw
 
+    @db_call
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return int(self.raw.execute(_to_pyformat(sql), params, prepare=False).rowcount)
 
+    @db_call
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             with self.raw.cursor() as cur:
                 cur.executemany(_to_pyformat(sql), rows)
 
+    @db_bulk
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """COPY: one statement and a stream of rows, instead of one INSERT per row."""
         if rows:
@@ -115,10 +124,12 @@ class _PgConnection:
                 for row in rows:
                     copy.write_row(row)
 
+    @db_call
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         row: Row | None = self.raw.execute(_to_pyformat(sql), params).fetchone()
         return row
 
+    @db_call
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         rows: list[Row] = self.raw.execute(_to_pyformat(sql), params).fetchall()
         return rows

@@ -21,6 +21,7 @@ from knhk.ontology.namespaces import RDFS_DOMAIN, RDFS_RANGE, RDFS_SUBCLASS_OF, 
 from knhk.ontology.rdf import normalize
 from knhk.ontology.schema import SectorSchema
 from knhk.ontology.shacl import check_sigma_wellformed
+from knhk.ops import telemetry
 from knhk.proposals.delta import DeltaSigma, Triple
 from knhk.validation.compatibility import dangling_references, loosened, removed_or_narrowed, version_bump
 from knhk.validation.doctrines import Approver, Doctrine, DoctrineContext, DoctrineOutcome, evaluate
@@ -260,6 +261,7 @@ class _Run:
         return StageResult("compatibility", True, f"no dangling references; {breaking}", details={"version_bump": bump})
 
 
+@telemetry.traced_validation
 def validate(inp: ValidationInput) -> ValidationReport:
     """Run the pipeline for one proposal and decide its outcome."""
     started = time.perf_counter_ns()
@@ -280,7 +282,7 @@ def validate(inp: ValidationInput) -> ValidationReport:
             continue
         t0 = time.perf_counter_ns()
         try:
-            result = fn()
+            result = telemetry.run_stage(name, fn)
         except KnhkError as exc:
             result = StageResult(name, False, f"stage could not complete: {exc}")
         result.duration_us = (time.perf_counter_ns() - t0) // 1000
