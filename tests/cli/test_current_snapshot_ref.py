@@ -1,5 +1,5 @@
-"""``current`` with a sector is accepted wherever a snapshot id is taken, on the CLI and the API, on both
-backends: ``knhk sigma export current --sector finance`` prints the sector's current snapshot; ``current``
+"""``current`` with a sector is accepted wherever a snapshot id is taken, on the CLI (embedded store) and the API
+(both backends): ``knhk sigma export current --sector finance`` prints the sector's current snapshot; ``current``
 without a sector is a usage error naming what is missing."""
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
 from ledger_support import make_settings, run_cli
 
 
-def test_the_cli_takes_current_with_a_sector_for_a_snapshot_id(tmp_path: Path, database_url: str) -> None:
+def test_the_cli_takes_current_with_a_sector_for_a_snapshot_id(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    database_url = f"sqlite:///{data / 'knhk.db'}"
     with Runtime.open(make_settings(database_url, data)) as rt:
         current = rt.registry.current("finance")
         assert current is not None

@@ -73,8 +73,9 @@ def test_the_loop_detects_with_the_configured_thresholds(tmp_path: Path, databas
         assert "high_frequency:payment.created" in [p["name"] for p in record.patterns]
 
 
-def test_knhk_sectors_show_lists_thresholds_with_their_source(tmp_path: Path, database_url: str) -> None:
+def test_knhk_sectors_show_lists_thresholds_with_their_source(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    database_url = f"sqlite:///{data / 'knhk.db'}"
     env = {"KNHK_DETECTOR_SETTINGS": '{"manufacturing": {"error_share": 0.2}}'}
     done = run_cli(["sectors", "show", "manufacturing", "--json"], data, database_url, env=env)
     assert done.returncode == 0, done.stderr

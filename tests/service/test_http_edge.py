@@ -9,7 +9,6 @@ import json
 import time
 from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from service_support import Api
 
@@ -49,13 +48,13 @@ NON_FINITE = [{"exp": "NaN"}, {"exp": "Infinity"}, {"exp": "-Infinity"}, {"exp":
               {"iat": "-Infinity"}, {"iat": "1e400"}]
 
 
-@pytest.mark.parametrize("claim", NON_FINITE, ids=lambda c: next(f"{k}={v[:8]}" for k, v in c.items()))
-def test_signed_tokens_with_non_finite_time_claims_are_401(api_any: Api, claim: dict[str, str]) -> None:
-    token = crafted_token(api_any.issuer, claims_text(**claim))
-    response = api_any.client.get("/api/v1/receipts", headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 401, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert "not a finite number" in response.json()["detail"]
+def test_signed_tokens_with_non_finite_time_claims_are_401(api: Api) -> None:
+    for claim in NON_FINITE:  # token checks happen before any storage: one backend says it all
+        token = crafted_token(api.issuer, claims_text(**claim))
+        response = api.client.get("/api/v1/receipts", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, (claim, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "not a finite number" in response.json()["detail"], claim
 
 
 def test_iat_nan_never_skips_the_maximum_age_check(api: Api) -> None:
@@ -89,26 +88,25 @@ DUPLICATES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "key"), DUPLICATES)
-def test_a_duplicate_key_in_any_json_body_is_refused_naming_it(api_any: Api, path: str, body: bytes,
-                                                                key: str) -> None:
-    response = _post(api_any, path, body)
-    assert response.status_code == 400, response.text
-    problem = response.json()
-    assert response.headers["content-type"] == "application/problem+json"
-    assert problem["key"] == key
-    assert f"duplicate key {key!r}" in problem["detail"]
+def test_a_duplicate_key_in_any_json_body_is_refused_naming_it(api_any: Api) -> None:
+    for path, body, key in DUPLICATES:
+        response = _post(api_any, path, body)
+        assert response.status_code == 400, (path, response.text)
+        problem = response.json()
+        assert response.headers["content-type"] == "application/problem+json"
+        assert problem["key"] == key
+        assert f"duplicate key {key!r}" in problem["detail"]
     assert api_any.runtime.reader.count() == 0
 
 
-@pytest.mark.parametrize("text", [b'"\\ud800"', b'"\\udc00x"', b'"a\\ud83dz"', b'"\\ud800\\ud800"'])
-def test_a_lone_surrogate_in_a_json_string_is_refused(api_any: Api, text: bytes) -> None:
-    for body in (b'{"event_type":"e.t","sector":"finance","value":{"note":' + text + b"}}",
-                 b'{"event_type":"e.t","sector":"finance","value":{' + text + b':1}}',
-                 b'{"event_type":"e.t","sector":"finance","metadata":{"k":' + text + b"}}"):
-        response = _post(api_any, "/api/v1/observations", body)
-        assert response.status_code == 400, response.text
-        assert "surrogate" in response.json()["detail"]
+def test_a_lone_surrogate_in_a_json_string_is_refused(api_any: Api) -> None:
+    for text in (b'"\\ud800"', b'"\\udc00x"', b'"a\\ud83dz"', b'"\\ud800\\ud800"'):
+        for body in (b'{"event_type":"e.t","sector":"finance","value":{"note":' + text + b"}}",
+                     b'{"event_type":"e.t","sector":"finance","value":{' + text + b':1}}',
+                     b'{"event_type":"e.t","sector":"finance","metadata":{"k":' + text + b"}}"):
+            response = _post(api_any, "/api/v1/observations", body)
+            assert response.status_code == 400, (body, response.text)
+            assert "surrogate" in response.json()["detail"]
     assert api_any.runtime.reader.count() == 0
     paired = _post(api_any, "/api/v1/observations",
                    b'{"event_type":"e.t","sector":"finance","value":{"note":"\\ud83d\\ude00"}}')
