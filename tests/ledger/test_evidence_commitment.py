@@ -156,3 +156,19 @@ def test_the_api_recomputes_a_receipts_evidence(runtime: Runtime) -> None:
         cycle = client.get("/api/v1/receipts/0/evidence", headers={"Authorization": f"Bearer {token}"})
         assert cycle.json()["ok"] is True
         assert cycle.json()["committed"] is False
+
+
+def test_the_commitment_root_is_the_rfc9162_tree_hash_and_sets_round_trip() -> None:
+    from knhk.ledger.evidence import commit, decode_members, encode_members, evidence_root, item, merkle_root
+
+    for n in range(0, 70):
+        leaves = [leaf_hash(f"leaf {i}".encode()) for i in range(n)]
+        assert merkle_root(leaves) == mth(leaves), n
+    members = [item(f"obs-{i:04d}", f"{i:064x}", seq) for i, seq in zip(range(300), range(7, 3000, 10), strict=False)]
+    committed = commit(reversed(members), sample_from=[m[0] for m in members])
+    assert committed.root == evidence_root((f"obs-{i:04d}", f"{i:064x}") for i in range(300))
+    assert (committed.count, committed.truncated, committed.sample[-1]) == (300, True, "obs-0299")
+    encoding, blob = encode_members(committed.members)
+    assert decode_members(encoding, blob) == ("seqs", [seq for _, _, seq in members])
+    unknown = [item("b", "1" * 64), item("a", "2" * 64)]
+    assert decode_members(*encode_members(unknown)) == ("ids", ["a", "b"])

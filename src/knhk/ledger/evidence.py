@@ -23,13 +23,15 @@ as zlib-compressed ascending deltas (``seq-delta-zlib``), or their ids when a se
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from knhk.errors import IntegrityError
-from knhk.ledger.merkle import EMPTY_ROOT, leaf_hash, node_hash
+from knhk.ledger.merkle import EMPTY_ROOT, leaf_hash
 
 SAMPLE = 100
 SCHEME = "rfc9162-sha256/obs-id-content-v1"
@@ -38,13 +40,9 @@ ENC_IDS = "id-zlib"
 _ZLIB_MAX = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class EvidenceItem:
-    """One observation a receipt rests on: its id, its leaf hash (:func:`evidence_leaf`) and ingest seq."""
-
-    id: str
-    leaf: bytes
-    seq: int | None = None
+#: one observation a receipt rests on: (id, leaf hash (:func:`evidence_leaf`), ingest seq or None) — a plain
+#: tuple, because a pattern may rest on a whole 100k-observation window
+EvidenceItem = tuple[str, bytes, int | None]
 
 
 def leaf_payload(obs_id: str, content_hash: str) -> bytes:
@@ -57,7 +55,7 @@ def evidence_leaf(obs_id: str, content_hash: str) -> bytes:
 
 
 def item(obs_id: str, content_hash: str, seq: int | None = None) -> EvidenceItem:
-    return EvidenceItem(obs_id, evidence_leaf(obs_id, content_hash), seq)
+    return (obs_id, evidence_leaf(obs_id, content_hash), seq)
 
 
 def merkle_root(leaf_hashes: Sequence[bytes]) -> bytes:
@@ -66,11 +64,14 @@ def merkle_root(leaf_hashes: Sequence[bytes]) -> bytes:
     if not leaf_hashes:
         return EMPTY_ROOT
     level = list(leaf_hashes)
+    sha = hashlib.sha256
     while len(level) > 1:
-        paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
+        odd = level[-1] if len(level) % 2 else None
+        pairs = iter(level)
+        # RFC 9162 node hash (knhk.ledger.merkle.node_hash) inlined; zip pairs consecutive nodes
+        level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
+        if odd is not None:
+            level.append(odd)
     return level[0]
 
 
@@ -102,28 +103,22 @@ def commit(items: Iterable[EvidenceItem], *, sample_from: Sequence[str] | None =
            limit: int = SAMPLE) -> Commitment:
     """The commitment to ``items`` (repeats of an id count once). The sample is the last ``limit`` ids of
     ``sample_from`` (default: of ``items`` in their order), every one of them a member."""
-    members: dict[str, EvidenceItem] = {}
-    for item in items:
-        members.setdefault(item.id, item)
+    members = {m[0]: m for m in items}  # an id names one observation, and so one leaf
     order = list(sample_from) if sample_from is not None else list(members)
     sample = tuple(i for i in order if i in members)[-limit:] if limit > 0 else ()
-    ordered = sorted(members.values(), key=_by_id)
-    root = merkle_root([m.leaf for m in ordered]).hex()
+    ordered = sorted(members.values(), key=itemgetter(0))
+    root = merkle_root([m[1] for m in ordered]).hex()
     return Commitment(sample, len(members), root, tuple(ordered))
-
-
-def _by_id(m: EvidenceItem) -> str:
-    return m.id
 
 
 def encode_members(members: Sequence[EvidenceItem]) -> tuple[str, bytes]:
     """(encoding, bytes) of a member list for the store: sequence numbers when all are known, else ids."""
-    seqs = [m.seq for m in members]
-    if all(s is not None for s in seqs):
-        ordered = sorted(int(s) for s in seqs if s is not None)
+    seqs = [m[2] for m in members if m[2] is not None]
+    if len(seqs) == len(members):
+        ordered = sorted(seqs)
         deltas = [b - a for a, b in zip([0, *ordered[:-1]], ordered, strict=True)]
         return ENC_SEQS, zlib.compress(",".join(map(str, deltas)).encode(), 6)
-    return ENC_IDS, zlib.compress("\n".join(sorted(m.id for m in members)).encode(), 6)
+    return ENC_IDS, zlib.compress("\n".join(sorted(m[0] for m in members)).encode(), 6)
 
 
 def decode_members(encoding: str, blob: bytes) -> tuple[str, list[int] | list[str]]:

@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from knhk.detection.pattern import Pattern
-from knhk.ledger.evidence import Commitment, EvidenceItem, commit, encode_members, item
+from knhk.ledger.evidence import Commitment, commit, encode_members, item
 from knhk.storage import evidence_store
 from knhk.storage.database import Database
 
 
 def pattern_commitment(pattern: Pattern) -> Commitment:
     """The commitment to everything a pattern rests on; its sample is the most recent of the pattern's ids."""
-    items = (EvidenceItem(e[2], e[4], e[3]) for e in pattern.population)
-    return commit(items, sample_from=pattern.evidence)
+    return commit([(e[2], e[4], e[3]) for e in pattern.population], sample_from=pattern.evidence)
 
 
 def commitments(db: Database, patterns: Sequence[Pattern]) -> dict[str, Commitment]:
