@@ -9,11 +9,15 @@ test:
 	@./scripts/bootstrap.sh --services
 	.venv/bin/ruff check src tests bench
 	.venv/bin/mypy
+	.venv/bin/lint-imports
+	.venv/bin/python scripts/architecture.py diagram --check
 	.venv/bin/pytest
 
 lint:
 	.venv/bin/ruff check src tests bench
 	.venv/bin/mypy
+	.venv/bin/lint-imports
+	.venv/bin/python scripts/architecture.py diagram --check
 
 bench:
 	@./scripts/bootstrap.sh --bench

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from knhk.app.runtime import Runtime
 from knhk.ops.clock import ManualClock, format_rfc3339, parse_rfc3339
-from knhk.runtime import Runtime
 from synthetic import pct, scratch_settings
 
 START = parse_rfc3339("2026-11-23T10:00:00Z")

@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
 from knhk.detection.engine import DetectionEngine
 from knhk.detection.pattern import DetectorConfig
@@ -38,7 +39,6 @@ from knhk.ontology.schema import (
     SectorSchema,
 )
 from knhk.ops.clock import ManualClock, format_rfc3339
-from knhk.runtime import Runtime
 
 PG_ADMIN_URL = os.environ.get("KNHK_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 NS = "urn:bench:finance#"

@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_ledger_verify import build, copy_to_postgres, drop_postgres, settings_for
-from knhk.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
-from knhk.runtime import Runtime
+from knhk.app.runtime import Runtime
+from knhk.proof.merkle import leaf_hash, proves_consistency, proves_inclusion
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -53,12 +53,12 @@ def bench(url: str, data_dir: Path, proofs: int, rng: random.Random) -> dict[str
             start = clock()
             proof = ledger.inclusion_proof("receipts", i, size)
             inclusion.append((clock() - start) * 1000)
-            assert verify_inclusion(leaf_hash(payloads[i]), i, size, proof, root)
+            assert proves_inclusion(leaf_hash(payloads[i]), i, size, proof, root)
         for m in firsts:
             start = clock()
             proof = ledger.consistency_proof("receipts", m, size)
             consistency.append((clock() - start) * 1000)
-            assert verify_consistency(m, size, roots[m], root, proof)
+            assert proves_consistency(m, size, roots[m], root, proof)
         with rt.db.connection() as conn:
             for i in indexes:
                 start = clock()

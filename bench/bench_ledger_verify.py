@@ -27,9 +27,9 @@ from pathlib import Path
 import nacl.bindings
 import psycopg
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.ledger.entry import EntryDraft
-from knhk.runtime import Runtime
+from knhk.proof.entry import EntryDraft
 from knhk.storage import schema
 from knhk.storage.database import Database
 

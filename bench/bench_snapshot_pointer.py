@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.runtime import Runtime
 
 READS = 1_000_000
 SWAPS = 200_000

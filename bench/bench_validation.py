@@ -21,13 +21,13 @@ from pathlib import Path
 import rdflib
 from pyshacl import validate as pyshacl_validate
 
+from knhk.app.runtime import Runtime
 from knhk.ontology.core import core_triples
 from knhk.ontology.mapping import observation_triples
 from knhk.ontology.rdf import to_ntriples
 from knhk.ontology.shacl import shapes_subgraph
 from knhk.ops.clock import ManualClock, format_rfc3339, parse_rfc3339
 from knhk.proposals.proposer import DriftFinding, ObservedField, propose_drift
-from knhk.runtime import Runtime
 from knhk.sectors.pack import load_pack
 from synthetic import field_value, pct, scratch_settings, synthetic_sigma
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.runtime import Runtime
 from knhk.storage.database import Database
 
 PG_ADMIN_URL = os.environ.get("KNHK_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

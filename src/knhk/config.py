@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         return self.resolved_database_url.startswith("sqlite://")
 
-    # -- identity and access (SPEC §10; read by knhk.service.auth and knhk.service.tls)
+    # -- identity and access (SPEC §10; read by knhk.identity and knhk.service.tls)
     oidc_issuers: list[dict[str, object]] = Field(
         default_factory=list,
         description=(

@@ -100,6 +100,17 @@ class IntegrityError(KnhkError):
     exit_code = 1
 
 
+class VerificationError(IntegrityError):
+    """A signature, proof, checkpoint, bundle or stored digest did not verify.
+
+    The one exception of every verification in KNHK (:mod:`knhk.proof` and the checks built on it): the
+    message names the check that failed. Predicates that only answer yes or no are named ``is_*`` / ``proves_*``
+    and never raise.
+    """
+
+    code = "verification_failed"
+
+
 class AuthenticationError(KnhkError):
     """Missing or invalid credentials."""
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 from fastapi.testclient import TestClient
 
-from knhk.runtime import Runtime
+from knhk.app.runtime import Runtime
+from knhk.identity import LocalIssuer
 from knhk.service.app import create_app
-from knhk.service.auth import LocalIssuer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
 
@@ -55,7 +55,7 @@ def test_the_api_takes_current_with_a_sector_for_a_snapshot_id(tmp_path: Path, d
     token = LocalIssuer.from_settings(settings).mint(["observer"], subject="ola@example.org").token
     headers = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(settings, background=False)) as client:
-        rt = client.app.state.knhk.runtime  # type: ignore[attr-defined]
+        rt = client.app.state.knhk.app.runtime  # type: ignore[attr-defined]
         current = rt.registry.current("logistics")
         exported = client.get("/api/v1/snapshots/current/export", params={"sector": "logistics"}, headers=headers)
         assert exported.status_code == 200, exported.text

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.runtime import Runtime
 
 KNHK = str(Path(sys.executable).with_name("knhk"))
 

@@ -117,7 +117,7 @@ def test_configure_changes_thresholds_and_restarts_windows() -> None:
 
 
 def test_pattern_receipt_data_is_canonical() -> None:
-    from knhk.ledger.canonical import check_canonical
+    from knhk.proof.canonical import check_canonical
 
     eng, _ = engine()
     eng.observe(busy_sector())

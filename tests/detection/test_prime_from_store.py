@@ -7,11 +7,11 @@ from typing import Any
 
 from detection_support import NOW, US, schema
 
+from knhk.app.runtime import Runtime
 from knhk.detection.engine import DetectionEngine
 from knhk.observations.ingest import Ingestor
 from knhk.observations.reader import ObservationReader
 from knhk.ops.clock import ManualClock, format_rfc3339
-from knhk.runtime import Runtime
 
 
 def raw(i: int, event_type: str, age_s: float, value: dict[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 import pytest
 from loop_support import MONDAY_10, new_event_type, plan
 
+from knhk.app.runtime import Runtime, doctrines_for
 from knhk.errors import ConflictError, ForbiddenError, KnhkError
 from knhk.governance.approvals import DEFAULT_EXPIRY_S, ApprovalExpiredError, ApprovalRecord, check_approval
 from knhk.loop.proposals import ProposalService
 from knhk.ops.clock import ManualClock
 from knhk.proposals.model import Proposal
-from knhk.runtime import Runtime, doctrines_for
 from knhk.validation.doctrines import Approver, Doctrine
 
 AUTHOR = "bob@bank.example"

@@ -22,13 +22,13 @@ from typing import Any
 import orjson
 import psycopg
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.ledger.canonical import canonical_bytes
-from knhk.ledger.checkpoint import origin_for, sign_checkpoint
-from knhk.ledger.entry import EntryDraft, entry_id
-from knhk.ledger.merkle import Frontier, decompose, fold, leaf_hash
-from knhk.ledger.signing import SigningKey
-from knhk.runtime import Runtime
+from knhk.proof.canonical import canonical_bytes
+from knhk.proof.checkpoint import origin_for, sign_checkpoint
+from knhk.proof.entry import EntryDraft, entry_id
+from knhk.proof.merkle import Frontier, decompose, fold, leaf_hash
+from knhk.proof.signing import SigningKey
 
 PG_ADMIN_URL = os.environ.get("KNHK_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[2]

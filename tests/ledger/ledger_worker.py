@@ -17,10 +17,10 @@ import sys
 import threading
 from pathlib import Path
 
-from knhk.ledger.entry import EntryDraft
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
 from knhk.ledger.sequencer import CheckpointPolicy
+from knhk.proof.entry import EntryDraft
 from knhk.storage.database import Database
 
 

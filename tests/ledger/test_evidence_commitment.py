@@ -16,13 +16,15 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from knhk.ledger.evidence import SCHEME
-from knhk.ledger.merkle import leaf_hash, mth
+from knhk.app.access import RoleBasedAccess
+from knhk.app.application import Application
+from knhk.app.runtime import Runtime
+from knhk.identity import LocalIssuer
 from knhk.observations.evidence import check_evidence
 from knhk.observations.model import content_hash
-from knhk.runtime import Runtime
+from knhk.proof.evidence import SCHEME
+from knhk.proof.merkle import leaf_hash, mth
 from knhk.service.app import create_app
-from knhk.service.auth import LocalIssuer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -147,7 +149,8 @@ def test_the_api_recomputes_a_receipts_evidence(runtime: Runtime) -> None:
     receipt, = [e for e in rt.ledger.entries("receipts", kind="pattern.detected", limit=1000)
                 if e.fields["subject"] == "high_frequency:payment.created"]
     token = LocalIssuer.from_settings(rt.settings).mint(["observer"], subject="ann@example.org").token
-    with TestClient(create_app(rt.settings, runtime=rt, background=False)) as client:
+    application = Application(rt, RoleBasedAccess(rt.settings.auth_mfa_required_roles))
+    with TestClient(create_app(rt.settings, application=application, background=False)) as client:
         response = client.get(f"/api/v1/receipts/{receipt.seq}/evidence",
                               headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200, response.text
@@ -159,7 +162,7 @@ def test_the_api_recomputes_a_receipts_evidence(runtime: Runtime) -> None:
 
 
 def test_the_commitment_root_is_the_rfc9162_tree_hash_and_sets_round_trip() -> None:
-    from knhk.ledger.evidence import commit, decode_members, encode_members, evidence_root, item, merkle_root
+    from knhk.proof.evidence import commit, decode_members, encode_members, evidence_root, item, merkle_root
 
     for n in range(0, 70):
         leaves = [leaf_hash(f"leaf {i}".encode()) for i in range(n)]

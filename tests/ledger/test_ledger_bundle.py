@@ -32,8 +32,8 @@ from ledger_support import NOBODY_DB, open_runtime, run_cli, sample_drafts
 
 from knhk.cli.main import main as knhk_main
 from knhk.errors import IntegrityError
-from knhk.ledger.bundle import BUNDLE_FIELDS, verify_bundle
-from knhk.ledger.entry import PAYLOAD_FIELDS
+from knhk.proof.bundle import BUNDLE_FIELDS, verify_bundle
+from knhk.proof.entry import PAYLOAD_FIELDS
 
 
 def outsider_check(bundle: dict[str, Any]) -> None:

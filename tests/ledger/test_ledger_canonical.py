@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knhk.errors import CanonicalEncodingError
-from knhk.ledger.canonical import MAX_SAFE_INT, canonical_bytes, is_canonical
-from knhk.ledger.entry import EntryDraft, seal
-from knhk.ledger.signing import SigningKey
+from knhk.proof.canonical import MAX_SAFE_INT, canonical_bytes, is_canonical
+from knhk.proof.entry import EntryDraft, seal
+from knhk.proof.signing import SigningKey
 
 NO_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
 

@@ -23,12 +23,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ledger_support import make_settings, run_cli
 
+from knhk.app.runtime import Runtime
 from knhk.errors import IntegrityError
-from knhk.ledger.checkpoint import origin_for, parse_checkpoint, sign_checkpoint, verify_checkpoint
-from knhk.ledger.entry import EntryDraft
-from knhk.ledger.signing import SigningKey
 from knhk.ops.clock import ManualClock
-from knhk.runtime import Runtime
+from knhk.proof.checkpoint import origin_for, parse_checkpoint, sign_checkpoint, verify_checkpoint
+from knhk.proof.entry import EntryDraft
+from knhk.proof.signing import SigningKey
 
 KEY = SigningKey(hashlib.sha256(b"checkpoint test key").digest())
 ROOT = hashlib.sha256(b"some root").digest()

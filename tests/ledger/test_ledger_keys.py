@@ -19,9 +19,9 @@ import orjson
 import pytest
 from ledger_support import NOBODY_DB, attacker, open_runtime, rewrite_log, run_cli
 
-from knhk.ledger.bundle import verify_bundle
-from knhk.ledger.entry import EntryDraft
-from knhk.ledger.signing import SigningKey
+from knhk.proof.bundle import verify_bundle
+from knhk.proof.entry import EntryDraft
+from knhk.proof.signing import SigningKey
 
 
 def _mode(path: Path) -> int:

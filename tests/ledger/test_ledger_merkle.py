@@ -20,21 +20,21 @@ import pytest
 from ledger_support import run_cli
 from pymerkle import InmemoryTree
 
-from knhk.errors import InvalidInputError, NotFoundError
-from knhk.ledger import merkle
-from knhk.ledger.entry import EntryDraft
-from knhk.ledger.merkle import (
+from knhk.app.runtime import Runtime
+from knhk.errors import IntegrityError, InvalidInputError, NotFoundError, VerificationError
+from knhk.ledger import store as ledger_store
+from knhk.proof import merkle
+from knhk.proof.entry import EntryDraft
+from knhk.proof.merkle import (
     EMPTY_ROOT,
     Frontier,
     consistency_ranges,
     inclusion_ranges,
     leaf_hash,
     range_hash,
-    verify_consistency,
-    verify_inclusion,
 )
-from knhk.runtime import Runtime
-from knhk.storage import ledger_store
+from knhk.proof.merkle import proves_consistency as verify_consistency  # the bool predicates of RFC 9162
+from knhk.proof.merkle import proves_inclusion as verify_inclusion
 
 # RFC 6962 reference data (certificate-transparency merkle_tree_test): leaves, roots of sizes 0..8,
 # inclusion proofs (0-based leaf index, tree size) and consistency proofs (first size, second size).
@@ -148,6 +148,26 @@ def test_rfc6962_inclusion_proofs(index: int, size: int, proof: list[str]) -> No
     root = bytes.fromhex(CT_ROOTS[size])
     assert verify_inclusion(leaf, index, size, [bytes.fromhex(h) for h in proof], root)
     assert not verify_inclusion(leaf, index, size, [bytes.fromhex(h) for h in proof], bytes.fromhex(CT_ROOTS[8 - size]))
+
+
+def test_verify_functions_raise_the_one_verification_error() -> None:
+    """``verify_*`` return nothing on success and raise VerificationError (an IntegrityError: exit 1) naming
+    the failed proof; the ``proves_*`` predicates answer the same question with a bool."""
+    index, size, proof = CT_INCLUSION[-1]
+    leaf, root = leaf_hash(bytes.fromhex(CT_LEAVES[index])), bytes.fromhex(CT_ROOTS[size])
+    hashes = [bytes.fromhex(h) for h in proof]
+    assert merkle.verify_inclusion(leaf, index, size, hashes, root) is None
+    with pytest.raises(VerificationError, match="inclusion proof does not show leaf"):
+        merkle.verify_inclusion(leaf, index, size, hashes, bytes(32))
+    first, second, cproof = CT_CONSISTENCY[-1]
+    r1, r2 = bytes.fromhex(CT_ROOTS[first]), bytes.fromhex(CT_ROOTS[second])
+    raw = [bytes.fromhex(h) for h in cproof]
+    assert merkle.verify_consistency(first, second, r1, r2, raw) is None
+    with pytest.raises(VerificationError, match="consistency proof"):
+        merkle.verify_consistency(first, second, r2, r1, raw)
+    assert issubclass(VerificationError, IntegrityError)
+    with pytest.raises(InvalidInputError):  # asking for a proof that cannot exist is a bad request, not a failure
+        merkle.inclusion_ranges(5, 5)
 
 
 @pytest.mark.parametrize(("first", "second", "proof"), CT_CONSISTENCY)

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from ledger_support import PYTHON, RawDb, open_runtime
 
-from knhk.ledger.entry import Entry, EntryDraft
-from knhk.runtime import Runtime
+from knhk.app.runtime import Runtime
+from knhk.proof.entry import Entry, EntryDraft
 from knhk.storage.database import Connection
 
 WORKER = str(Path(__file__).with_name("ledger_worker.py"))

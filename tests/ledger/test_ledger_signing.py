@@ -17,8 +17,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knhk.errors import ConfigurationError
-from knhk.ledger.signing import SigningKey, key_id_of, verify_signature
+from knhk.errors import ConfigurationError, VerificationError
+from knhk.proof import signing
+from knhk.proof.signing import SigningKey, key_id_of
+from knhk.proof.signing import is_valid_signature as verify_signature
 
 # RFC 8032 §7.1, TEST 1, TEST 2, TEST 3: (secret key, public key, message, signature), hex.
 RFC8032_VECTORS = [
@@ -153,3 +155,11 @@ def test_small_order_public_keys_are_rejected(public_hex: str, order: int) -> No
         raise AssertionError("no suitable message found")
     assert not verify_signature(public, message, forged)
     assert not verify_signature(public, b"", bytes(64))
+
+
+def test_verify_signature_raises_the_one_verification_error() -> None:
+    key = SigningKey(bytes(range(32)))
+    sig = key.sign(b"m")
+    assert signing.verify_signature(key.public_key, b"m", sig) is None
+    with pytest.raises(VerificationError, match=f"does not verify with the public key {key.key_id}"):
+        signing.verify_signature(key.public_key, b"n", sig)

@@ -42,8 +42,8 @@ from ledger_support import (
     scratch_copy,
 )
 
+from knhk.app.runtime import Runtime
 from knhk.ledger.verify import VerifyReport, verify_log
-from knhk.runtime import Runtime
 from knhk.storage.database import Database
 
 SPEC_FIELDS = {

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from loop_support import MONDAY_10, open_runtime
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
 from knhk.ops.clock import ManualClock
-from knhk.runtime import Runtime
 
 __all__ = ["clock", "loop_runtime"]
 

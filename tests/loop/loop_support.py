@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from knhk.app.runtime import Runtime, doctrines_for
 from knhk.ontology.extract import extract_schema
 from knhk.ontology.namespaces import (
     KNHK,
@@ -30,7 +31,6 @@ from knhk.ontology.snapshot import Snapshot, make_snapshot
 from knhk.ops.clock import ManualClock, format_rfc3339, parse_rfc3339
 from knhk.proposals.delta import DeltaSigma
 from knhk.proposals.proposer import Plan
-from knhk.runtime import Runtime, doctrines_for
 from knhk.sectors.pack import load_pack
 from knhk.validation.doctrines import Approver, Doctrine
 from knhk.validation.pipeline import ValidationInput

@@ -9,10 +9,10 @@ import re
 import pytest
 from loop_support import MONDAY_10, ingest, kinds, observation
 
+from knhk.app.runtime import Runtime
 from knhk.errors import InvalidInputError
 from knhk.loop.coordinator import CycleRecord
 from knhk.ops.clock import ManualClock
-from knhk.runtime import Runtime
 
 ORDER = re.compile(r"^cycle\.started (pattern\.detected )*(proposal\.created )*"
                    r"((proposal\.created )?proposal\.validated (proposal\.held |snapshot\.promoted )?)*"

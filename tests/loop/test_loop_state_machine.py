@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 from loop_support import LABEL, MONDAY_10, TYPE, observation, open_runtime, plan, term
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
 from knhk.errors import KnhkError
 from knhk.ontology.namespaces import RDFS_CLASS, iri, literal
 from knhk.ops.clock import ManualClock
-from knhk.runtime import Runtime
 
 SECTORS = ("finance", "manufacturing")
 APPROVERS = [("alice@bank.example", "finance", ["validator"]), ("carol@bank.example", "compliance", ["validator"]),

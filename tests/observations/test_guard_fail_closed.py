@@ -17,7 +17,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from knhk.runtime import Runtime
+from knhk.app.runtime import Runtime
 
 _ids = itertools.count()
 

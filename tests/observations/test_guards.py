@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from obs_support import NS, finance_schema
 
-from knhk.ledger.canonical import check_canonical
 from knhk.observations.guards import GuardEvaluator, alert_level, as_decimal
 from knhk.observations.model import Observation, parse_observation
 from knhk.ontology.schema import GuardSpec
+from knhk.proof.canonical import check_canonical
 
 T0 = 1_714_564_800_000_000
 US = 1_000_000

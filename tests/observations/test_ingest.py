@@ -7,15 +7,15 @@ from typing import Any
 import pytest
 from obs_support import finance_schema
 
+from knhk.app.runtime import Runtime
 from knhk.errors import ConflictError, InvalidInputError, PayloadTooLargeError, UsageError
-from knhk.ledger.canonical import check_canonical
-from knhk.ledger.evidence import SCHEME, evidence_root
 from knhk.observations.ingest import Ingestor
 from knhk.observations.model import Observation
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import ManualClock, format_rfc3339
-from knhk.runtime import Runtime
+from knhk.proof.canonical import check_canonical
+from knhk.proof.evidence import SCHEME, evidence_root
 
 T0 = 1_714_564_800_000_000
 US = 1_000_000

@@ -8,9 +8,9 @@ import sqlite3
 import psycopg
 import pytest
 
+from knhk.observations import store
 from knhk.observations.model import Observation, parse_observation
 from knhk.observations.reader import ObservationReader
-from knhk.storage import observation_store as store
 from knhk.storage.database import Database
 
 T0 = 1_714_564_800_000_000
@@ -107,6 +107,8 @@ def test_duplicate_ids_are_refused_by_the_table(db: Database) -> None:
 
 
 def test_threshold_rows_upsert(db: Database) -> None:
+    from knhk.detection import store  # the thresholds table belongs to detection
+
     with db.transaction() as conn:
         store.put_threshold(conn, store.StoredThreshold("finance", "schema_drift", 750, 3, 1, 10))
         store.put_threshold(conn, store.StoredThreshold("finance", "schema_drift", 800, 0, 0, 20))

@@ -6,11 +6,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.ledger.entry import Entry, EntryDraft
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ops.clock import ManualClock
-from knhk.runtime import Runtime
+from knhk.proof.entry import Entry, EntryDraft
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from knhk.app.runtime import Runtime
 from knhk.errors import (
     ImmutableError,
     InvalidInputError,
@@ -13,11 +14,10 @@ from knhk.errors import (
     RejectedError,
     StaleBaseError,
 )
-from knhk.ledger.entry import Entry
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.snapshot import Snapshot, derive, make_snapshot
 from knhk.ops.clock import ManualClock
-from knhk.runtime import Runtime
+from knhk.proof.entry import Entry
 from knhk.sectors import load_pack
 
 Approve = Callable[..., Entry]

@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
 from knhk.errors import InvalidInputError, NotFoundError, RejectedError, StaleBaseError
-from knhk.ledger.entry import EntryDraft
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.snapshot import derive
 from knhk.ops.clock import ManualClock
-from knhk.runtime import Runtime
+from knhk.proof.entry import EntryDraft
 from knhk.sectors import load_pack
 
 SECTOR = "logistics"

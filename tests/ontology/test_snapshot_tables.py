@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from knhk.ledger.entry import Entry
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.snapshot import Snapshot, derive
 from knhk.ops.clock import ManualClock
+from knhk.proof.entry import Entry
 from knhk.sectors import load_pack
 from knhk.storage.database import Database
 

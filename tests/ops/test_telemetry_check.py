@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY, Counter
 
-from knhk.ops.telemetry import check, span
+from knhk.ops.telemetry import span
 from knhk.ops.telemetry.registry import default_registry_dir
-from knhk.ops.telemetry.scenario import TRACEPARENT
+from knhk.service import telemetry_check as check
+from knhk.service.telemetry_scenario import TRACEPARENT
 
 KNHK = str(Path(sys.executable).with_name("knhk"))
 REGISTRY_DIR = default_registry_dir()
@@ -150,7 +151,7 @@ def test_undeclared_metric_and_unemitted_declared_signal_fail(tmp_path: Path) ->
 
 @pytest.mark.parametrize("database", ["sqlite"])
 def test_traceparent_is_continued_by_the_request_and_its_work(database: str) -> None:
-    from knhk.ops.telemetry import scenario
+    from knhk.service import telemetry_scenario as scenario
 
     capture = scenario.run()
     trace_id = int(TRACEPARENT.split("-")[1], 16)

@@ -11,11 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
+from knhk.app.runtime import Runtime, detector_settings
 from knhk.config import Settings
 from knhk.detection.pattern import DetectorConfig
+from knhk.detection.settings import parse_detector_settings
 from knhk.errors import ConfigurationError
-from knhk.runtime import Runtime
-from knhk.sectors.detectors import detector_settings, pack_detector_settings, parse_detector_settings
+from knhk.sectors.detectors import pack_detector_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
 

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from service_support import Api, make_settings
 
+from knhk.identity import LocalIssuer
 from knhk.service.app import create_app
-from knhk.service.auth import LocalIssuer
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from knhk.config import Settings
-from knhk.service.auth import LocalIssuer
+from knhk.identity import LocalIssuer
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Api:
 
     @property
     def runtime(self) -> Any:
-        return self.client.app.state.knhk.runtime  # type: ignore[attr-defined]
+        return self.client.app.state.knhk.app.runtime  # type: ignore[attr-defined]
 
 
 def make_settings(tmp: Path, database_url: str, **overrides: object) -> Settings:

@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from service_support import make_settings
 
+from knhk.app.access import RoleBasedAccess
+from knhk.app.application import Application
+from knhk.identity import LocalIssuer
 from knhk.ops.clock import ManualClock
-from knhk.runtime import Runtime
 from knhk.service.app import create_app
-from knhk.service.auth import LocalIssuer
 
 
 def _failures_counted() -> float:
@@ -33,14 +34,16 @@ def _counted(events: list[Any]) -> int:
 def test_fifty_bad_tokens_are_all_counted_but_audited_as_one_window(tmp_path: Path, database_url: str) -> None:
     settings = make_settings(tmp_path, database_url)
     clock = ManualClock(int(time.time() // 60 * 60 + 5) * 1_000_000)  # 5 s into a minute; time stands still
-    runtime = Runtime.open(settings, clock=clock, subscribe_engine=False)
+    application = Application.open(settings, access=RoleBasedAccess(settings.auth_mfa_required_roles), clock=clock,
+                                   subscribe_engine=False)
+    runtime = application.runtime
     issuer = LocalIssuer.from_settings(settings)
     good = issuer.mint(["observer"], subject="olga@example.org").token
     header, payload, _ = good.split(".")
     bad = [f"{header}.{payload}.{'A' * 86}", "not-a-token", f"{header}.e30.{'B' * 86}", ""]
     before = _failures_counted()
     try:
-        with TestClient(create_app(settings, runtime=runtime, background=False)) as client:
+        with TestClient(create_app(settings, application=application, background=False)) as client:
             for i in range(50):
                 token = bad[i % len(bad)]
                 response = client.get("/api/v1/receipts", headers={"Authorization": f"Bearer {token}"} if token
@@ -61,4 +64,4 @@ def test_fifty_bad_tokens_are_all_counted_but_audited_as_one_window(tmp_path: Pa
         assert _counted(events) == 50
         assert runtime.ledger.verify("audit").ok
     finally:
-        runtime.close()
+        application.close()

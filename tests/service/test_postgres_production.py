@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from service_support import Api
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.runtime import Runtime
 from knhk.storage.database import Database
 from knhk.storage.roles import APPEND_ONLY, create_app_role
 

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.runtime import Runtime
-from knhk.service.auth import LocalIssuer
+from knhk.identity import LocalIssuer
 from support.serve import KNHK, free_port, wait_ready
 
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from service_support import Api
 
-from knhk.service.auth import ROLES
+from knhk.identity import ROLES
 
 EXAMPLES = 10
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from knhk.app.runtime import doctrines_for
 from knhk.errors import InvalidInputError
 from knhk.ops.clock import parse_rfc3339
-from knhk.runtime import doctrines_for
 from knhk.validation.doctrines import (
     UNIVERSAL_SOD,
     Approver,

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 from loop_support import MONDAY_10, TYPE, observation, pack_root, pipeline_input, plan, subject_triples, term
 
+from knhk.app.runtime import Runtime
 from knhk.ontology.extract import extract_schema
 from knhk.ontology.namespaces import KNHK, OWL_CLASS, RDFS, RDFS_CLASS, XSD, iri, literal
 from knhk.ontology.rdf import Triple
 from knhk.ops.clock import ManualClock
 from knhk.proposals.delta import DeltaSigma
-from knhk.runtime import Runtime
 from knhk.sectors.pack import load_pack
 from knhk.validation.doctrines import Approver
 from knhk.validation.guard_changes import GuardChange, guard_changes

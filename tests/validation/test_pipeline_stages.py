@@ -25,10 +25,10 @@ from loop_support import (
     term,
 )
 
+from knhk.app.runtime import doctrines_for
 from knhk.ontology.core import core_triples
 from knhk.ontology.namespaces import KNHK, RDF_PROPERTY, RDFS_CLASS, SH, XSD, iri, literal
 from knhk.proposals.delta import DeltaSigma
-from knhk.runtime import doctrines_for
 from knhk.sectors.pack import load_pack
 from knhk.validation.doctrines import Approver
 from knhk.validation.pipeline import validate

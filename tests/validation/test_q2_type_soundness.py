@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from loop_support import MONDAY_10, ONE, ingest, observation, plan, term
 
+from knhk.app.runtime import Runtime
 from knhk.ontology.namespaces import KNHK, OWL_DATATYPE_PROPERTY, RDF_PROPERTY, RDF_TYPE, RDFS, SH, XSD, iri, literal
 from knhk.ops.clock import ManualClock
-from knhk.runtime import Runtime
 from knhk.sectors.pack import load_pack
 
 

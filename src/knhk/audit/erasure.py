@@ -1,18 +1,30 @@
 """GDPR erasure by crypto-shredding (SPEC §9): delete a subject's key and encrypted identity, keep every
 immutable row (which only ever held the pseudonym), audit the erasure by pseudonym, and report what still
-references the pseudonym so the data controller can see the effect in numbers."""
+references the pseudonym so the data controller can see the effect in numbers.
+
+The rows that reference a pseudonym live in other concepts' tables (ledger entries, approvals, observations);
+the caller (the application layer) counts them and passes them in as :class:`References`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from knhk.audit.subjects import PSEUDONYM
+from knhk.audit.log import AuditLog
+from knhk.audit.subjects import PSEUDONYM, Subjects
 from knhk.errors import NotFoundError
-from knhk.storage import subject_store
 
-if TYPE_CHECKING:
-    from knhk.runtime import Runtime
+
+@dataclass(frozen=True)
+class References:
+    """How many stored rows mention a pseudonym."""
+
+    receipts: int  # receipts-log entries naming it (as subject or anywhere in the payload)
+    audit: int  # audit-log entries naming it
+    approvals: int  # approvals it gave or refused
+    observations: int  # observations it ingested
 
 
 @dataclass(frozen=True)
@@ -31,19 +43,19 @@ class ErasureReport:
         return dict(self.__dict__)
 
 
-def erase_subject(rt: Runtime, subject: str, *, actor: str) -> ErasureReport:
+def erase_subject(subjects: Subjects, audit: AuditLog, subject: str, *, actor: str,
+                  references: Callable[[str], References]) -> ErasureReport:
     """Erase ``subject`` (a pseudonym, or an identity that is looked up through the blind index)."""
     if PSEUDONYM.match(subject):
         pseudonym = subject
     else:
-        found = rt.subjects.lookup(subject)
+        found = subjects.lookup(subject)
         if found is None:
             raise NotFoundError("no subject is known by that identity")
         pseudonym = found
-    with rt.db.connection() as conn:
-        counts = subject_store.references(conn, pseudonym)
-    erased = rt.subjects.erase(pseudonym)
-    entry = rt.audit.record(actor, "subject.erased", f"subject/{pseudonym}", "success",
-                            metadata={"identity_rows_deleted": str(int(erased))})
-    return ErasureReport(pseudonym, erased, counts["receipts"], counts["audit"], counts["approvals"],
-                         counts["observations"], int(erased), int(erased), entry.id)
+    counts = references(pseudonym)
+    erased = subjects.erase(pseudonym)
+    entry = audit.record(actor, "subject.erased", f"subject/{pseudonym}", "success",
+                         metadata={"identity_rows_deleted": str(int(erased))})
+    return ErasureReport(pseudonym, erased, counts.receipts, counts.audit, counts.approvals, counts.observations,
+                         int(erased), int(erased), entry.id)

@@ -12,8 +12,10 @@ from typing import Any
 
 from knhk.audit.subjects import Subjects
 from knhk.errors import InvalidInputError
-from knhk.ledger.entry import Entry, EntryDraft
+from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
+from knhk.ops.clock import format_rfc3339
+from knhk.proof.entry import Entry
 
 OUTCOMES = ("success", "failure", "denied", "error")
 
@@ -30,12 +32,17 @@ class AuditEvent:
     metadata: Mapping[str, Any]
     id: str
 
+    def to_json(self) -> dict[str, Any]:
+        """The event as the API and CLI list it (``actor`` is the pseudonym)."""
+        return {"seq": self.seq, "time": format_rfc3339(self.ts_us), "actor": self.actor, "action": self.action,
+                "resource": self.resource, "outcome": self.outcome, "reason": self.reason,
+                "metadata": dict(self.metadata), "id": self.id}
+
     @classmethod
     def from_entry(cls, entry: Entry) -> AuditEvent:
-        data = entry.fields.get("data") or {}
-        return cls(entry.seq, entry.ts_us, str(entry.fields.get("subject")), entry.kind,
-                   str(data.get("resource", "")), str(entry.fields.get("outcome")),
-                   entry.fields.get("reason"), data.get("metadata") or {}, entry.id)
+        data = entry.data or {}
+        return cls(entry.seq, entry.ts_us, str(entry.subject), entry.kind, str(data.get("resource", "")),
+                   entry.outcome, entry.reason, data.get("metadata") or {}, entry.id)
 
 
 class AuditLog:
@@ -55,8 +62,8 @@ class AuditLog:
         meta = dict(metadata or {})
         if any(not isinstance(k, str) for k in meta):
             raise InvalidInputError("audit metadata keys must be strings")
-        checked = EntryDraft(log="audit", kind=action, sector=sector, subject=None, outcome=outcome, reason=reason,
-                             data={"resource": resource, "metadata": meta})  # refuse bad input before any write
+        checked = receipts.audit_event(action=action, resource=resource, outcome=outcome, reason=reason,
+                                       metadata=meta, sector=sector)  # refuse bad input before any write
         return self.ledger.append(replace(checked, subject=self.subjects.pseudonym(actor)))
 
     def events(self, *, after_seq: int = -1, limit: int = 100, action: str | None = None) -> list[AuditEvent]:

@@ -18,9 +18,9 @@ import time
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from knhk.audit import store as sql
 from knhk.errors import DependencyUnavailableError, InvalidInputError, NotFoundError
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
-from knhk.storage import subject_store as sql
 from knhk.storage.database import Database
 
 PSEUDONYM = re.compile(r"^sub_[0-9a-f]{32}$")

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from knhk.cli.context import runtime
+from knhk.cli.context import actor as acting
+from knhk.cli.context import application
 from knhk.cli.output import print_json, table
 from knhk.cli.receipts import verify_command
 from knhk.errors import InvalidInputError
-from knhk.ops.clock import format_rfc3339
 
 app = typer.Typer(help="The audit log: who did what.", no_args_is_help=True)
 
@@ -36,7 +36,7 @@ def append(
             raise InvalidInputError(f"--metadata is not JSON: {exc}") from exc
         if not isinstance(meta, dict):
             raise InvalidInputError("--metadata must be a JSON object")
-    entry = runtime(ctx).audit.record(actor, action, resource, outcome, reason=reason, metadata=meta)
+    entry = application(ctx).record_audit(acting(actor), action, resource, outcome, reason=reason, metadata=meta)
     if as_json:
         print_json(entry.to_json())
     else:
@@ -53,15 +53,12 @@ def list_events(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List audit entries."""
-    rt = runtime(ctx)
-    events = rt.audit.events(after_seq=after, limit=limit, action=action)
+    app, who = application(ctx), acting()
     rows = []
-    for ev in events:
-        row = {"seq": ev.seq, "time": format_rfc3339(ev.ts_us), "actor": ev.actor, "action": ev.action,
-               "resource": ev.resource, "outcome": ev.outcome, "reason": ev.reason, "metadata": ev.metadata,
-               "id": ev.id}
+    for ev in app.audit_events(who, after_seq=after, limit=limit, action=action):
+        row = ev.to_json()
         if resolve:
-            row["identity"] = rt.subjects.identity(ev.actor) or "(erased)"
+            row["identity"] = app.identity_of(who, ev.actor) or "(erased)"
         rows.append(row)
     if as_json:
         print_json(rows)

@@ -3,24 +3,19 @@ printed; key files are created with mode 0600."""
 
 from __future__ import annotations
 
-import getpass
-import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from knhk.cli.context import runtime
+from knhk.cli.context import actor as acting
+from knhk.cli.context import application
 from knhk.cli.output import print_json, say, table
 from knhk.errors import ConflictError
-from knhk.ledger.signing import SigningKey, read_key_file, write_key_file
 from knhk.ops.clock import format_rfc3339
+from knhk.proof.signing import SigningKey, read_key_file, write_key_file
 
 app = typer.Typer(help="Ledger signing keys (Ed25519).", no_args_is_help=True)
-
-
-def default_actor() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 @app.command("generate")
@@ -38,14 +33,8 @@ def generate(
             raise ConflictError(f"{out} already exists; refusing to overwrite a key file") from exc
         info = {"key_id": key.key_id, "public_key": key.public_key.hex(), "file": str(out)}
     else:
-        rt = runtime(ctx)
-        active = rt.keyring.active_key_id()
-        keys = rt.keyring.public_keys(refresh=True)
-        if active is not None and len(keys) > 1:
-            raise ConflictError(f"the keyring already has active key {active}; use 'knhk keys rotate'")
-        key_id = rt.keyring.ensure_active()
-        info = {"key_id": key_id, "public_key": rt.keyring.public_key(key_id).public_key.hex(),
-                "file": str(rt.keyring.keys_dir / f"{key_id}.key")}
+        public, file = application(ctx).generate_key(acting())
+        info = {"key_id": public.key_id, "public_key": public.public_key.hex(), "file": file}
     if as_json:
         print_json(info)
     else:
@@ -61,11 +50,8 @@ def rotate(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Make a new key active. Old keys stay in the keyring so every old entry keeps verifying."""
-    rt = runtime(ctx)
     new = read_key_file(key_file) if key_file else None
-    old, public = rt.ledger.rotate_key(new)
-    rt.audit.record(actor or default_actor(), "key.rotated", f"key/{public.key_id}",
-                    reason=reason, metadata={"previous_key_id": old or "", "key_id": public.key_id})
+    old, public = application(ctx).rotate_key(acting(actor), new, reason=reason)
     if as_json:
         print_json({"previous_key_id": old, "key_id": public.key_id, "public_key": public.public_key.hex()})
     else:
@@ -75,12 +61,9 @@ def rotate(
 @app.command("list")
 def list_keys(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List every key of the keyring (public halves only)."""
-    rt = runtime(ctx)
-    active = rt.keyring.active_key_id()
-    keys = list(rt.keyring.public_keys(refresh=True).values())
-    rows = [{"key_id": k.key_id, "public_key": k.public_key.hex(), "created": format_rfc3339(k.created_us),
-             "retired": format_rfc3339(k.retired_us) if k.retired_us else None, "active": k.key_id == active}
-            for k in keys]
+    rows = [{"key_id": k.key.key_id, "public_key": k.key.public_key.hex(), "created": format_rfc3339(k.key.created_us),
+             "retired": format_rfc3339(k.key.retired_us) if k.key.retired_us else None, "active": k.active}
+            for k in application(ctx).signing_keys(acting())]
     if as_json:
         print_json(rows)
         return

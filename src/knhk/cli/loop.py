@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
-from knhk.cli.context import runtime
-from knhk.cli.output import print_json, say, table
-from knhk.errors import ConflictError, InvalidInputError, KnhkError, UsageError
+from knhk.cli.context import actor, application
+from knhk.cli.output import print_json, say
+from knhk.errors import UsageError
+from knhk.observations.admission import Label
 from knhk.observations.ingest import MAX_BATCH
-from knhk.observations.model import Observation, check_skew, parse_observation
-from knhk.ops.clock import format_rfc3339
 from knhk.ops.json_input import loads_strict
-from knhk.runtime import Runtime
-from knhk.sectors.pack import available_sectors
-from knhk.storage import observation_store
 
 BATCH = MAX_BATCH  # files of up to 10,000 observations are stored in one transaction
 
@@ -40,53 +35,16 @@ def read_numbered_json_lines(source: str) -> list[tuple[int, Any]]:
     return out
 
 
-def read_json_lines(source: str) -> list[Any]:
-    """Every line of a JSON-lines file (or stdin for ``-``) as JSON values; the first bad line is an error."""
-    return [value for _, value in read_numbered_json_lines(source)]
-
-
-def _at_line(number: int, exc: KnhkError) -> KnhkError:
-    message = re.sub(r"^observation \d+: ", "", exc.message)
-    return type(exc)(f"line {number}: {message}")
-
-
-def check_lines(rt: Runtime, lines: Sequence[tuple[int, Any]], now_us: int) -> None:
-    """Everything ingest would refuse, judged for every line before anything is stored: a malformed
-    observation, an id used twice with different content (in the file or already stored), a timestamp
-    more than 60 s off (unless the line is an already-stored duplicate)."""
-    parsed: list[tuple[int, Observation]] = []
-    first: dict[str, tuple[int, str]] = {}
-    for number, raw in lines:
-        try:
-            obs = parse_observation(raw, received_us=now_us)
-        except KnhkError as exc:
-            raise _at_line(number, exc) from exc
-        if obs.client_id:
-            earlier = first.setdefault(obs.id, (number, obs.content_hash))
-            if earlier[1] != obs.content_hash:
-                raise ConflictError(f"line {number}: id {obs.id!r} is also used by line {earlier[0]} with "
-                                    "different content")
-        parsed.append((number, obs))
-    with rt.db.connection() as conn:
-        stored = observation_store.find_by_ids(conn, list(first))
-    for number, obs in parsed:
-        old = stored.get(obs.id) if obs.client_id else None
-        if old is not None:
-            if old.content_hash != obs.content_hash:
-                raise ConflictError(f"line {number}: id {obs.id!r} is already stored with different content; "
-                                    "observations are never overwritten")
-            continue
-        if obs.skewed:
-            try:
-                check_skew(obs.ts_us, now_us)
-            except KnhkError as exc:
-                raise _at_line(number, exc) from exc
+def _line_label(lines: Sequence[tuple[int, Any]], start: int = 0) -> Label:
+    """Name batch item ``i`` (of the batch starting at ``start``) by its line in the file."""
+    return lambda i: f"line {lines[start + i][0]}"
 
 
 def ingest(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="JSON-lines file of observations, or - for standard input.")],
-    client: Annotated[str | None, typer.Option(help="Name the ingesting client (audited).")] = None,
+    client: Annotated[str | None, typer.Option(help="Name the ingesting client (audited; default user@host).")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Ingest observations (JSON lines: event_type, sector, value, optional timestamp, metadata, id).
@@ -94,22 +52,16 @@ def ingest(
     Every line is checked before anything is stored: one bad line stores nothing and names the line.
     """
     lines = read_numbered_json_lines(source)
-    rt = runtime(ctx)
-    check_lines(rt, lines, rt.loop_clock.now_us())
+    app, who = application(ctx), actor(client)
     raws = [raw for _, raw in lines]
+    app.check_observations(who, raws, label=_line_label(lines))  # one bad line stores nothing
     summary = {"read": len(raws), "stored": 0, "duplicates": 0, "non_conforming": 0, "guard_violations": 0,
                "skewed": 0}
     with Progress(TextColumn("ingesting"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   transient=True, disable=as_json or not sys.stderr.isatty()) as progress:
         task = progress.add_task("ingest", total=len(raws))
         for start in range(0, len(raws), BATCH):
-            try:
-                results = rt.ingestor.ingest_batch(raws[start:start + BATCH], client=client)
-            except KnhkError as exc:
-                index = exc.details.get("index")
-                if isinstance(index, int) and 0 <= start + index < len(lines):
-                    raise _at_line(lines[start + index][0], exc) from exc
-                raise
+            results = app.ingest_batch(who, raws[start:start + BATCH], label=_line_label(lines, start))
             for r in results:
                 summary["duplicates" if r.duplicate else "stored"] += 1
                 summary["non_conforming"] += 0 if r.observation.conforming else 1
@@ -124,7 +76,7 @@ def ingest(
             f"{summary['guard_violations']} guard violation(s) receipted; {summary['skewed']} flagged skewed")
 
 
-def describe_cycle(record: dict[str, Any]) -> None:
+def describe_cycle(record: Mapping[str, Any]) -> None:
     c = record["counts"]
     say(f"cycle {record['id']} of [bold]{record['sector']}[/bold]: {record['outcome']} "
         f"in {record['duration_ms']:.0f} ms")
@@ -145,11 +97,8 @@ def cycle(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run one MAPE-K cycle now (per sector); exit 1 when a cycle failed."""
-    rt = runtime(ctx)
-    sectors = [sector] if sector else available_sectors()
-    if sector is not None and rt.registry.current(sector) is None:
-        raise InvalidInputError(f"unknown sector {sector!r}; installed: {', '.join(available_sectors())}")
-    records = [rt.run_cycle(s).to_json() for s in sectors]  # each catches its windows up from the store
+    app, who = application(ctx), actor()
+    records = [app.run_cycle(who, s).to_json() for s in ([sector] if sector else app.sectors())]
     if as_json:
         print_json(records[0] if sector else records)
     else:
@@ -157,17 +106,3 @@ def cycle(
             describe_cycle(r)
     if any(r["outcome"] == "failed" for r in records):
         raise typer.Exit(1)
-
-
-def cycles_list(ctx: typer.Context, sector: str | None = None, limit: int = 20, as_json: bool = False) -> None:
-    from knhk.storage import loop_store
-
-    rt = runtime(ctx)
-    with rt.db.connection() as conn:
-        rows = loop_store.list_cycles(conn, sector, limit)
-    if as_json:
-        print_json(rows)
-        return
-    table("cycles", ["id", "sector", "started", "outcome", "patterns", "proposals", "promotions"],
-          [[r["id"], r["sector"], format_rfc3339(r["started_us"]), r["outcome"], r["counts"].get("patterns"),
-            r["counts"].get("proposals"), r["counts"].get("promotions")] for r in rows])

@@ -14,12 +14,13 @@ from typing import Annotated
 import typer
 
 from knhk import __version__
+from knhk.app.system import grant_app_role as grant_role
+from knhk.app.system import migrate_database
 from knhk.cli import audit, keys, loop, proposals, receipts, sectors, serve, sigma, subjects, telemetry, token
-from knhk.cli.context import runtime, state
+from knhk.cli.context import application, state
 from knhk.cli.output import print_json, say
 from knhk.errors import KnhkError
 from knhk.ops.logs import configure_logging
-from knhk.storage import schema
 
 app = typer.Typer(
     name="knhk",
@@ -35,8 +36,8 @@ app.add_typer(sigma.app, name="sigma")
 app.add_typer(proposals.app, name="proposals")
 app.add_typer(token.app, name="token")
 app.add_typer(subjects.app, name="subjects")
-app.add_typer(sectors.app, name="sectors")
 app.add_typer(telemetry.app, name="telemetry")
+app.add_typer(sectors.app, name="sectors")
 app.command("ingest")(loop.ingest)
 app.command("serve")(serve.serve)
 app.command("cycle")(loop.cycle)
@@ -69,9 +70,7 @@ def root(
 @app.command("init")
 def init(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Initialise the data directory or database explicitly (every command also does it on first use)."""
-    rt = runtime(ctx)
-    info = {"database": rt.db.url if rt.db.dialect == "sqlite" else rt.db.dialect,
-            "active_key_id": rt.keyring.active_key_id(), "keys_dir": str(rt.keyring.keys_dir)}
+    info = application(ctx).describe()
     if as_json:
         print_json(info)
     else:
@@ -81,20 +80,11 @@ def init(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = 
 @db_app.command("migrate")
 def migrate(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Apply pending schema migrations."""
-    from knhk.storage.database import Database
-
-    settings = state(ctx).settings()
-    db = Database(settings.resolved_database_url, pool_min=1, pool_max=2)
-    try:
-        applied = schema.migrate(db)
-        have = sorted(schema.applied(db))
-    finally:
-        db.close()
-    out = {"applied": [f"{m.version:04d}_{m.name}" for m in applied], "schema_version": have[-1] if have else 0}
+    result = migrate_database(state(ctx).settings())
     if as_json:
-        print_json(out)
+        print_json({"applied": result.applied, "schema_version": result.schema_version})
     else:
-        say(f"applied {len(applied)} migration(s); schema version {out['schema_version']}")
+        say(f"applied {len(result.applied)} migration(s); schema version {result.schema_version}")
 
 
 @db_app.command("grant-app-role")
@@ -105,17 +95,8 @@ def grant_app_role(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create the least-privilege application role (PostgreSQL; run as the schema owner after migrating)."""
-    from knhk.storage.database import Database
-    from knhk.storage.roles import create_app_role
-
-    settings = state(ctx).settings()
-    db = Database(settings.resolved_database_url, pool_min=1, pool_max=2)
-    try:
-        schema.migrate(db)
-        password = password_file.read_text().strip() if password_file else None
-        statements = create_app_role(db, role, password)
-    finally:
-        db.close()
+    password = password_file.read_text().strip() if password_file else None
+    statements = grant_role(state(ctx).settings(), role, password)
     if as_json:
         print_json({"role": role, "statements": statements})
     else:

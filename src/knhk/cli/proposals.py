@@ -1,7 +1,8 @@
 """``knhk proposals …``: list, show, approve and reject proposals.
 
 In embedded mode the approver is named on the command line (``--approver NAME --approver-sector SECTOR
---approver-role ROLE``); the service takes identity from the authenticated token instead.
+--approver-role ROLE``) and acts as that principal; the service takes identity from the authenticated token
+instead. Both go through the same operation (:meth:`knhk.app.application.Application.decide`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from knhk.cli.context import runtime
+from knhk.cli.context import actor, application
 from knhk.cli.output import print_json, say, table
 from knhk.loop.proposals import Execution
 from knhk.ops.clock import format_rfc3339
@@ -27,23 +28,21 @@ def list_proposals(ctx: typer.Context, sector: Annotated[str | None, typer.Optio
                    status: Annotated[str | None, typer.Option(help="created, held, promoted, rejected, …")] = None,
                    limit: int = 50, as_json: Json = False) -> None:
     """Proposals, newest first."""
-    rows = runtime(ctx).proposals.find(sector=sector, status=status, limit=limit)
+    rows = application(ctx).proposals(actor(), sector=sector, status=status, limit=limit)
     if as_json:
-        print_json([{**p.to_json(with_delta=False), "status": s.status, "reason": s.reason} for p, s in rows])
+        print_json([r.to_json() for r in rows])
         return
     table("proposals", ["id", "sector", "pattern", "status", "cost", "created", "reason"],
           [[p.id, p.sector, p.pattern or "", s.status, p.cost, format_rfc3339(p.created_us), (s.reason or "")[:80]]
-           for p, s in rows])
+           for p, s in ((r.proposal, r.status) for r in rows)])
 
 
 @app.command("show")
 def show(ctx: typer.Context, proposal_id: str, as_json: Json = False) -> None:
     """A proposal with its ΔΣ, validations and approvals."""
-    rt = runtime(ctx)
-    p, s = rt.proposals.get(proposal_id)
-    out: dict[str, Any] = {**p.to_json(), "status": s.status, "reason": s.reason,
-                           "validations": rt.proposals.validations(proposal_id),
-                           "approvals": rt.proposals.approvals(proposal_id)}
+    details = application(ctx).proposal(actor(), proposal_id)
+    p, s = details.proposal, details.status
+    out: dict[str, Any] = details.to_json()
     if as_json:
         print_json(out)
         return
@@ -61,11 +60,8 @@ def show(ctx: typer.Context, proposal_id: str, as_json: Json = False) -> None:
 
 
 def _report(result: Execution, as_json: bool) -> None:
-    out = {"proposal_id": result.proposal.id, "outcome": result.outcome,
-           "promoted_snapshot": result.promoted_snapshot, "receipts": result.receipts,
-           "report": None if result.report is None else result.report.to_json()}
     if as_json:
-        print_json(out)
+        print_json(result.to_json())
     else:
         reason = "" if result.report is None or not result.report.reason else f": {result.report.reason}"
         say(f"proposal {result.proposal.id}: {result.outcome}{reason}")
@@ -76,9 +72,8 @@ def approve(ctx: typer.Context, proposal_id: str, approver: Approver, approver_s
             approver_role: ApproverRole = [], comment: Annotated[str | None, typer.Option()] = None,  # noqa: B006
             as_json: Json = False) -> None:
     """Approve a held proposal; when the quorum is reached it is validated again and promoted."""
-    result = runtime(ctx).proposals.decide(proposal_id, identity=approver, roles=approver_role,
-                                           sector_attr=approver_sector, decision="approve", comment=comment)
-    _report(result, as_json)
+    who = actor(approver, approver_role, approver_sector)
+    _report(application(ctx).decide(who, proposal_id, "approve", comment), as_json)
 
 
 @app.command("reject")
@@ -86,6 +81,5 @@ def reject(ctx: typer.Context, proposal_id: str, approver: Approver, approver_se
            approver_role: ApproverRole = [], comment: Annotated[str | None, typer.Option()] = None,  # noqa: B006
            as_json: Json = False) -> None:
     """Reject a held proposal."""
-    result = runtime(ctx).proposals.decide(proposal_id, identity=approver, roles=approver_role,
-                                           sector_attr=approver_sector, decision="reject", comment=comment)
-    _report(result, as_json)
+    who = actor(approver, approver_role, approver_sector)
+    _report(application(ctx).decide(who, proposal_id, "reject", comment), as_json)

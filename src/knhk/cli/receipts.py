@@ -10,14 +10,14 @@ import orjson
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from knhk.cli.context import runtime
+from knhk.app.application import Application
+from knhk.cli.context import actor, application
 from knhk.cli.output import print_json, say, table
-from knhk.errors import IntegrityError, UsageError
-from knhk.ledger.bundle import verify_bundle
-from knhk.ledger.entry import LOGS, Entry
-from knhk.ledger.ledger import Ledger
+from knhk.errors import UsageError, VerificationError
 from knhk.ledger.verify import VerifyReport
 from knhk.ops.clock import format_rfc3339
+from knhk.proof.bundle import verify_bundle
+from knhk.proof.entry import LOGS, Entry
 
 app = typer.Typer(help="The signed, hash-chained, Merkle-logged receipt ledger.", no_args_is_help=True)
 
@@ -26,9 +26,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def entry_row(e: Entry) -> list[Any]:
-    f = e.fields
-    return [e.seq, format_rfc3339(e.ts_us), e.kind, f.get("sector") or "", f.get("subject") or "",
-            f.get("outcome") or "", e.id[:16]]
+    return [e.seq, format_rfc3339(e.ts_us), e.kind, e.sector or "", e.subject or "", e.outcome or "", e.id[:16]]
 
 
 @app.command("list")
@@ -42,7 +40,7 @@ def list_entries(
     as_json: JsonOption = False,
 ) -> None:
     """List ledger entries in seq order."""
-    entries = runtime(ctx).ledger.entries(log, after_seq=after, limit=limit, kind=kind, sector=sector)
+    entries = application(ctx).receipts(actor(), log, after_seq=after, limit=limit, kind=kind, sector=sector)
     if as_json:
         print_json([e.to_json() for e in entries])
         return
@@ -53,7 +51,7 @@ def list_entries(
 @app.command("show")
 def show(ctx: typer.Context, seq: int, log: LogOption = "receipts", as_json: JsonOption = False) -> None:
     """Show one entry with all its fields."""
-    entry = runtime(ctx).ledger.entry(log, seq)
+    entry = application(ctx).receipt(actor(), log, seq)
     if as_json:
         print_json(entry.to_json())
         return
@@ -61,9 +59,9 @@ def show(ctx: typer.Context, seq: int, log: LogOption = "receipts", as_json: Jso
         say(f"[bold]{key}[/bold]: {orjson.dumps(value).decode() if isinstance(value, dict | list) else value}")
 
 
-def run_verify(ledger: Ledger, log: str, workers: int | None, quiet: bool) -> VerifyReport:
+def run_verify(app: Application, log: str, workers: int | None, quiet: bool) -> VerifyReport:
     if quiet:
-        return ledger.verify(log, workers=workers)
+        return app.verify(actor(), log, workers=workers)
     with Progress(TextColumn(f"verifying {log}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task(log, total=None)
@@ -71,7 +69,7 @@ def run_verify(ledger: Ledger, log: str, workers: int | None, quiet: bool) -> Ve
         def update(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        return ledger.verify(log, workers=workers, progress=update)
+        return app.verify(actor(), log, workers=workers, progress=update)
 
 
 def describe_report(report: VerifyReport) -> None:
@@ -89,8 +87,8 @@ def describe_report(report: VerifyReport) -> None:
 
 
 def verify_command(ctx: typer.Context, logs: list[str], as_json: bool, workers: int | None) -> None:
-    ledger = runtime(ctx).ledger
-    reports = [run_verify(ledger, log, workers, as_json) for log in logs]
+    app = application(ctx)
+    reports = [run_verify(app, log, workers, as_json) for log in logs]
     ok = all(r.ok for r in reports)
     if as_json:
         if len(reports) == 1:
@@ -117,12 +115,9 @@ def verify(
     logs = list(LOGS) if log == "all" else [log]
     verify_command(ctx, logs, as_json, workers)
     if evidence and "receipts" in logs:
-        from knhk.observations.evidence import check_all_evidence
-
-        rt = runtime(ctx)
-        checked, failed = check_all_evidence(rt.ledger, rt.db)
+        checked, failed = application(ctx).verify_evidence(actor())
         if failed is not None:
-            raise IntegrityError(f"evidence of receipt {failed.seq} ({failed.kind}): {failed.message}")
+            raise VerificationError(f"evidence of receipt {failed.seq} ({failed.kind}): {failed.message}")
         if not as_json:
             say(f"[green]INTACT[/green] the evidence of {checked} receipt(s) recomputed from the observation store")
 
@@ -130,24 +125,21 @@ def verify(
 @app.command("prove")
 def prove(ctx: typer.Context, seq: int, log: LogOption = "receipts") -> None:
     """Print an offline proof bundle (JSON) for entry SEQ."""
-    print_json(runtime(ctx).ledger.prove(log, seq))
+    print_json(application(ctx).prove(actor(), log, seq))
 
 
 @app.command("evidence")
 def evidence(ctx: typer.Context, seq: int, log: LogOption = "receipts", as_json: JsonOption = False) -> None:
     """Recompute entry SEQ's evidence commitment from the store (every observation, by content); exit 1 naming
     the first mismatch."""
-    from knhk.observations.evidence import check_evidence
-
-    rt = runtime(ctx)
-    report = check_evidence(rt.ledger, rt.db, log, seq)
+    report = application(ctx).receipt_evidence(actor(), log, seq)
     if as_json:
         print_json(report.to_json())
         if not report.ok:
             raise typer.Exit(1)
         return
     if not report.ok:
-        raise IntegrityError(f"entry {seq} of log {log}: {report.message}")
+        raise VerificationError(f"entry {seq} of log {log}: {report.message}")
     say(f"[green]INTACT[/green] {report.message}")
 
 
@@ -164,7 +156,7 @@ def verify_bundle_command(
     try:
         bundle = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise IntegrityError(f"bundle is not JSON: {exc}") from exc
+        raise VerificationError(f"bundle is not JSON: {exc}") from exc
     result = verify_bundle(bundle)
     if as_json:
         print_json(result)
@@ -178,10 +170,9 @@ def verify_bundle_command(
 @app.command("checkpoint")
 def checkpoint(ctx: typer.Context, log: LogOption = "receipts", as_json: JsonOption = False) -> None:
     """Issue a signed checkpoint (C2SP signed note) of the log's current tree."""
-    cp = runtime(ctx).ledger.checkpoint(log)
+    cp = application(ctx).checkpoint(actor(), log)
     if as_json:
-        print_json({"log": cp.log, "tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(),
-                    "key_id": cp.key_id, "issued": format_rfc3339(cp.issued_us), "note": cp.note})
+        print_json(cp.to_json())
         return
     sys.stdout.write(cp.note)
 
@@ -190,11 +181,7 @@ def checkpoint(ctx: typer.Context, log: LogOption = "receipts", as_json: JsonOpt
 def consistency(ctx: typer.Context, first: int, second: int, log: LogOption = "receipts",
                 as_json: JsonOption = False) -> None:
     """Print the RFC 9162 consistency proof between two tree sizes."""
-    ledger = runtime(ctx).ledger
-    proof = ledger.consistency_proof(log, first, second)
-    out = {"log": log, "first": first, "second": second,
-           "first_root": ledger.root(log, first).hex(), "second_root": ledger.root(log, second).hex(),
-           "proof": [h.hex() for h in proof]}
+    out = application(ctx).consistency(actor(), log, first, second).to_json()
     if as_json:
         print_json(out)
         return

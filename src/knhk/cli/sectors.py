@@ -2,55 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from knhk.cli.context import runtime
+from knhk.cli.context import actor, application
 from knhk.cli.output import print_json, say, table
-from knhk.errors import InvalidInputError
-from knhk.runtime import Runtime, doctrines_for
-from knhk.sectors.detectors import detector_settings
-from knhk.sectors.pack import load_pack
 
 app = typer.Typer(help="Sector packs: list them, show one (guards, doctrines, detector thresholds).",
                   no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def describe(rt: Runtime, sector: str) -> dict[str, Any]:
-    """Everything ``sectors show`` prints about one installed sector."""
-    installed = rt.registry.sectors()
-    if sector not in installed:
-        raise InvalidInputError(f"sector {sector!r} has no installed sector pack; installed: {', '.join(installed)}")
-    current = rt.registry.current(sector)
-    schema = rt.registry.current_schema(sector)
-    learned = rt.thresholds.thresholds(sector)
-    return {
-        "sector": sector,
-        "description": load_pack(sector).description,
-        "current_snapshot": None if current is None else current.id,
-        "event_types": sorted(schema.event_types),
-        "guards": [{"guard_id": g.guard_id, "kind": g.kind, "event_type": g.event_type, "field": g.field,
-                    "limit": format(g.limit, "f"), "window_s": g.window_s if g.kind == "rate_limit" else None,
-                    "hot_path": g.hot_path, "criticality": g.criticality, "immutable": g.immutable, "ticks": g.ticks}
-                   for g in schema.guards],
-        "doctrines": [{"id": d.id, "type": d.type, "level": d.level, "description": d.description}
-                      for d in doctrines_for(sector)],
-        "detectors": detector_settings(sector, rt.settings).rows(),
-        "learned_thresholds": {kind: milli / 1000 for kind, milli in sorted(learned.items())},
-    }
-
-
 @app.command("list")
 def list_sectors(ctx: typer.Context, as_json: Json = False) -> None:
     """The installed sectors with their current snapshot."""
-    rt = runtime(ctx)
-    rows = []
-    for sector in rt.registry.sectors():
-        current = rt.registry.current(sector)
-        rows.append({"sector": sector, "description": load_pack(sector).description,
-                     "current_snapshot": None if current is None else current.id})
+    rows = [s.to_json() for s in application(ctx).installed_sectors(actor())]
     if as_json:
         print_json(rows)
         return
@@ -62,7 +29,7 @@ def list_sectors(ctx: typer.Context, as_json: Json = False) -> None:
 def show(ctx: typer.Context, sector: str, as_json: Json = False) -> None:
     """One sector: its guards (criticality, immutability), doctrines and detector thresholds (with their
     source: default, pack or configuration)."""
-    out = describe(runtime(ctx), sector)
+    out = application(ctx).sector(actor(), sector)
     if as_json:
         print_json(out)
         return

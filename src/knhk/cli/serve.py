@@ -21,7 +21,7 @@ def serve(
     """Serve the API. Without a configured identity provider it binds loopback only (local dev issuer)."""
     import uvicorn
 
-    from knhk.service.auth import check_bind_allowed
+    from knhk.identity.local import check_bind_allowed
     from knhk.service.tls import uvicorn_ssl_options
 
     settings = state(ctx).settings()
@@ -37,9 +37,9 @@ def serve(
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="knhk-metrics-")
     # Initialise (migrate, keys, packs) once before the workers start, so they never race on first use.
-    from knhk.runtime import Runtime
+    from knhk.app.application import initialise
 
-    Runtime.open(settings).close()
+    initialise(settings)
     try:
         ssl_options = uvicorn_ssl_options(settings)
     except OSError as exc:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from knhk.cli.context import runtime
-from knhk.cli.keys import default_actor
+from knhk.cli.context import actor, application
 from knhk.cli.output import print_json, say, table
-from knhk.errors import InvalidInputError
 from knhk.ops.clock import format_rfc3339
 
 app = typer.Typer(help="Ontology snapshots (Σ): list, show, lineage, diff, export, promote, rollback, gc.",
@@ -22,16 +20,15 @@ Json = Annotated[bool, typer.Option("--json")]
 def list_snapshots(ctx: typer.Context, sector: Annotated[str | None, typer.Option()] = None,
                    limit: int = 50, as_json: Json = False) -> None:
     """Snapshots, newest first."""
-    rt = runtime(ctx)
-    page = rt.registry.list(sector, limit)
-    currents = {s: (c.id if (c := rt.registry.current(s)) else None) for s in {i.sector for i in page.items}}
+    listing = application(ctx).snapshots(actor(), sector=sector, limit=limit)
+    items = listing.page.items
     if as_json:
-        print_json({"items": [{**i.to_json(), "current": currents.get(i.sector) == i.id} for i in page.items],
-                    "next_cursor": page.next_cursor})
+        print_json({"items": [{**i.to_json(), "current": listing.is_current(i)} for i in items],
+                    "next_cursor": listing.page.next_cursor})
         return
     table("snapshots", ["id", "sector", "parent", "origin", "triples", "created", "current"],
           [[i.id[:16], i.sector, (i.parent or "")[:16], i.origin, i.triple_count, format_rfc3339(i.created_us),
-            "yes" if currents.get(i.sector) == i.id else ""] for i in page.items])
+            "yes" if listing.is_current(i) else ""] for i in items])
 
 
 Sector = Annotated[str | None, typer.Option(help="The sector (needed when a snapshot is given as 'current').")]
@@ -40,10 +37,7 @@ Sector = Annotated[str | None, typer.Option(help="The sector (needed when a snap
 @app.command("show")
 def show(ctx: typer.Context, snapshot: str, sector: Sector = None, as_json: Json = False) -> None:
     """One snapshot's metadata (ids may be abbreviated, or 'current' with --sector)."""
-    rt = runtime(ctx)
-    info = rt.registry.info(rt.registry.resolve(snapshot, sector))
-    schema = rt.registry.schema(info.id)
-    out = {**info.to_json(), "event_types": sorted(schema.event_types), "guards": [g.guard_id for g in schema.guards]}
+    out = application(ctx).snapshot(actor(), snapshot, sector=sector).to_json()
     if as_json:
         print_json(out)
         return
@@ -55,13 +49,11 @@ def show(ctx: typer.Context, snapshot: str, sector: Sector = None, as_json: Json
 def current(ctx: typer.Context, sector: Annotated[str, typer.Option(help="The sector.")],
             as_json: Json = False) -> None:
     """The sector's current snapshot."""
-    snap = runtime(ctx).registry.current(sector)
-    if snap is None:
-        raise InvalidInputError(f"sector {sector} has no current snapshot")
+    info = application(ctx).current_snapshot(actor(), sector)
     if as_json:
-        print_json(snap.info.to_json())
+        print_json(info.to_json())
     else:
-        say(f"{sector}: {snap.id} ({snap.triple_count} triples, origin {snap.origin})")
+        say(f"{sector}: {info.id} ({info.triple_count} triples, origin {info.origin})")
 
 
 @app.command("lineage")
@@ -69,24 +61,11 @@ def lineage(ctx: typer.Context, sector: Annotated[str | None, typer.Option()] = 
             snapshot: Annotated[str | None, typer.Option(help="Start here instead of the current snapshot.")] = None,
             as_json: Json = False) -> None:
     """Ancestry of a snapshot (default: the sector's current one) back to the root, with promotions."""
-    rt = runtime(ctx)
-    if snapshot is not None:
-        start = rt.registry.resolve(snapshot, sector)
-    elif sector is not None:
-        cur = rt.registry.current(sector)
-        if cur is None:
-            raise InvalidInputError(f"sector {sector} has no current snapshot")
-        start = cur.id
-    else:
-        raise InvalidInputError("name --sector or --snapshot")
-    chain = rt.registry.lineage(start)
-    history = {h.snapshot_id: h for h in rt.registry.history(chain[0].sector)} if chain else {}
-    rows: list[dict[str, Any]]
-    rows = [{**i.to_json(), "promoted_at": format_rfc3339(history[i.id].at_us) if i.id in history else None,
-             "action": history[i.id].action if i.id in history else None} for i in chain]
+    rows = [step.to_json() for step in application(ctx).lineage(actor(), sector=sector, snapshot=snapshot)]
     if as_json:
         print_json(rows)
         return
+    start = rows[0]["id"] if rows else ""
     table(f"lineage of {start[:16]}", ["id", "origin", "proposal", "triples", "action", "at"],
           [[r["id"][:16], r["origin"], (r["proposal_id"] or "")[:20], r["triple_count"], r["action"] or "",
             r["promoted_at"] or ""] for r in rows])
@@ -95,8 +74,7 @@ def lineage(ctx: typer.Context, sector: Annotated[str | None, typer.Option()] = 
 @app.command("diff")
 def diff(ctx: typer.Context, a: str, b: str, sector: Sector = None, as_json: Json = False) -> None:
     """Triples added and removed from snapshot A to snapshot B (either may be 'current' with --sector)."""
-    rt = runtime(ctx)
-    d = rt.registry.diff(rt.registry.resolve(a, sector), rt.registry.resolve(b, sector))
+    d = application(ctx).diff(actor(), a, b, sector=sector)
     if as_json:
         print_json(d.to_json())
     else:
@@ -108,8 +86,7 @@ def export(ctx: typer.Context, snapshot: str,
            fmt: Annotated[str, typer.Option("--format", help="turtle or ntriples")] = "turtle",
            full: Annotated[bool, typer.Option(help="Include Σ_core.")] = False, sector: Sector = None) -> None:
     """Print a snapshot (an id, a prefix, or 'current' with --sector) as Turtle or N-Triples."""
-    rt = runtime(ctx)
-    sys.stdout.write(rt.registry.export(rt.registry.resolve(snapshot, sector), fmt, full))
+    sys.stdout.write(application(ctx).export(actor(), snapshot, fmt, full=full, sector=sector))
 
 
 @app.command("promote")
@@ -117,19 +94,11 @@ def promote(ctx: typer.Context, snapshot: str, sector: Annotated[str, typer.Opti
             receipt: Annotated[str | None, typer.Option(help="Id of the passing proposal.validated receipt.")] = None,
             force: Annotated[bool, typer.Option(help="Promote without a validation receipt (recorded as forced).")]
             = False,
-            actor: Annotated[str | None, typer.Option(help="Who promotes (audited).")] = None,
+            actor_name: Annotated[str | None, typer.Option("--actor", help="Who promotes (audited).")] = None,
             reason: Annotated[str | None, typer.Option()] = None, as_json: Json = False) -> None:
     """Promote a validated child of the current snapshot (compare-and-set)."""
-    rt = runtime(ctx)
-    sid = rt.registry.resolve(snapshot, sector)
-    if receipt is None and not force:
-        validated = [v for v in rt.ledger.entries("receipts", kind="proposal.validated", sector=sector,
-                                                  descending=True, limit=1000)
-                     if v.fields["data"].get("snapshot_id") == sid and v.fields["outcome"] == "approved"]
-        if validated:
-            receipt = validated[0].id
-    move = rt.registry.promote(sector, sid, actor=actor or default_actor(), validation_receipt_id=receipt,
-                               force=force, reason=reason)
+    move = application(ctx).promote(actor(actor_name), snapshot, sector=sector, validation_receipt_id=receipt,
+                                    force=force, reason=reason)
     if as_json:
         print_json(move.to_json())
     else:
@@ -138,10 +107,10 @@ def promote(ctx: typer.Context, snapshot: str, sector: Annotated[str, typer.Opti
 
 @app.command("rollback")
 def rollback(ctx: typer.Context, sector: Annotated[str, typer.Option()],
-             actor: Annotated[str | None, typer.Option()] = None,
+             actor_name: Annotated[str | None, typer.Option("--actor")] = None,
              reason: Annotated[str | None, typer.Option()] = None, as_json: Json = False) -> None:
     """Move the sector back to the current snapshot's parent."""
-    move = runtime(ctx).registry.rollback(sector, actor=actor or default_actor(), reason=reason)
+    move = application(ctx).rollback(actor(actor_name), sector, reason=reason)
     if as_json:
         print_json(move.to_json())
     else:
@@ -153,7 +122,7 @@ def gc(ctx: typer.Context, sector: Annotated[str | None, typer.Option()] = None,
        min_age_s: Annotated[int | None, typer.Option(help="Only orphans older than this (default 1 day).")] = None,
        as_json: Json = False) -> None:
     """Remove the content of never-promoted orphan snapshots (promoted ones are never touched)."""
-    removed = runtime(ctx).registry.gc(sector, min_age_s=min_age_s, actor=default_actor())
+    removed = application(ctx).collect_snapshots(actor(), sector=sector, min_age_s=min_age_s)
     if as_json:
         print_json({"collected": list(removed)})
     else:

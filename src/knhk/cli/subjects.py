@@ -6,9 +6,8 @@ from typing import Annotated
 
 import typer
 
-from knhk.audit.erasure import erase_subject
-from knhk.cli.context import runtime
-from knhk.cli.keys import default_actor
+from knhk.cli.context import actor as acting
+from knhk.cli.context import application
 from knhk.cli.output import print_json, say
 
 app = typer.Typer(help="Data subjects (pseudonymised identities).", no_args_is_help=True)
@@ -20,7 +19,7 @@ def erase(ctx: typer.Context,
           actor: Annotated[str | None, typer.Option(help="Who erases (audited by pseudonym).")] = None,
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Delete a subject's key and encrypted identity; the ledger keeps verifying, the person is unlinkable."""
-    report = erase_subject(runtime(ctx), subject, actor=actor or default_actor())
+    report = application(ctx).erase_subject(acting(actor), subject)
     if as_json:
         print_json(report.to_json())
         return

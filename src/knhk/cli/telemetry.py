@@ -30,8 +30,8 @@ def check(
     import os
 
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-    from knhk.ops.telemetry import check as checker
     from knhk.ops.telemetry.registry import default_registry_dir
+    from knhk.service import telemetry_check as checker
 
     result = checker.run(registry or default_registry_dir(), live=not static_only,
                          scenario_database=scenario_database, samples=samples)

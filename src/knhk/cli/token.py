@@ -16,8 +16,8 @@ import typer
 from knhk.cli.context import state
 from knhk.cli.output import print_json, warn
 from knhk.errors import UsageError
-from knhk.service.auth.local import LocalIssuer
-from knhk.service.auth.rbac import ROLES
+from knhk.identity.local import LocalIssuer
+from knhk.identity.rbac import ROLES
 
 app = typer.Typer(help="Bearer tokens of the local development issuer.", no_args_is_help=True)
 

@@ -170,7 +170,7 @@ def schema_drift(view: SectorWindows, schema: SectorSchema | None, now_us: int) 
 
 
 def population_of(view: SectorWindows, schema: SectorSchema | None, pattern: Pattern) -> tuple[Entry, ...]:
-    """Every window entry a built-in pattern rests on — what its receipts commit to (knhk.ledger.evidence) —
+    """Every window entry a built-in pattern rests on — what its receipts commit to (knhk.proof.evidence) —
     taken only when asked (a copy of the window, which a plain detection does not need); () for others."""
     if pattern.kind == HIGH_FREQUENCY:
         return tuple(view.by_type.get(str(pattern.details.get("event_type")), ()))

@@ -92,7 +92,7 @@ class Pattern:
         """Canonical-JSON data for a ``pattern.detected`` receipt (confidence as a decimal string)."""
         return {"name": self.name, "kind": self.kind, "confidence": f"{self.confidence_milli / 1000:.2f}",
                 "recommended_action": self.recommended_action, "alert_level": self.alert_level,
-                # the receipt's own evidence_* members say what it lists and commits to (knhk.ledger.evidence)
+                # the receipt's own evidence_* members say what it lists and commits to (knhk.proof.evidence)
                 "details": {k: v for k, v in self.details.items() if k != "evidence_truncated"}}
 
 

@@ -28,9 +28,9 @@ from knhk.detection.pattern import (
     rank,
 )
 from knhk.detection.windows import SAMPLE_OBSERVATIONS, json_kinds, type_name
-from knhk.ledger.evidence import evidence_leaf
 from knhk.observations.model import Observation
 from knhk.ontology.schema import SectorSchema
+from knhk.proof.evidence import evidence_leaf
 
 
 def _recent(events: list[tuple[int, Observation]], now_us: int, window_us: int) -> list[tuple[int, Observation]]:

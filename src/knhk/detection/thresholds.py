@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 
+from knhk.detection import store
 from knhk.detection.learning import ThresholdState, clamp, record_outcome
 from knhk.errors import InvalidInputError
 from knhk.observations.model import is_sector
 from knhk.ops.clock import Clock
-from knhk.storage import observation_store as store
 from knhk.storage.database import Database
 
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,63}")

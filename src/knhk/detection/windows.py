@@ -28,11 +28,11 @@ from itertools import islice
 from typing import Any
 
 from knhk.detection.pattern import DetectorConfig
-from knhk.ledger.evidence import evidence_leaf
 from knhk.observations.model import Observation
+from knhk.proof.evidence import evidence_leaf
 
 #: (timestamp µs, arrival number, observation id, ingest seq, evidence leaf hash): ordered by the first two
-#: (unique); the last two let a receipt commit to every observation a pattern rests on (knhk.ledger.evidence)
+#: (unique); the last two let a receipt commit to every observation a pattern rests on (knhk.proof.evidence)
 Entry = tuple[int, int, str, int | None, bytes]
 SignatureKey = tuple[str, tuple[tuple[str, str], ...]]
 SAMPLE_OBSERVATIONS = 5

@@ -1,6 +1,6 @@
-"""The receipt ledger (SPEC §8): canonical entries, Ed25519 signatures, hash chain, RFC 9162 Merkle tree,
-C2SP checkpoints, offline proof bundles and the verifier.
+"""The receipt ledger (SPEC §8) as KNHK runs it: the sequencer (the one writer), the keyring, the verifier, the
+typed receipt catalogue (``receipts``) and the ledger's SQL (``store``).
 
-The formats here are KNHK's public contract: anyone holding a bundle or a checkpoint can check it with
-these few modules and nothing else.
+The formats themselves — canonical entries, signatures, Merkle proofs, checkpoints, bundles — are the public
+contract in :mod:`knhk.proof`.
 """

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from knhk.errors import ConfigurationError, NotFoundError
-from knhk.ledger.signing import PublicKey, SigningKey, read_key_file, write_key_file
+from knhk.ledger import store as sql
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
-from knhk.storage import ledger_store as sql
+from knhk.proof.signing import PublicKey, SigningKey, read_key_file, write_key_file
 from knhk.storage.database import Connection, Database
 
 log = logging.getLogger("knhk.ledger")

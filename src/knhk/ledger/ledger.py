@@ -10,13 +10,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from knhk.errors import InvalidInputError, NotFoundError
-from knhk.ledger.bundle import make_bundle
-from knhk.ledger.checkpoint import origin_for, sign_checkpoint
-from knhk.ledger.entry import LOGS, Entry, EntryDraft, check_log
+from knhk.ledger import store as sql
 from knhk.ledger.keyring import Keyring
-from knhk.ledger.merkle import (
+from knhk.ledger.sequencer import CheckpointPolicy, Hook, Sequencer, lock_name
+from knhk.ledger.verify import VerifyReport, verify_log
+from knhk.ops.clock import SYSTEM_CLOCK, Clock
+from knhk.proof.bundle import make_bundle
+from knhk.proof.checkpoint import origin_for, sign_checkpoint
+from knhk.proof.entry import LOGS, Entry, EntryDraft, check_log
+from knhk.proof.merkle import (
     EMPTY_ROOT,
-    ProofError,
     consistency_ranges,
     decompose,
     fold,
@@ -24,11 +27,7 @@ from knhk.ledger.merkle import (
     nodes_for_ranges,
     range_hash,
 )
-from knhk.ledger.sequencer import CheckpointPolicy, Hook, Sequencer, lock_name
-from knhk.ledger.signing import PublicKey, SigningKey
-from knhk.ledger.verify import VerifyReport, verify_log
-from knhk.ops.clock import SYSTEM_CLOCK, Clock
-from knhk.storage import ledger_store as sql
+from knhk.proof.signing import PublicKey, SigningKey
 from knhk.storage.database import Connection, Database
 
 MAX_SEQ = 2**62  # beyond any log; larger numbers are refused before they reach the database
@@ -55,9 +54,6 @@ class Ledger:
 
     def append_many(self, drafts: Sequence[EntryDraft]) -> list[Entry]:
         return self.sequencer.append_many(drafts)
-
-    def record(self, log: str, kind: str, **fields: Any) -> Entry:
-        return self.append(EntryDraft(log=log, kind=kind, **fields))
 
     # -- reading --------------------------------------------------------------------------------------
     def head(self, log: str) -> sql.Head | None:
@@ -123,15 +119,9 @@ class Ledger:
             current = 0 if head is None else head.tree_size
             if size > current:
                 raise NotFoundError(f"log {log} has {current} entries; there is no tree of size {size}")
-            try:
-                wanted = ranges()
-            except ProofError as exc:
-                raise InvalidInputError(str(exc)) from exc
+            wanted = ranges()  # a ProofError (422) for sizes or indexes that do not exist
             nodes = sql.get_nodes(conn, log, nodes_for_ranges(wanted))
-        try:
-            return [range_hash(a, b, nodes) for a, b in wanted]
-        except ProofError as exc:
-            raise InvalidInputError(str(exc)) from exc
+        return [range_hash(a, b, nodes) for a, b in wanted]
 
     def inclusion_proof(self, log: str, index: int, size: int) -> list[bytes]:
         """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` entries."""

@@ -26,14 +26,14 @@ from typing import Any
 import orjson
 
 from knhk.errors import KnhkError
-from knhk.ledger.checkpoint import origin_for, sign_checkpoint
-from knhk.ledger.entry import Entry, EntryDraft, encode_payload, entry_id
+from knhk.ledger import store as sql
 from knhk.ledger.keyring import Keyring
-from knhk.ledger.merkle import Frontier, decompose, leaf_hash
-from knhk.ledger.signing import SigningKey
 from knhk.ops import telemetry
 from knhk.ops.clock import Clock
-from knhk.storage import ledger_store as sql
+from knhk.proof.checkpoint import origin_for, sign_checkpoint
+from knhk.proof.entry import Entry, EntryDraft, encode_payload, entry_id
+from knhk.proof.merkle import Frontier, decompose, leaf_hash
+from knhk.proof.signing import SigningKey
 from knhk.storage.database import Connection, Database
 
 log = logging.getLogger("knhk.ledger")
@@ -240,20 +240,34 @@ class Sequencer:
 
     def _seal_log(self, conn: Connection, log_name: str, items: list[tuple[_Pending, int, EntryDraft]],
                   outcomes: dict[int, list[Entry | BaseException | None]]) -> _LogState:
+        """One log's share of a batch, in the three steps a transparency log is built from (Tessera's seams):
+        seal the entries, integrate them into the Merkle tree, publish a checkpoint when one is due."""
         state = self._state_for(conn, log_name)
+        key = self._active_key(conn, log_name, state)
+        entries = self._seal(conn, state, key, items, outcomes)
+        head = self._integrate(conn, log_name, state, entries)
+        cp_size, cp_us = self._publish_checkpoint(conn, log_name, state, key, grew=bool(entries))
+        return _LogState(head, state.frontier, cp_size, cp_us)
+
+    def _active_key(self, conn: Connection, log_name: str, state: _LogState) -> SigningKey:
+        """The key this batch signs with; the first entry it signs in this log is recorded in ledger_key_use."""
         key_id = sql.active_key_id(conn)
         if key_id is None:
             raise KnhkError("the keyring has no active signing key; run 'knhk keys generate'")
-        key = self.keyring.signing_key(key_id)
+        last_use = sql.last_key_use(conn, log_name)
+        if last_use is None or last_use[1] != key_id:
+            sql.insert_key_use(conn, log_name, 0 if state.head is None else state.head.seq + 1, key_id)
+        return self.keyring.signing_key(key_id)
+
+    def _seal(self, conn: Connection, state: _LogState, key: SigningKey,
+              items: list[tuple[_Pending, int, EntryDraft]],
+              outcomes: dict[int, list[Entry | BaseException | None]]) -> list[Entry]:
+        """Run each draft's hook, then give it its seq, time (never before its parent's), parent and signature.
+        A draft whose hook raised gets that error as its outcome and no seq."""
         head = state.head
         seq = 0 if head is None else head.seq + 1
         parent = None if head is None else head.id
         last_ts = 0 if head is None else head.ts_us
-        last_use = sql.last_key_use(conn, log_name)
-        if last_use is None or last_use[1] != key_id:
-            sql.insert_key_use(conn, log_name, seq, key_id)
-        nodes: list[tuple[int, int, bytes]] = []
-        frontier = state.frontier
         sealed: list[tuple[_Pending, int, bytes, str]] = []
         clock = self.clock
         for item, pos, draft in items:
@@ -269,7 +283,6 @@ class Sequencer:
             payload = encode_payload(draft, seq, ts, parent, key.key_id)
             eid = entry_id(payload)
             sealed.append((item, pos, payload, eid))
-            nodes.extend(frontier.append(leaf_hash(payload)))
             seq, parent, last_ts = seq + 1, eid, ts
         # Signatures do not depend on one another: sign the batch on every core (libsodium releases the GIL).
         sigs = self._sign_all(key, [payload for _, _, payload, _ in sealed])
@@ -278,20 +291,34 @@ class Sequencer:
             entry = Entry(payload, eid, sig, orjson.loads(payload))
             entries.append(entry)
             outcomes[id(item)][pos] = entry
-        if entries:
-            sql.insert_entries(conn, entries)
-            sql.insert_nodes(conn, log_name, nodes)
-            last = entries[-1]
-            head = sql.Head(last.seq, last.id, last.ts_us)
+        return entries
+
+    @staticmethod
+    def _integrate(conn: Connection, log_name: str, state: _LogState, entries: list[Entry]) -> sql.Head | None:
+        """Append the sealed entries to the log's Merkle tree; store them with every node they complete."""
+        if not entries:
+            return state.head
+        frontier = state.frontier
+        nodes: list[tuple[int, int, bytes]] = []
+        for entry in entries:
+            nodes.extend(frontier.append(leaf_hash(entry.payload)))
+        sql.insert_entries(conn, entries)
+        sql.insert_nodes(conn, log_name, nodes)
+        last = entries[-1]
+        return sql.Head(last.seq, last.id, last.ts_us)
+
+    def _publish_checkpoint(self, conn: Connection, log_name: str, state: _LogState, key: SigningKey, *,
+                            grew: bool) -> tuple[int, int]:
+        """Sign and store a checkpoint of the tree when the policy says one is due; (size, time) of the latest."""
         cp_size, cp_us = state.checkpoint_size, state.checkpoint_us
+        frontier = state.frontier
         now = self.clock.now_us()
         due = frontier.size - cp_size >= self.policy.every_entries or (
             now - cp_us >= self.policy.every_seconds * 1_000_000
         )
-        if entries and frontier.size > cp_size and due:
-            cp = sign_checkpoint(origin_for(log_name, self.policy.origin_prefix), frontier.size,
-                                 frontier.root(), key)
-            sql.insert_checkpoint(conn, sql.StoredCheckpoint(log_name, cp.tree_size, cp.root_hash, cp.note,
-                                                             key.key_id, now))
-            cp_size, cp_us = frontier.size, now
-        return _LogState(head, frontier, cp_size, cp_us)
+        if not (grew and frontier.size > cp_size and due):
+            return cp_size, cp_us
+        cp = sign_checkpoint(origin_for(log_name, self.policy.origin_prefix), frontier.size, frontier.root(), key)
+        sql.insert_checkpoint(conn, sql.StoredCheckpoint(log_name, cp.tree_size, cp.root_hash, cp.note,
+                                                         key.key_id, now))
+        return frontier.size, now

@@ -25,13 +25,13 @@ from typing import Any
 import nacl.bindings
 import orjson
 
-from knhk.errors import CanonicalEncodingError
-from knhk.ledger.canonical import canonical_bytes
-from knhk.ledger.checkpoint import verify_checkpoint
-from knhk.ledger.merkle import NodeKey, decompose, fold, node_hash
-from knhk.ledger.signing import SIGNATURE_SIZE
+from knhk.errors import CanonicalEncodingError, VerificationError
+from knhk.ledger import store as sql
 from knhk.ops.clock import SYSTEM_CLOCK, format_rfc3339
-from knhk.storage import ledger_store as sql
+from knhk.proof.canonical import canonical_bytes
+from knhk.proof.checkpoint import verify_checkpoint
+from knhk.proof.merkle import NodeKey, decompose, fold, node_hash
+from knhk.proof.signing import SIGNATURE_SIZE
 from knhk.storage.database import Database
 
 _sign_open = nacl.bindings.crypto_sign_open
@@ -347,53 +347,97 @@ def verify_log(db: Database, log: str, *, workers: int | None = None,
     return _assemble(db, log, size, total, results, checkpoints, keys, beyond, negative)
 
 
-def _assemble(db: Database, log: str, size: int, total: int, results: list[ChunkResult],
-              checkpoints: Sequence[sql.StoredCheckpoint], keys: Mapping[str, bytes],
-              beyond: Sequence[NodeKey] = (), negative: Sequence[int] = ()) -> VerifyReport:
-    counts = dict.fromkeys(CATEGORIES, 0)
-    failures: list[Failure] = []
-    verified = 0
+@dataclass
+class _Findings:
+    """Failures found while assembling the report, counted by category (each chunk's, then the log's)."""
 
-    def fail(seq: int | None, category: str, reason: str) -> None:
-        counts[category] += 1
-        failures.append(Failure(seq, category, reason))
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    failures: list[Failure] = field(default_factory=list)
+    verified: int = 0
 
+    def fail(self, seq: int | None, category: str, reason: str) -> None:
+        self.counts[category] += 1
+        self.failures.append(Failure(seq, category, reason))
+
+    def absorb(self, chunk: ChunkResult) -> None:
+        self.verified += chunk.verified
+        for category, n in chunk.counts.items():
+            self.counts[category] += n
+        self.failures.extend(chunk.failures)
+
+
+@dataclass(frozen=True)
+class _RebuiltTree:
+    """The tree rebuilt from the payloads: each chunk's subtrees, and the levels above the leading run of
+    complete chunks (past a damaged chunk nothing above chunk level can be rebuilt)."""
+
+    results: list[ChunkResult]
+    upper: dict[NodeKey, bytes]
+    lead: int  # results[:lead] are chunks 0 … lead-1, each complete
+
+    def root_at(self, s: int) -> bytes | None:
+        """The rebuilt root of the first ``s`` entries, or None when entries it needs are missing."""
+        if s == 0:
+            return None
+        results = self.results
+        chunk_no = (s - 1) >> CHUNK_LEVEL
+        if chunk_no >= len(results) or chunk_no > self.lead or results[chunk_no].start != chunk_no << CHUNK_LEVEL:
+            return None
+        hashes: list[bytes] = []
+        for k in decompose(0, s):
+            if k[0] >= CHUNK_LEVEL:
+                if k not in self.upper:
+                    return None
+                hashes.append(self.upper[k])
+        if any(k[0] < CHUNK_LEVEL for k in decompose(0, s)):
+            partial = results[chunk_no].partials.get(s)
+            if partial is None:
+                return None
+            hashes += partial
+        return fold(hashes)
+
+
+def _join_chunks(results: list[ChunkResult], found: _Findings) -> None:
+    """Add up the chunks and check what no chunk can see alone: the links and gaps between chunks."""
     prev: ChunkResult | None = None
     for res in results:
-        verified += res.verified
-        for cat, n in res.counts.items():
-            counts[cat] += n
-        failures.extend(res.failures)
+        found.absorb(res)
         gap_start = 0 if prev is None else prev.end
         if res.start > gap_start:  # whole chunks without a single row
-            counts["chain"] += res.start - gap_start - 1
-            fail(gap_start, "chain", f"entries {gap_start}..{res.start - 1} are missing (gap in the sequence)")
+            found.counts["chain"] += res.start - gap_start - 1
+            found.fail(gap_start, "chain", f"entries {gap_start}..{res.start - 1} are missing (gap in the sequence)")
             prev = None
         if res.first_present:
-            expected_parent = None if res.start == 0 else (prev.last_id if prev else None)
             if res.start == 0 and res.first_parent is not None:
-                fail(0, "chain", "the first entry has a parent")
+                found.fail(0, "chain", "the first entry has a parent")
             elif res.start > 0 and prev is not None and prev.last_id is not None and \
-                    res.first_parent != expected_parent:
-                fail(res.start, "chain", f"parent does not link to entry {res.start - 1}")
+                    res.first_parent != prev.last_id:
+                found.fail(res.start, "chain", f"parent does not link to entry {res.start - 1}")
             if prev is not None and prev.last_ts is not None and res.first_ts is not None and \
                     res.first_ts < prev.last_ts:
-                fail(res.start, "retrocausation", "timestamp is earlier than its parent's")
+                found.fail(res.start, "retrocausation", "timestamp is earlier than its parent's")
         prev = res
-    if results and results[-1].end < size:  # cannot happen: the last seq's chunk always holds a row
-        fail(results[-1].end, "chain", "entries after the last verified chunk are missing")
-    if total != size:
-        fail(None, "chain", f"log holds {total} entries but its last seq says {size}")
-    for seq in negative:
-        fail(None, "chain", f"an entry is stored with the impossible seq {seq}")
-    for level, idx in beyond:
-        fail(None, "merkle", f"stored Merkle node (level {level}, index {idx}) covers entries beyond the log's "
-             f"end ({size}): entries were removed")
 
-    # Levels above the chunks, rebuilt from the roots of the leading run of complete chunks and compared
-    # with storage (past a damaged chunk nothing above chunk level can be rebuilt).
+
+def _check_extent(results: list[ChunkResult], size: int, total: int, negative: Sequence[int],
+                  beyond: Sequence[NodeKey], found: _Findings) -> None:
+    """The log as a whole: its row count, impossible seqs, and nodes covering entries past its end."""
+    if results and results[-1].end < size:  # cannot happen: the last seq's chunk always holds a row
+        found.fail(results[-1].end, "chain", "entries after the last verified chunk are missing")
+    if total != size:
+        found.fail(None, "chain", f"log holds {total} entries but its last seq says {size}")
+    for seq in negative:
+        found.fail(None, "chain", f"an entry is stored with the impossible seq {seq}")
+    for level, idx in beyond:
+        found.fail(None, "merkle", f"stored Merkle node (level {level}, index {idx}) covers entries beyond the "
+                   f"log's end ({size}): entries were removed")
+
+
+def _rebuild_upper(db: Database, log: str, results: list[ChunkResult], found: _Findings) -> _RebuiltTree:
+    """Rebuild the levels above the chunks from the roots of the leading complete chunks; compare each node
+    with storage."""
     upper: dict[NodeKey, bytes] = {}
-    lead = 0  # results[:lead] are chunks 0, 1, … lead-1, each complete
+    lead = 0
     while lead < len(results) and results[lead].complete and results[lead].start == lead << CHUNK_LEVEL:
         lead += 1
     tops = [r.top for r in results[:lead] if r.top is not None]
@@ -406,70 +450,70 @@ def _assemble(db: Database, log: str, size: int, total: int, results: list[Chunk
             for idx, h in enumerate(hashes):
                 upper[(level, idx)] = h
                 if stored.get(idx) != h:
-                    fail(None, "merkle", f"stored Merkle node (level {level}, index {idx}) is wrong or missing")
+                    found.fail(None, "merkle", f"stored Merkle node (level {level}, index {idx}) is wrong or missing")
     for r in results[:lead]:
         if r.top is not None:
             upper[(CHUNK_LEVEL, r.start >> CHUNK_LEVEL)] = r.top
+    return _RebuiltTree(results, upper, lead)
 
-    def root_at(s: int) -> bytes | None:
-        """The rebuilt root of the first ``s`` entries, or None when entries it needs are missing."""
-        if s == 0:
-            return None
-        chunk_no = (s - 1) >> CHUNK_LEVEL
-        if chunk_no >= len(results) or chunk_no > lead or results[chunk_no].start != chunk_no << CHUNK_LEVEL:
-            return None
-        hashes: list[bytes] = []
-        for k in decompose(0, s):
-            if k[0] >= CHUNK_LEVEL:
-                if k not in upper:
-                    return None
-                hashes.append(upper[k])
-        if any(k[0] < CHUNK_LEVEL for k in decompose(0, s)):
-            partial = results[chunk_no].partials.get(s)
-            if partial is None:
-                return None
-            hashes += partial
-        return fold(hashes)
 
-    root = root_at(size) if size else hashlib.sha256(b"").digest()
-    checkpoint_ok = True
+def _check_checkpoints(log: str, size: int, checkpoints: Sequence[sql.StoredCheckpoint], keys: Mapping[str, bytes],
+                       tree: _RebuiltTree, found: _Findings) -> bool:
+    """Every stored checkpoint: its signature, its origin, and its root against the rebuilt tree at its size
+    (all matching one rebuilt tree means they are consistent with each other). True when all hold."""
+    ok = True
     for cp in checkpoints:
         public = keys.get(cp.key_id)
         try:
             if public is None:
-                raise ValueError(f"signed by unknown key {cp.key_id}")
+                raise VerificationError(f"signed by unknown key {cp.key_id}")
             parsed = verify_checkpoint(cp.note, public)
             if not parsed.origin.endswith(f"knhk/{log}"):
-                raise ValueError(f"origin {parsed.origin!r} is not this log's")
+                raise VerificationError(f"origin {parsed.origin!r} is not this log's")
             if parsed.tree_size != cp.tree_size or parsed.root_hash != cp.root_hash:
-                raise ValueError("stored size or root disagrees with the signed note")
-        except Exception as exc:
-            checkpoint_ok = False
-            fail(cp.tree_size, "checkpoint", f"checkpoint at size {cp.tree_size}: {exc}")
+                raise VerificationError("stored size or root disagrees with the signed note")
+        except Exception as exc:  # VerificationError, or a note so damaged it cannot be read: either way refused
+            ok = False
+            found.fail(cp.tree_size, "checkpoint", f"checkpoint at size {cp.tree_size}: {exc}")
             continue
         if cp.tree_size > size:
-            checkpoint_ok = False
-            fail(cp.tree_size, "checkpoint",
-                 f"checkpoint at size {cp.tree_size} is beyond the log's end ({size}): entries were removed")
+            ok = False
+            found.fail(cp.tree_size, "checkpoint",
+                       f"checkpoint at size {cp.tree_size} is beyond the log's end ({size}): entries were removed")
             continue
-        expected = root_at(cp.tree_size)
+        expected = tree.root_at(cp.tree_size)
         if expected is None:
-            checkpoint_ok = False
-            fail(cp.tree_size, "checkpoint",
-                 f"checkpoint at size {cp.tree_size} cannot be confirmed: entries it covers are missing")
+            ok = False
+            found.fail(cp.tree_size, "checkpoint",
+                       f"checkpoint at size {cp.tree_size} cannot be confirmed: entries it covers are missing")
         elif expected != cp.root_hash:
-            checkpoint_ok = False
-            fail(cp.tree_size, "checkpoint",
-                 f"checkpoint at size {cp.tree_size} is not consistent with the stored log "
-                 "(its root differs from the rebuilt tree: history was rewritten)")
+            ok = False
+            found.fail(cp.tree_size, "checkpoint",
+                       f"checkpoint at size {cp.tree_size} is not consistent with the stored log "
+                       "(its root differs from the rebuilt tree: history was rewritten)")
+    return ok
+
+
+def _assemble(db: Database, log: str, size: int, total: int, results: list[ChunkResult],
+              checkpoints: Sequence[sql.StoredCheckpoint], keys: Mapping[str, bytes],
+              beyond: Sequence[NodeKey] = (), negative: Sequence[int] = ()) -> VerifyReport:
+    """The report of a whole log from its verified chunks: join the chunks, check the log's extent, rebuild
+    the tree above the chunks, check every checkpoint against it."""
+    found = _Findings()
+    _join_chunks(results, found)
+    _check_extent(results, size, total, negative, beyond, found)
+    tree = _rebuild_upper(db, log, results, found)
+    root = tree.root_at(size) if size else hashlib.sha256(b"").digest()
+    checkpoint_ok = _check_checkpoints(log, size, checkpoints, keys, tree, found)
     # Entry failures first, in seq order (the first one is "the first bad seq"), then tree and checkpoint
     # failures (whose seq is a tree size), then failures of the log as a whole.
-    failures.sort(key=lambda f: (f.category in ("merkle", "checkpoint"), f.seq is None,
-                                 f.seq if f.seq is not None else 0))
+    failures = sorted(found.failures, key=lambda f: (f.category in ("merkle", "checkpoint"), f.seq is None,
+                                                     f.seq if f.seq is not None else 0))
+    counts = found.counts
     return VerifyReport(
         log=log,
         total_count=total,
-        verified_count=verified,
+        verified_count=found.verified,
         signature_failures=counts["signature"],
         chain_breaks=counts["chain"],
         retrocausation_violations=counts["retrocausation"],

@@ -16,27 +16,111 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired
 
 import orjson
 import uuid_utils
+from typing_extensions import TypedDict
 
 from knhk.detection.engine import DetectionEngine
 from knhk.detection.pattern import Pattern
 from knhk.detection.thresholds import ThresholdBook
-from knhk.ledger.entry import EntryDraft
+from knhk.errors import NotFoundError
+from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
+from knhk.loop import store as sql
 from knhk.loop.evidence import commitments, store_sets
 from knhk.loop.proposals import Execution, ProposalService
 from knhk.ontology.registry import SnapshotRegistry
+from knhk.ontology.schema import SectorSchema
 from knhk.ops import telemetry
 from knhk.ops.clock import Clock
+from knhk.proof.evidence import Commitment
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
-from knhk.storage import loop_store as sql
 from knhk.storage.database import Database
 
 log = logging.getLogger("knhk.loop")
+
+
+class PatternSummary(TypedDict):
+    """A pattern the cycle acted on, as its record shows it."""
+
+    name: str
+    confidence: float
+    action: str
+    evidence: int
+
+
+class ProposalOutcome(TypedDict):
+    """What the cycle's Execute phase did with one proposal."""
+
+    id: str
+    pattern: str
+    outcome: str
+    failed_stage: NotRequired[str | None]
+    reason: str | None
+    snapshot_id: NotRequired[str | None]
+
+
+class AlertSummary(TypedDict):
+    pattern: str
+    level: str
+    receipt: str
+
+
+_COUNTS = ("observations", "patterns", "proposals", "proposals_existing", "validations_passed",
+           "validations_failed", "promotions", "held", "rejected", "alerts", "detector_errors")
+
+
+@dataclass(frozen=True, eq=False)  # equality is the mapping's: a stored counts object equals its record's
+class CycleCounts(Mapping[str, int]):
+    """What one cycle counted (SPEC §1), by phase; readable as a mapping in the order the record stores it."""
+
+    observations: int = 0  # Monitor: in the sector's window
+    patterns: int = 0  # Analyze
+    detector_errors: int = 0
+    proposals: int = 0  # Plan: new proposals
+    proposals_existing: int = 0  # Plan: planned again, already recorded
+    validations_passed: int = 0  # Execute
+    validations_failed: int = 0
+    promotions: int = 0
+    held: int = 0
+    rejected: int = 0
+    alerts: int = 0
+
+    def __getitem__(self, key: str) -> int:
+        if key not in _COUNTS:
+            raise KeyError(key)
+        value: int = getattr(self, key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_COUNTS)
+
+    def __len__(self) -> int:
+        return len(_COUNTS)
+
+    def to_json(self) -> dict[str, int]:
+        return {key: self[key] for key in _COUNTS}
+
+
+class CycleView(TypedDict):
+    """A cycle record as the API and the CLI answer it (stored records lack the last four)."""
+
+    id: str
+    sector: str
+    started_us: int
+    finished_us: int
+    outcome: str
+    counts: dict[str, int]
+    receipt_ids: list[str]
+    error: str | None
+    duration_ms: NotRequired[float]
+    patterns: NotRequired[list[PatternSummary]]
+    proposals: NotRequired[list[ProposalOutcome]]
+    alerts: NotRequired[list[AlertSummary]]
 
 
 @dataclass
@@ -46,19 +130,87 @@ class CycleRecord:
     started_us: int
     finished_us: int = 0
     outcome: str = "success"
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: CycleCounts = field(default_factory=CycleCounts)
     receipt_ids: list[str] = field(default_factory=list)
     error: str | None = None
-    patterns: list[dict[str, Any]] = field(default_factory=list)
-    proposals: list[dict[str, Any]] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    patterns: list[PatternSummary] = field(default_factory=list)
+    proposals: list[ProposalOutcome] = field(default_factory=list)
+    alerts: list[AlertSummary] = field(default_factory=list)
     duration_ms: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> CycleView:
         return {"id": self.id, "sector": self.sector, "started_us": self.started_us,
-                "finished_us": self.finished_us, "outcome": self.outcome, "counts": self.counts,
+                "finished_us": self.finished_us, "outcome": self.outcome, "counts": self.counts.to_json(),
                 "duration_ms": round(self.duration_ms, 3), "receipt_ids": self.receipt_ids, "error": self.error,
                 "patterns": self.patterns, "proposals": self.proposals, "alerts": self.alerts}
+
+
+# -- what each phase hands to the next ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Monitored:
+    """Monitor: the sector's current snapshot and what its windows hold now."""
+
+    snapshot_id: str
+    schema: SectorSchema
+    observations: int
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Analyze: the patterns above their thresholds (each receipted) and how many detectors failed."""
+
+    patterns: list[Pattern]
+    detector_errors: int
+    #: pattern name → what its receipts commit to (every observation it rests on, SPEC §8)
+    commitments: Mapping[str, Commitment] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    pattern: Pattern
+    proposal_id: str
+    created: bool  # False: the same ΔΣ on the same base was proposed before
+
+
+@dataclass(frozen=True)
+class Planning:
+    """Plan: one proposal per pattern the proposer turned into a non-empty ΔΣ."""
+
+    changes: list[PlannedChange]
+
+    @property
+    def created(self) -> int:
+        return sum(1 for c in self.changes if c.created)
+
+    @property
+    def existing(self) -> int:
+        return sum(1 for c in self.changes if not c.created)
+
+
+@dataclass(frozen=True)
+class Executed:
+    """Execute: what became of each planned proposal (validated, promoted, held, rejected, or an error)."""
+
+    executions: list[tuple[Pattern, Execution]]
+    outcomes: list[ProposalOutcome]
+    validations_passed: int
+    validations_failed: int
+    promotions: int
+    held: int
+    rejected: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class Alerting:
+    alerts: list[AlertSummary]
+
+
+@dataclass(frozen=True)
+class Learning:
+    """Knowledge: how many proposal outcomes adjusted a learned threshold."""
+
+    recorded: int
 
 
 def _decode_sample(text: Any) -> object:
@@ -111,126 +263,157 @@ class Coordinator:
 
     @telemetry.traced_cycle
     def run_cycle(self, sector: str) -> CycleRecord:
+        """Monitor → Analyze → Plan → Execute (then alerts) → Knowledge, each step receipted. A failure of
+        Monitor, Analyze or Plan fails the cycle and no later phase runs."""
         t0 = time.perf_counter()
         now = self.clock.now_us()
         record = CycleRecord(str(uuid_utils.uuid7()), sector, now)
-        counts = dict.fromkeys(("observations", "patterns", "proposals", "proposals_existing", "validations_passed",
-                                "validations_failed", "promotions", "held", "rejected", "alerts", "detector_errors"), 0)
-        started = self.ledger.append(EntryDraft(log="receipts", kind="cycle.started", sector=sector,
-                                                subject=record.id, outcome="started",
-                                                data={"cycle_id": record.id, "at_us": now}))
-        record.receipt_ids.append(started.id)
-        executions: list[tuple[Pattern, Execution]] = []
+        record.receipt_ids.append(
+            self.ledger.append(receipts.cycle_started(sector=sector, cycle_id=record.id, at_us=now)).id)
+        seen: Monitored | None = None
+        found: Analysis | None = None
         try:
-            # Monitor
             telemetry.phase("monitor", record.id)
-            current = self.registry.refresh(sector)
-            if current is None:
-                raise RuntimeError(f"sector {sector} has no current snapshot")
-            schema = self.registry.current_schema(sector)
-            counts["observations"] = self.engine.window_size(sector, now)
-            # Analyze
+            seen = self.monitor(sector, now)
             telemetry.phase("analyze", record.id)
-            result = self.engine.detect(sector, schema, now, thresholds=self.thresholds.thresholds(sector),
-                                        populations=True)
-            counts["detector_errors"] = len(result.errors)
-            patterns = list(result.patterns)
-            counts["patterns"] = len(patterns)
-            committed = commitments(self.db, patterns)  # every receipt commits to all of its evidence
-            if patterns:
-                store_sets(self.db, sector, committed.values(), now)
-                entries = self.ledger.append_many([EntryDraft(
-                    log="receipts", kind="pattern.detected", sector=sector, subject=p.name, outcome="detected",
-                    reason=p.recommended_action, evidence=list(committed[p.name].sample),
-                    data={"cycle_id": record.id, **p.receipt_data(), **committed[p.name].data()}) for p in patterns])
-                record.receipt_ids += [e.id for e in entries]
-            record.patterns = [{"name": p.name, "confidence": p.confidence, "action": p.recommended_action,
-                                "evidence": len(p.evidence)} for p in patterns]
-            # Plan
+            found = self.analyze(record, seen, now)
             telemetry.phase("plan", record.id)
-            planned: list[tuple[Pattern, str, bool]] = []
-            for p in patterns:
-                plan = self.plan(sector, p)
-                if plan is None or plan.delta.is_empty:
-                    continue
-                proposal, created = self.proposals.create(sector, plan, pattern=p.name)
-                planned.append((p, proposal.id, created))
-                counts["proposals" if created else "proposals_existing"] += 1
-                if created and proposal.receipt_id is not None:
-                    record.receipt_ids.append(proposal.receipt_id)
+            planning = self.plan_changes(record, found)
         except Exception as exc:
             log.exception("cycle %s of %s failed", record.id, sector)
             record.outcome = "failed"
             record.error = f"{type(exc).__name__}: {exc}"
-            return self._finish(record, counts, t0)
-        # Execute
+            record.counts = CycleCounts(
+                observations=seen.observations if seen else 0, patterns=len(found.patterns) if found else 0,
+                detector_errors=found.detector_errors if found else 0)
+            return self._finish(record, t0)
         telemetry.phase("execute", record.id)
-        for p, pid, _created in planned:
+        executed = self.execute(record, planning)
+        telemetry.phase("knowledge", record.id)  # the alerts, then what the outcomes teach the thresholds
+        alerting = self.alert(record, found)
+        self.learn(sector, executed)
+        record.counts = CycleCounts(
+            observations=seen.observations, patterns=len(found.patterns), detector_errors=found.detector_errors,
+            proposals=planning.created, proposals_existing=planning.existing,
+            validations_passed=executed.validations_passed, validations_failed=executed.validations_failed,
+            promotions=executed.promotions, held=executed.held, rejected=executed.rejected,
+            alerts=len(alerting.alerts))
+        if executed.errors or executed.rejected or executed.held:
+            record.outcome = "partial"
+        return self._finish(record, t0)
+
+    # -- the phases -----------------------------------------------------------------------------------------
+    def monitor(self, sector: str, now_us: int) -> Monitored:
+        """The sector's current snapshot (refreshed from the database) and the size of its windows."""
+        current = self.registry.refresh(sector)
+        if current is None:
+            raise NotFoundError(f"sector {sector} has no current snapshot; load its sector pack first")
+        return Monitored(current.id, self.registry.current_schema(sector), self.engine.window_size(sector, now_us))
+
+    def analyze(self, record: CycleRecord, seen: Monitored, now_us: int) -> Analysis:
+        """Run the detectors with the learned thresholds; receipt each pattern found."""
+        sector = record.sector
+        result = self.engine.detect(sector, seen.schema, now_us, thresholds=self.thresholds.thresholds(sector),
+                                    populations=True)
+        patterns = list(result.patterns)
+        committed = commitments(self.db, patterns)  # every receipt commits to all of its evidence
+        if patterns:
+            store_sets(self.db, sector, committed.values(), now_us)
+            entries = self.ledger.append_many([receipts.pattern_detected(
+                sector=sector, cycle_id=record.id, name=p.name, action=p.recommended_action,
+                evidence=committed[p.name].sample, data=p.receipt_data(), commitment=committed[p.name].data())
+                for p in patterns])
+            record.receipt_ids += [e.id for e in entries]
+        record.patterns = [{"name": p.name, "confidence": p.confidence, "action": p.recommended_action,
+                            "evidence": len(p.evidence)} for p in patterns]
+        return Analysis(patterns, len(result.errors), committed)
+
+    def plan_changes(self, record: CycleRecord, found: Analysis) -> Planning:
+        """Turn each actionable pattern into a proposal (content-addressed: planned again, it is the same one)."""
+        changes: list[PlannedChange] = []
+        for p in found.patterns:
+            plan = self.plan(record.sector, p)
+            if plan is None or plan.delta.is_empty:
+                continue
+            proposal, created = self.proposals.create(record.sector, plan, pattern=p.name)
+            changes.append(PlannedChange(p, proposal.id, created))
+            if created and proposal.receipt_id is not None:
+                record.receipt_ids.append(proposal.receipt_id)
+        return Planning(changes)
+
+    def execute(self, record: CycleRecord, planning: Planning) -> Executed:
+        """Validate each planned proposal and act on the outcome; expire held proposals past their time. A
+        proposal that cannot be executed is reported and the others still run."""
+        executions: list[tuple[Pattern, Execution]] = []
+        outcomes: list[ProposalOutcome] = []
+        passed = failed = promotions = held = rejected = errors = 0
+        for change in planning.changes:
+            p = change.pattern
             try:
-                execution = self.proposals.execute(pid, revalidate_held=False)
+                execution = self.proposals.execute(change.proposal_id, revalidate_held=False)
             except Exception as exc:
-                log.exception("executing proposal %s failed", pid)
-                record.proposals.append({"id": pid, "pattern": p.name, "outcome": "error", "reason": str(exc)})
-                record.outcome = "partial"
+                log.exception("executing proposal %s failed", change.proposal_id)
+                outcomes.append({"id": change.proposal_id, "pattern": p.name, "outcome": "error", "reason": str(exc)})
+                errors += 1
                 continue
             executions.append((p, execution))
             record.receipt_ids += execution.receipts
             report = execution.report
             if report is None and execution.outcome != "expired":
                 # decided in an earlier cycle, or held for people: nothing happened to it now
-                record.proposals.append({"id": execution.proposal.id, "pattern": p.name,
-                                         "outcome": execution.outcome, "failed_stage": None,
-                                         "reason": "held for approval since an earlier cycle"
-                                         if execution.outcome == "held" else "already decided in an earlier cycle",
-                                         "snapshot_id": None})
+                outcomes.append({"id": execution.proposal.id, "pattern": p.name, "outcome": execution.outcome,
+                                 "failed_stage": None,
+                                 "reason": "held for approval since an earlier cycle" if execution.outcome == "held"
+                                 else "already decided in an earlier cycle", "snapshot_id": None})
                 continue
             if report is not None and report.outcome in ("approved", "held"):
-                counts["validations_passed"] += 1
+                passed += 1
             elif report is not None and report.outcome == "rejected":
-                counts["validations_failed"] += 1
-            if execution.outcome == "promoted":
-                counts["promotions"] += 1
-            elif execution.outcome == "held":
-                counts["held"] += 1
-            elif execution.outcome == "rejected":
-                counts["rejected"] += 1
-            record.proposals.append({
+                failed += 1
+            promotions += execution.outcome == "promoted"
+            held += execution.outcome == "held"
+            rejected += execution.outcome == "rejected"
+            outcomes.append({
                 "id": execution.proposal.id if execution.rebased_to is None else execution.rebased_to,
                 "pattern": p.name, "outcome": execution.outcome,
                 "failed_stage": None if report is None else report.failed_stage,
-                "reason": None if report is None else report.reason,
-                "snapshot_id": execution.promoted_snapshot})
-        for expired in self.proposals.expire_overdue(sector):
+                "reason": None if report is None else report.reason, "snapshot_id": execution.promoted_snapshot})
+        for expired in self.proposals.expire_overdue(record.sector):
             record.receipt_ids += expired.receipts
-        # Alerts (SPEC §1 order: after the Execute phase's receipts, before cycle.completed)
-        telemetry.phase("knowledge", record.id)
-        for p in patterns:
+        record.proposals = outcomes
+        return Executed(executions, outcomes, passed, failed, promotions, held, rejected, errors)
+
+    def alert(self, record: CycleRecord, found: Analysis) -> Alerting:
+        """Raise the alerts patterns call for (SPEC §1 order: after Execute's receipts, before cycle.completed)."""
+        alerts: list[AlertSummary] = []
+        for p in found.patterns:
             if p.alert_level is not None:
-                alert = self.ledger.append(EntryDraft(
-                    log="receipts", kind="alert.raised", sector=sector, subject=p.name, outcome=p.alert_level,
-                    reason=p.recommended_action, evidence=list(committed[p.name].sample),
-                    data={"cycle_id": record.id, "pattern": p.name, "level": p.alert_level,
-                          **committed[p.name].data()}))
-                record.receipt_ids.append(alert.id)
-                record.alerts.append({"pattern": p.name, "level": p.alert_level, "receipt": alert.id})
-                counts["alerts"] += 1
-        # Knowledge
-        for p, execution in executions:
+                committed = found.commitments.get(p.name)
+                entry = self.ledger.append(receipts.pattern_alert(
+                    sector=record.sector, cycle_id=record.id, pattern=p.name, level=p.alert_level,
+                    action=p.recommended_action, evidence=p.evidence if committed is None else committed.sample,
+                    commitment=None if committed is None else committed.data()))
+                record.receipt_ids.append(entry.id)
+                alerts.append({"pattern": p.name, "level": p.alert_level, "receipt": entry.id})
+        record.alerts = alerts
+        return Alerting(alerts)
+
+    def learn(self, sector: str, executed: Executed) -> Learning:
+        """Knowledge: proposals the loop promoted or rejected now adjust their pattern kind's threshold."""
+        recorded = 0
+        for p, execution in executed.executions:
             if execution.outcome in ("promoted", "rejected") and execution.report is not None:
                 self.thresholds.record(sector, p.kind, execution.outcome == "promoted")
-        if counts["rejected"] or counts["held"]:
-            record.outcome = "partial"
-        return self._finish(record, counts, t0)
+                recorded += 1
+        return Learning(recorded)
 
-    def _finish(self, record: CycleRecord, counts: dict[str, int], t0: float) -> CycleRecord:
-        record.counts = counts
+    def _finish(self, record: CycleRecord, t0: float) -> CycleRecord:
+        counts = record.counts.to_json()
         record.finished_us = self.clock.now_us()
         record.duration_ms = (time.perf_counter() - t0) * 1000
-        done = self.ledger.append(EntryDraft(
-            log="receipts", kind="cycle.completed", sector=record.sector, subject=record.id, outcome=record.outcome,
-            reason=record.error,
-            data={"cycle_id": record.id, "counts": counts, "duration_us": int(record.duration_ms * 1000),
-                  "receipts": len(record.receipt_ids) + 1}))
+        done = self.ledger.append(receipts.cycle_completed(
+            sector=record.sector, cycle_id=record.id, outcome=record.outcome, error=record.error, counts=counts,
+            duration_us=int(record.duration_ms * 1000), receipts=len(record.receipt_ids) + 1))
         record.receipt_ids.append(done.id)
         with self.db.transaction() as conn:
             sql.insert_cycle(conn, {"id": record.id, "sector": record.sector, "started_us": record.started_us,
@@ -241,3 +424,8 @@ class Coordinator:
     def cycle(self, cycle_id: str) -> dict[str, Any] | None:
         with self.db.connection() as conn:
             return sql.get_cycle(conn, cycle_id)
+
+    def recent(self, sector: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Stored cycle records, newest first."""
+        with self.db.connection() as conn:
+            return sql.list_cycles(conn, sector, limit)

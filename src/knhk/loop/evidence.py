@@ -1,4 +1,4 @@
-"""Committing a cycle's receipts to their evidence (SPEC §8, :mod:`knhk.ledger.evidence`).
+"""Committing a cycle's receipts to their evidence (SPEC §8, :mod:`knhk.proof.evidence`).
 
 A pattern rests on every observation of its window (its ``population``), not only on the sample its
 ``pattern.detected`` / ``alert.raised`` receipts list: each receipt carries the commitment (count, Merkle root
@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from knhk.detection.pattern import Pattern
-from knhk.ledger.evidence import Commitment, commit, encode_members, item
-from knhk.storage import evidence_store
+from knhk.ledger import store as ledger_store
+from knhk.observations import store as observation_store
+from knhk.proof.evidence import Commitment, commit, encode_members, item
 from knhk.storage.database import Database
 
 
@@ -31,7 +32,7 @@ def commitments(db: Database, patterns: Sequence[Pattern]) -> dict[str, Commitme
             out[p.name] = pattern_commitment(p)
             continue
         with db.connection() as conn:
-            stored = evidence_store.observations_by_id(conn, list(p.evidence))
+            stored = observation_store.find_by_ids(conn, list(p.evidence))
         out[p.name] = commit((item(o.id, o.content_hash, o.seq) for i in p.evidence
                               if (o := stored.get(i)) is not None), sample_from=p.evidence)
     return out
@@ -45,4 +46,4 @@ def store_sets(db: Database, sector: str, commitments: Iterable[Commitment], now
     with db.transaction() as conn:
         for c in due:
             encoding, blob = encode_members(c.members)
-            evidence_store.put_set(conn, c.root, sector, c.count, encoding, blob, now_us)
+            ledger_store.put_evidence_set(conn, c.root, sector, c.count, encoding, blob, now_us)

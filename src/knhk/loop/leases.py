@@ -1,5 +1,5 @@
 """Leases for loop jobs: run a sector's cycle (or the verifier, or the checkpoint issuer) in at most one
-process at a time, across replicas, using :mod:`knhk.storage.lease_store`."""
+process at a time, across replicas, the ``leases`` table (:mod:`knhk.loop.store`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from knhk.errors import ConflictError
+from knhk.loop import store
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
-from knhk.storage import lease_store
 from knhk.storage.database import Database
 
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -25,11 +25,11 @@ class Leases:
 
     def try_acquire(self, name: str, ttl_s: float) -> bool:
         with self.db.transaction() as conn:
-            return lease_store.acquire(conn, name, self.holder, self.clock.now_us(), int(ttl_s * 1_000_000))
+            return store.acquire_lease(conn, name, self.holder, self.clock.now_us(), int(ttl_s * 1_000_000))
 
     def release(self, name: str) -> None:
         with self.db.transaction() as conn:
-            lease_store.release(conn, name, self.holder)
+            store.release_lease(conn, name, self.holder)
 
     @contextmanager
     def hold(self, name: str, ttl_s: float, *, what: str) -> Iterator[None]:

@@ -21,8 +21,9 @@ import uuid_utils
 from knhk.audit.log import AuditLog
 from knhk.errors import ConflictError, KnhkError, NotFoundError, StaleBaseError
 from knhk.governance.approvals import ApprovalRecord, check_approval
-from knhk.ledger.entry import Entry, EntryDraft
+from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
+from knhk.loop import store as sql
 from knhk.observations.model import Observation
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.incremental import Overlay, SigmaIndex, incremental_schema, neighbourhood, subgraph
@@ -30,10 +31,10 @@ from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ontology.snapshot import derive
 from knhk.ops.clock import Clock
+from knhk.proof.entry import Entry
 from knhk.proposals.delta import DeltaSigma
 from knhk.proposals.model import FINAL, Proposal, ProposalStatus, proposal_id
 from knhk.proposals.proposer import Plan
-from knhk.storage import loop_store as sql
 from knhk.storage.database import Database
 from knhk.validation.doctrines import Approver, Doctrine
 from knhk.validation.pipeline import ValidationInput, validate
@@ -67,6 +68,11 @@ class Execution:
     promoted_snapshot: str | None = None
     receipts: list[str] = field(default_factory=list)
     rebased_to: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The execution as the API and CLI answer it."""
+        return {"proposal_id": self.proposal.id, "outcome": self.outcome, "promoted_snapshot": self.promoted_snapshot,
+                "receipts": self.receipts, "report": None if self.report is None else self.report.to_json()}
 
 
 class ProposalService:
@@ -147,13 +153,11 @@ class ProposalService:
         author_ps = self.audit.subjects.pseudonym(author)
         proposal = Proposal(pid, sector, base.id, candidate.id, delta, pattern, plan.rationale, author_ps, proposer,
                             delta.cost(), now)
-        draft = EntryDraft(log="receipts", kind="proposal.created", sector=sector, subject=pid, outcome="created",
-                           reason=plan.rationale[:4096], evidence=[pattern] if pattern else [],
-                           data={"proposal_id": pid, "base_snapshot_id": base.id, "snapshot_id": candidate.id,
-                                 "pattern": pattern, "proposer": proposer, "author": author_ps,
-                                 "cost": proposal.cost, "delta_digest": delta.digest(),
-                                 "summary": delta.summary().to_json(),
-                                 "additions": len(delta.additions), "removals": len(delta.removals)})
+        draft = receipts.proposal_created(
+            sector=sector, proposal_id=pid, base_id=base.id, snapshot_id=candidate.id, pattern=pattern,
+            proposer=proposer, author=author_ps, cost=proposal.cost, delta_digest=delta.digest(),
+            summary=delta.summary().to_json(), additions=len(delta.additions), removals=len(delta.removals),
+            rationale=plan.rationale)
 
         def hook(conn: Any) -> None:
             if sql.get_proposal(conn, pid) is not None:
@@ -178,9 +182,7 @@ class ProposalService:
     def _recent(self, sector: str) -> list[Observation]:
         """The sector's recent observations for Q2 and the shadow replay, reused while no new one arrives
         (the proposals of one cycle are validated against the same recent window)."""
-        with self.db.connection() as conn:
-            row = conn.fetchone("SELECT COALESCE(MAX(seq), 0) FROM observations WHERE sector=?", (sector,))
-        last = int(row[0]) if row else 0
+        last = self.reader.last_seq(sector)
         cached = self._recent_cache.get(sector)
         if cached is not None and cached[0] == last:
             return cached[1]
@@ -250,17 +252,13 @@ class ProposalService:
         outcome = report.outcome
         new_status = {"approved": "approved", "rejected": "rejected", "held": "held", "no_op": "no_op"}[outcome]
         held_at = now if outcome == "held" and status.held_at_us is None else None
-        draft = EntryDraft(
-            log="receipts", kind="proposal.validated", sector=proposal.sector, subject=pid, outcome=outcome,
-            reason=(report.reason or "all stages passed")[:4096],
-            data={"proposal_id": pid, "snapshot_id": candidate.id, "validation_id": vid,
-                  "passed": report.passed_stages, "failed": report.failed_stages,
-                  "failed_stage": report.failed_stage, "warnings": report.warnings[:20],
-                  "pending_approvals": [p["doctrine_id"] for p in report.pending_approvals],
-                  "version_bump": report.version_bump, "irreversible": report.irreversible,
-                  "duration_us": report.duration_us,
-                  "stages": [{"name": s.name, "status": s.status, "duration_us": s.duration_us}
-                             for s in report.stages]})
+        draft = receipts.proposal_validated(
+            sector=proposal.sector, proposal_id=pid, snapshot_id=candidate.id, validation_id=vid, outcome=outcome,
+            reason=report.reason, passed=report.passed_stages, failed=report.failed_stages,
+            failed_stage=report.failed_stage, warnings=report.warnings,
+            pending_approvals=[p["doctrine_id"] for p in report.pending_approvals],
+            version_bump=report.version_bump, irreversible=report.irreversible, duration_us=report.duration_us,
+            stages=[{"name": s.name, "status": s.status, "duration_us": s.duration_us} for s in report.stages])
         entry = self.ledger.append(draft)
 
         with self.db.transaction() as conn:
@@ -292,12 +290,9 @@ class ProposalService:
         result = Execution(proposal, report, report.outcome, receipts=[entry.id])
         if report.outcome == "held":
             if status.status != "held":
-                held = self.ledger.append(EntryDraft(
-                    log="receipts", kind="proposal.held", sector=proposal.sector, subject=pid, outcome="held",
-                    reason=(report.reason or "awaiting approval")[:4096],
-                    data={"proposal_id": pid, "snapshot_id": proposal.candidate_id,
-                          "pending_approvals": report.pending_approvals,
-                          "expires_in_s": self.policy.approval_expiry_s}))
+                held = self.ledger.append(receipts.proposal_held(
+                    sector=proposal.sector, proposal_id=pid, snapshot_id=proposal.candidate_id, reason=report.reason,
+                    pending_approvals=report.pending_approvals, expires_in_s=self.policy.approval_expiry_s))
                 result.receipts.append(held.id)
             return result
         if report.outcome != "approved":
@@ -338,10 +333,9 @@ class ProposalService:
 
     def _expire(self, proposal: Proposal) -> Execution:
         now = self.clock.now_us()
-        entry = self.ledger.append(EntryDraft(
-            log="receipts", kind="proposal.expired", sector=proposal.sector, subject=proposal.id, outcome="expired",
-            reason=f"no quorum within {self.policy.approval_expiry_s // 86400} days",
-            data={"proposal_id": proposal.id, "snapshot_id": proposal.candidate_id}))
+        entry = self.ledger.append(receipts.proposal_expired(
+            sector=proposal.sector, proposal_id=proposal.id, snapshot_id=proposal.candidate_id,
+            expiry_s=self.policy.approval_expiry_s))
         with self.db.transaction() as conn:
             sql.set_status(conn, proposal.id, "expired", "approval request expired", now)
         return Execution(proposal, None, "expired", receipts=[entry.id])
@@ -372,21 +366,17 @@ class ProposalService:
                            held_at_us=status.held_at_us or now, now_us=now,
                            expiry_s=self.policy.approval_expiry_s)
         except KnhkError as exc:
-            refusal = self.ledger.append(EntryDraft(
-                log="receipts", kind="approval.refused", sector=proposal.sector, subject=pid, outcome="refused",
-                reason=exc.message[:4096],
-                data={"proposal_id": pid, "approver": subject, "roles": sorted(roles), "sector_attr": sector_attr,
-                      "decision": decision}))
+            refusal = self.ledger.append(receipts.approval_refused(
+                sector=proposal.sector, proposal_id=pid, approver=subject, roles=roles, sector_attr=sector_attr,
+                decision=decision, reason=exc.message))
             self.audit.record(identity, f"proposal.{'approved' if decision == 'approve' else 'rejected'}", resource,
                               "denied", reason=exc.message[:4096], sector=proposal.sector,
                               metadata={"roles": ",".join(sorted(roles)), "refusal_receipt": refusal.id})
             raise
         aid = str(uuid_utils.uuid7())
-        draft = EntryDraft(log="receipts", kind="approval.recorded", sector=proposal.sector, subject=pid,
-                           outcome=decision, reason=comment,
-                           data={"proposal_id": pid, "approval_id": aid, "approver": subject,
-                                 "roles": sorted(roles), "sector_attr": sector_attr, "decision": decision,
-                                 "at_us": now})
+        draft = receipts.approval_recorded(
+            sector=proposal.sector, proposal_id=pid, approval_id=aid, approver=subject, roles=roles,
+            sector_attr=sector_attr, decision=decision, comment=comment, at_us=now)
 
         def hook(conn: Any) -> None:
             if not sql.insert_approval(conn, aid, pid, subject, list(roles), sector_attr, decision, comment, now):

@@ -5,7 +5,7 @@ signed checkpoint). Then its members are found — the listed ids when the evide
 evidence set of its root when it is a truncated sample — and read back from the observation store. Each
 observation's content hash is recomputed from its stored content (:func:`knhk.observations.model.content_hash`),
 and the Merkle root over (id, recomputed hash) must equal the committed ``evidence_root``
-(:mod:`knhk.ledger.evidence`). The report names the first problem: a member missing from the store, a sample id
+(:mod:`knhk.proof.evidence`). The report names the first problem: a member missing from the store, a sample id
 that is no member, an observation whose stored row no longer matches its own content hash (an edited row), or —
 when every row is self-consistent yet the root differs (content and stored hash both rewritten) — the root.
 """
@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from knhk.errors import KnhkError
-from knhk.ledger.bundle import verify_bundle
-from knhk.ledger.entry import Entry
-from knhk.ledger.evidence import SCHEME, decode_members, evidence_root
+from knhk.ledger import store as ledger_store
 from knhk.ledger.ledger import Ledger
+from knhk.observations import store
 from knhk.observations.model import Observation, content_hash
-from knhk.storage import evidence_store
+from knhk.proof.bundle import verify_bundle
+from knhk.proof.entry import Entry
+from knhk.proof.evidence import SCHEME, decode_members, evidence_root
 from knhk.storage.database import Database
 
 #: receipt kinds whose evidence is observation ids (and so must carry a commitment)
@@ -76,10 +77,8 @@ def check_evidence(ledger: Ledger, db: Database, log: str, seq: int) -> Evidence
 
 
 def _check(entry: Entry, db: Database, report: EvidenceReport) -> EvidenceReport:
-    fields = entry.fields
-    data = fields.get("data") if isinstance(fields.get("data"), dict) else {}
-    assert isinstance(data, dict)
-    listed = [str(x) for x in fields.get("evidence") or []]
+    data = entry.data
+    listed = [str(x) for x in entry.evidence]
     if "evidence_root" not in data:
         if entry.kind in OBSERVATION_EVIDENCE and listed:
             return report.fail(f"receipt {report.seq} ({entry.kind}) lists observations but commits to no digest "
@@ -99,10 +98,10 @@ def _check(entry: Entry, db: Database, report: EvidenceReport) -> EvidenceReport
                            f"{report.count}, evidence_truncated {str(report.truncated).lower()}")
     with db.connection() as conn:
         if not report.truncated:
-            found = evidence_store.observations_by_id(conn, listed)
+            found = store.find_by_ids(conn, listed)
             members = [(i, found.get(i)) for i in listed]
         else:
-            stored = evidence_store.get_set(conn, report.root)
+            stored = ledger_store.get_evidence_set(conn, report.root)
             if stored is None:
                 return report.fail(f"the evidence set of root {report.root} is not in the store")
             what, located = decode_members(stored.encoding, stored.members)
@@ -110,10 +109,10 @@ def _check(entry: Entry, db: Database, report: EvidenceReport) -> EvidenceReport
                 return report.fail(f"the stored evidence set holds {len(located)} members, the receipt commits to "
                                    f"{report.count}")
             if what == "seqs":
-                by_seq = evidence_store.observations_by_seq(conn, [int(s) for s in located])
+                by_seq = store.find_by_seqs(conn, [int(s) for s in located])
                 members = [(f"seq {s}", by_seq.get(int(s))) for s in located]
             else:
-                by_id = evidence_store.observations_by_id(conn, [str(i) for i in located])
+                by_id = store.find_by_ids(conn, [str(i) for i in located])
                 members = [(str(i), by_id.get(str(i))) for i in located]
     for name, obs in members:
         if obs is None:

@@ -25,16 +25,13 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from knhk.observations.limits import LimitPlan, ValueLimit, plan_limits, read_number
+from knhk.observations.limits import DoctrineLike, LimitPlan, ValueLimit, plan_limits, read_number
 from knhk.observations.model import Observation
 from knhk.ontology.schema import GuardSpec, SectorSchema
-
-if TYPE_CHECKING:
-    from knhk.validation.doctrines import Doctrine
 
 RATE_LIMIT = "rate_limit"
 PLAN_CACHE = 32  # schemas whose limit plans are kept (the current ones of each sector, candidates in validation)
@@ -170,7 +167,7 @@ class GuardEvaluator:
         self._plans: dict[tuple[int, tuple[Any, ...]], tuple[SectorSchema, LimitPlan, tuple[GuardSpec, ...]]] = {}
         self._lock = threading.Lock()
 
-    def _plan(self, schema: SectorSchema, doctrines: Sequence[Doctrine]) -> tuple[LimitPlan, tuple[GuardSpec, ...]]:
+    def _plan(self, schema: SectorSchema, doctrines: Sequence[DoctrineLike]) -> tuple[LimitPlan, tuple[GuardSpec, ...]]:
         """The value limits and rate guards of a schema and doctrines, built once per (schema object, limits)."""
         key = (id(schema), tuple((d.id, d.sector, d.type, d.level, tuple(sorted((k, str(v)) for k, v in
                                                                               d.params.items())),
@@ -186,7 +183,7 @@ class GuardEvaluator:
         return plan, rates
 
     def evaluate(self, observations: Iterable[Observation], schema: SectorSchema | None,
-                 doctrines: Sequence[Doctrine] = ()) -> list[GuardViolation]:
+                 doctrines: Sequence[DoctrineLike] = ()) -> list[GuardViolation]:
         """All violations of the value limits (``doctrines`` and Σ) and rate limits of ``schema`` by
         ``observations`` (one sector), in order."""
         if schema is None:

@@ -2,10 +2,9 @@
 
 One call stores a single observation or an atomic batch of up to 10,000: every item is validated first, and
 if any is invalid nothing is stored and the error names the item's index. An observation of a sector with no
-installed sector pack (no current snapshot) is invalid: stored, it would never be analysed. A client ``id`` is
-an idempotency key: the identical observation sent again returns the stored one (``duplicate``), the same id
-with other content is a :class:`~knhk.errors.ConflictError`; nothing is ever overwritten. Clock skew is judged
-for new observations only, so a late retry of a stored observation still answers as a duplicate.
+installed sector pack (no current snapshot) is invalid: stored, it would never be analysed. What becomes of
+each (new, a duplicate of a stored one, refused for its id or its clock skew) is the one rule of
+:mod:`knhk.observations.admission`; :meth:`Ingestor.check_batch` applies it without storing anything.
 
 The batch is written in one transaction (SQLite: ``executemany``; PostgreSQL: one set-based ``INSERT …
 RETURNING``); on PostgreSQL the transaction holds the advisory lock ``knhk.observations`` so ingest sequence
@@ -17,8 +16,10 @@ observation is validated in its own thread, then one writer thread stores everyt
 transaction, so throughput is not bounded by one commit (and its fsync) per observation. A conflict or skew
 refusal fails only its own caller; a database failure fails the whole group, and nothing of it is stored.
 
-After the commit the sector's hot-path guards are evaluated on the new observations; each violation appends a
-``guard.violated`` and an ``alert.raised`` receipt (one ``append_many``), and ``on_ingested`` is called with
+After the commit the sector's hot-path guards (and its resource-limit doctrines, sector-wide, fail closed:
+:mod:`knhk.observations.limits`) are evaluated on the new observations; each violation appends a
+``guard.violated`` and an ``alert.raised`` receipt committing to the observation's content (one
+``append_many``), and ``on_ingested`` is called with
 the new observations (the detection engine subscribes). The receipts are appended after the observations
 commit: if the ledger is unavailable at that moment the observations stay stored and the call raises
 :class:`~knhk.errors.DependencyUnavailableError` saying so.
@@ -32,30 +33,23 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from knhk.errors import (
-    ConflictError,
-    DependencyUnavailableError,
-    InvalidInputError,
-    KnhkError,
-    PayloadTooLargeError,
-    UsageError,
-)
-from knhk.ledger.entry import EntryDraft
-from knhk.ledger.evidence import commit, item
+from knhk.errors import DependencyUnavailableError, InvalidInputError, KnhkError, PayloadTooLargeError, UsageError
+from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
+from knhk.observations import store
+from knhk.observations.admission import Admission, Label, admit, at, first_refusal, observation_label
 from knhk.observations.conformance import conformance_issues
 from knhk.observations.guards import GuardEvaluator, GuardViolation
-from knhk.observations.model import Conform, Observation, check_skew, is_sector, parse_observation
+from knhk.observations.limits import DoctrineLike
+from knhk.observations.model import Conform, Observation, is_sector, parse_observation
 from knhk.ontology.schema import SectorSchema
 from knhk.ops import telemetry
 from knhk.ops.clock import Clock
-from knhk.storage import observation_store as store
-from knhk.storage.database import Database
-
-if TYPE_CHECKING:
-    from knhk.validation.doctrines import Doctrine
+from knhk.proof.entry import EntryDraft
+from knhk.proof.evidence import commit, item
+from knhk.storage.database import Connection, Database
 
 log = logging.getLogger("knhk.observations")
 
@@ -64,7 +58,7 @@ LOCK = "knhk.observations"
 
 SchemaLookup = Callable[[str], SectorSchema | None]
 Subscriber = Callable[[list[Observation]], None]
-DoctrineLookup = Callable[[str], Sequence["Doctrine"]]
+DoctrineLookup = Callable[[str], Sequence[DoctrineLike]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +82,6 @@ class IngestResult:
         }
 
 
-def _at(index: int | None, exc: KnhkError) -> KnhkError:
-    """The same error, naming the batch item it concerns (unchanged for a single observation)."""
-    if index is None:
-        return exc
-    return type(exc)(f"observation {index}: {exc.message}", **{**exc.details, "index": index})
-
-
 class Ingestor:
     """Validates, stores and guards observations for every sector of one installation."""
 
@@ -115,14 +102,54 @@ class Ingestor:
 
     def ingest(self, raw: Any, client: str | None = None) -> IngestResult:
         """Ingest one observation (group-committed with concurrent callers' observations)."""
-        received_us = self.clock.now_us()
-        obs = self._parse([raw], client, received_us, batch=False)[0]
-        if obs.skewed and not obs.client_id:
-            self._check_skew(obs, None, received_us)
+        obs = self._parse([raw], client, self.clock.now_us(), label=None)[0]
         future: Future[IngestResult] = Future()
         self._ensure_writer()
         self._pending.put((obs, future))
         return future.result()
+
+    @telemetry.ingest("batch")
+    def ingest_batch(self, raws: Sequence[Any], client: str | None = None, *,
+                     label: Label = observation_label) -> list[IngestResult]:
+        """Ingest up to 10,000 observations atomically; results are in input order. A refusal names its item
+        through ``label`` (default ``observation N``)."""
+        self._check_size(raws)
+        if not raws:
+            return []
+        received_us = self.clock.now_us()
+        parsed = self._parse(raws, client, received_us, label=label)
+        with self.db.transaction(lock=LOCK) as conn:
+            admissions = admit(parsed, self._stored(conn, parsed), received_us, batch=True, label=label)
+            refusal = first_refusal(admissions)
+            if refusal is not None:
+                raise refusal
+            fresh = self._insert(conn, [o for o, a in zip(parsed, admissions, strict=True) if a.new])
+        violations, receipt_ids, failure = self._after_commit(fresh)
+        if failure is not None:
+            raise failure
+        by_id = {o.id: o for o in fresh}
+        results: list[IngestResult] = []
+        for index, (obs, admission) in enumerate(zip(parsed, admissions, strict=True)):
+            if admission.new:
+                results.append(IngestResult(by_id[obs.id], violations=tuple(violations.get(obs.id, ())),
+                                            receipt_ids=tuple(receipt_ids.get(obs.id, ()))))
+            else:
+                results.append(IngestResult(self._earlier(index, parsed, admissions, by_id), duplicate=True))
+        return results
+
+    def check_batch(self, raws: Sequence[Any], client: str | None = None, *,
+                    label: Label = observation_label) -> None:
+        """Refuse what :meth:`ingest_batch` would refuse, storing nothing (any number of observations: the CLI
+        checks a whole file before it stores its first 10,000)."""
+        if not isinstance(raws, list | tuple):
+            raise UsageError("a batch must be a JSON array of observations")
+        received_us = self.clock.now_us()
+        parsed = self._parse(raws, client, received_us, label=label)
+        with self.db.connection() as conn:
+            stored = self._stored(conn, parsed)
+        refusal = first_refusal(admit(parsed, stored, received_us, batch=True, label=label))
+        if refusal is not None:
+            raise refusal
 
     # -- group commit of single observations ----------------------------------------------------------
     def _ensure_writer(self) -> None:
@@ -151,94 +178,34 @@ class Ingestor:
     @telemetry.ingest("group")
     def _commit_group(self, group: list[tuple[Observation, Future[IngestResult]]]) -> None:
         received_us = self.clock.now_us()
-        first: dict[str, Observation] = {}
-        outcome: dict[int, Observation | KnhkError | str] = {}  # str: a repeat of an id fresh in this group
-        fresh: list[Observation] = []
+        candidates = [obs for obs, _ in group]
         with self.db.transaction(lock=LOCK) as conn:
-            keyed = list({o.id for o, _ in group if o.client_id})
-            existing = store.find_by_ids(conn, keyed) if keyed else {}
-            for n, (obs, _) in enumerate(group):
-                earlier = existing.get(obs.id) or first.get(obs.id)
-                if earlier is not None:
-                    same = earlier.content_hash == obs.content_hash
-                    outcome[n] = (earlier if obs.id in existing else obs.id) if same else ConflictError(
-                        f"id {obs.id!r} is already stored with different content; observations are never"
-                        " overwritten", id=obs.id)
-                    continue
-                if obs.skewed and obs.client_id:
-                    try:
-                        check_skew(obs.ts_us, received_us)
-                    except KnhkError as exc:
-                        outcome[n] = exc
-                        continue
-                first[obs.id] = obs
-                fresh.append(obs)
-            if fresh:
-                seqs = store.insert_observations(conn, fresh)
-                fresh = [o.with_seq(seqs[o.id]) for o in fresh]
-        stored = {o.id: o for o in fresh}
-        violations, receipt_ids, failure = self._guard(fresh)
-        if fresh and self.on_ingested is not None:
-            try:
-                self.on_ingested(fresh)
-            except Exception:
-                log.exception("an on_ingested subscriber failed for %d observations", len(fresh))
-        for n, (obs, future) in enumerate(group):
-            result = outcome.get(n)
-            if isinstance(result, KnhkError):
-                future.set_exception(result)
-            elif isinstance(result, str):
-                future.set_result(IngestResult(stored[result], duplicate=True))
-            elif result is not None:
-                future.set_result(IngestResult(result, duplicate=True))
+            admissions = admit(candidates, self._stored(conn, candidates), received_us, batch=False)
+            fresh = self._insert(conn, [o for o, a in zip(candidates, admissions, strict=True) if a.new])
+        by_id = {o.id: o for o in fresh}
+        violations, receipt_ids, failure = self._after_commit(fresh)
+        for index, ((obs, future), admission) in enumerate(zip(group, admissions, strict=True)):
+            if admission.refusal is not None:
+                future.set_exception(admission.refusal)
+            elif not admission.new:
+                future.set_result(IngestResult(self._earlier(index, candidates, admissions, by_id), duplicate=True))
             elif failure is not None and obs.id in violations:
                 future.set_exception(failure)
             else:
-                final = stored[obs.id]
-                future.set_result(IngestResult(final, violations=tuple(violations.get(obs.id, ())),
+                future.set_result(IngestResult(by_id[obs.id], violations=tuple(violations.get(obs.id, ())),
                                                receipt_ids=tuple(receipt_ids.get(obs.id, ()))))
 
-    def ingest_batch(self, raws: Sequence[Any], client: str | None = None) -> list[IngestResult]:
-        """Ingest up to 10,000 observations atomically; results are in input order."""
+    # -- the steps ------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_size(raws: Sequence[Any]) -> None:
         if not isinstance(raws, list | tuple):
             raise UsageError("a batch must be a JSON array of observations")
         if len(raws) > MAX_BATCH:
             raise PayloadTooLargeError(f"a batch holds at most {MAX_BATCH} observations, got {len(raws)}")
-        return self._ingest(raws, client, batch=True)
-
-    # -- the steps ------------------------------------------------------------------------------------
-    @telemetry.ingest("batch")
-    def _ingest(self, raws: Sequence[Any], client: str | None, *, batch: bool) -> list[IngestResult]:
-        if not raws:
-            return []
-        received_us = self.clock.now_us()
-        parsed = self._parse(raws, client, received_us, batch)
-        unique, first_index = self._collapse(parsed, batch)
-        stored, fresh = self._store(unique, first_index, received_us, batch)
-        violations, receipt_ids, failure = self._guard(fresh)
-        if fresh and self.on_ingested is not None:
-            try:
-                self.on_ingested(fresh)
-            except Exception:  # the observations are stored; a subscriber must not undo an acknowledged write
-                log.exception("an on_ingested subscriber failed for %d observations", len(fresh))
-        if failure is not None:
-            raise failure
-        fresh_ids = {o.id for o in fresh}
-        results: list[IngestResult] = []
-        seen: set[str] = set()
-        for obs in parsed:
-            final = stored[obs.id]
-            is_new = obs.id in fresh_ids and obs.id not in seen
-            seen.add(obs.id)
-            results.append(IngestResult(
-                final, duplicate=not is_new,
-                violations=tuple(violations.get(obs.id, ())) if is_new else (),
-                receipt_ids=tuple(receipt_ids.get(obs.id, ())) if is_new else (),
-            ))
-        return results
 
     def _parse(self, raws: Sequence[Any], client: str | None, received_us: int,
-               batch: bool) -> list[Observation]:
+               label: Label | None) -> list[Observation]:
+        """Validate every raw observation (with its sector's conformance); ``label``: name a bad batch item."""
         out: list[Observation] = []
         conformers: dict[str, Conform] = {}
 
@@ -259,66 +226,44 @@ class Ingestor:
                 conform = conformer(sector) if isinstance(sector, str) and is_sector(sector) else None
                 out.append(parse_observation(raw, received_us=received_us, client=client, conform=conform))
             except KnhkError as exc:
-                if batch:
-                    raise _at(index, exc) from exc
+                if label is not None:
+                    raise at(index, exc, label) from exc
                 raise
         return out
 
     @staticmethod
-    def _collapse(parsed: list[Observation], batch: bool) -> tuple[list[Observation], dict[str, int]]:
-        """Drop repeats of one id within the batch (identical content); refuse conflicting repeats."""
-        unique: list[Observation] = []
-        first: dict[str, int] = {}
-        for index, obs in enumerate(parsed):
-            earlier = first.get(obs.id)
-            if earlier is None:
-                first[obs.id] = index
-                unique.append(obs)
-            elif parsed[earlier].content_hash != obs.content_hash:
-                raise ConflictError(
-                    f"observation {index}: id {obs.id!r} is also used by observation {earlier} of this batch"
-                    " with different content", id=obs.id, index=index)
-        return unique, first
-
-    def _store(self, unique: list[Observation], first_index: dict[str, int], received_us: int,
-               batch: bool) -> tuple[dict[str, Observation], list[Observation]]:
-        """Insert the new observations in one transaction; return every id's stored form and the new ones."""
-        stored: dict[str, Observation] = {}
-        for obs in unique:  # server-assigned ids cannot be duplicates: judge their skew before taking the lock
-            if obs.skewed and not obs.client_id:
-                self._check_skew(obs, first_index[obs.id] if batch else None, received_us)
-        with self.db.transaction(lock=LOCK) as conn:
-            keyed = [o.id for o in unique if o.client_id]
-            existing = store.find_by_ids(conn, keyed) if keyed else {}
-            fresh: list[Observation] = []
-            for obs in unique:
-                index = first_index[obs.id] if batch else None
-                old = existing.get(obs.id)
-                if old is not None:
-                    if old.content_hash != obs.content_hash:
-                        raise _at(index, ConflictError(
-                            f"id {obs.id!r} is already stored with different content; observations are"
-                            " never overwritten", id=obs.id))
-                    stored[obs.id] = old
-                    continue
-                if obs.skewed and obs.client_id:
-                    self._check_skew(obs, index, received_us)
-                fresh.append(obs)
-            if fresh:
-                seqs = store.insert_observations(conn, fresh)
-                fresh = [o.with_seq(seqs[o.id]) for o in fresh]
-        for obs in fresh:
-            stored[obs.id] = obs
-        return stored, fresh
+    def _stored(conn: Connection, candidates: Sequence[Observation]) -> dict[str, Observation]:
+        """The stored observations among the candidates' client ids (server-assigned ids are new by birth)."""
+        keyed = list({o.id for o in candidates if o.client_id})
+        return store.find_by_ids(conn, keyed) if keyed else {}
 
     @staticmethod
-    def _check_skew(obs: Observation, index: int | None, received_us: int) -> None:
-        try:
-            check_skew(obs.ts_us, received_us)
-        except KnhkError as exc:
-            if index is not None:
-                raise _at(index, exc) from exc
-            raise
+    def _insert(conn: Connection, fresh: list[Observation]) -> list[Observation]:
+        if not fresh:
+            return []
+        seqs = store.insert_observations(conn, fresh)
+        return [o.with_seq(seqs[o.id]) for o in fresh]
+
+    @staticmethod
+    def _earlier(index: int, candidates: Sequence[Observation], admissions: Sequence[Admission],
+                 fresh: dict[str, Observation]) -> Observation:
+        """The stored form of what candidate ``index`` (new, a duplicate or a repeat) stands for."""
+        admission = admissions[index]
+        while admission.repeat_of is not None:
+            index = admission.repeat_of
+            admission = admissions[index]
+        return admission.stored if admission.stored is not None else fresh[candidates[index].id]
+
+    def _after_commit(self, fresh: list[Observation]) -> tuple[dict[str, list[GuardViolation]],
+                                                              dict[str, list[str]], KnhkError | None]:
+        """Guard the new observations (their receipts), then tell the subscriber (the detection engine)."""
+        violations, receipt_ids, failure = self._guard(fresh)
+        if fresh and self.on_ingested is not None:
+            try:
+                self.on_ingested(fresh)
+            except Exception:  # the observations are stored; a subscriber must not undo an acknowledged write
+                log.exception("an on_ingested subscriber failed for %d observations", len(fresh))
+        return violations, receipt_ids, failure
 
     def _guard(self, fresh: list[Observation]) -> tuple[dict[str, list[GuardViolation]], dict[str, list[str]],
                                                          KnhkError | None]:
@@ -332,35 +277,32 @@ class Ingestor:
             ordered = sorted(observations, key=lambda o: o.ts_us)
             doctrines = self.doctrines_for(sector) if self.doctrines_for is not None else ()
 
-            def evaluate(obs: Any, sch: Any, doctrines: Sequence[Doctrine] = doctrines) -> list[GuardViolation]:
+            def evaluate(obs: Any, sch: Any, doctrines: Sequence[DoctrineLike] = doctrines) -> list[GuardViolation]:
                 return self.guards.evaluate(obs, sch, doctrines)
 
             found.extend((sector, v) for v in telemetry.evaluate_guards(evaluate, ordered, schema, sector))
         violations: dict[str, list[GuardViolation]] = {}
-        receipts: dict[str, list[str]] = {}
+        receipt_ids: dict[str, list[str]] = {}
         if not found:
-            return violations, receipts, None
+            return violations, receipt_ids, None
         drafts: list[EntryDraft] = []
         hashes = {o.id: o.content_hash for o in fresh}
         for sector, v in found:
             violations.setdefault(v.observation_id, []).append(v)
             # the receipts commit to the observation's content too (SPEC §8): an edited row is detectable
             committed = commit([item(v.observation_id, hashes[v.observation_id])]).data()
-            drafts.append(EntryDraft(log="receipts", kind="guard.violated", sector=sector,
-                                     subject=v.observation_id, outcome="violated", reason=v.reason,
-                                     evidence=[v.observation_id], data={**v.data(), **committed}))
-            drafts.append(EntryDraft(log="receipts", kind="alert.raised", sector=sector,
-                                     subject=v.observation_id, outcome=v.level, reason=v.reason,
-                                     evidence=[v.observation_id],
-                                     data={"level": v.level, "source": "guard", "guard_id": v.guard_id,
-                                           "criticality": v.criticality, "event_type": v.event_type, **committed}))
+            drafts.append(receipts.guard_violated(sector=sector, observation_id=v.observation_id, reason=v.reason,
+                                                  data=v.data(), commitment=committed))
+            drafts.append(receipts.guard_alert(sector=sector, observation_id=v.observation_id, level=v.level,
+                                               reason=v.reason, guard_id=v.guard_id, criticality=v.criticality,
+                                               event_type=v.event_type, commitment=committed))
         try:
             entries = self.ledger.append_many(drafts)
         except KnhkError as exc:
             log.error("guard receipts for %d violations were not written: %s", len(found), exc)
-            return violations, receipts, DependencyUnavailableError(
+            return violations, receipt_ids, DependencyUnavailableError(
                 f"the observations were stored, but the receipts of {len(found)} guard violation(s) could not"
                 f" be written to the ledger: {exc.message}")
         for entry in entries:
-            receipts.setdefault(str(entry.fields["subject"]), []).append(entry.id)
-        return violations, receipts, None
+            receipt_ids.setdefault(str(entry.subject), []).append(entry.id)
+        return violations, receipt_ids, None

@@ -27,12 +27,29 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from knhk.ontology.schema import SectorSchema
 
-if TYPE_CHECKING:
-    from knhk.validation.doctrines import Doctrine
+
+class DoctrineLike(Protocol):
+    """What ingest reads of a sector doctrine (:class:`knhk.validation.doctrines.Doctrine` is one; the
+    validation layer sits above observations, so it is named by shape, not imported)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def sector(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def level(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def effective_from(self) -> date | None: ...
+    @property
+    def expires(self) -> date | None: ...
 
 VALUE_KINDS = ("max_value", "min_value")
 MAX_NUMBER_CHARS = 100
@@ -103,7 +120,7 @@ class LimitPlan:
         return not self.sector_wide and not self.by_type
 
 
-def doctrine_limits(doctrines: Sequence[Doctrine], sector: str,
+def doctrine_limits(doctrines: Sequence[DoctrineLike], sector: str,
                     criticality_of: dict[str, str] | None = None) -> list[ValueLimit]:
     """The sector-wide limits of the sector's ``resource_limit`` doctrines (each with its validity dates)."""
     out: list[ValueLimit] = []
@@ -119,7 +136,7 @@ def doctrine_limits(doctrines: Sequence[Doctrine], sector: str,
     return out
 
 
-def plan_limits(schema: SectorSchema | None, doctrines: Sequence[Doctrine] = ()) -> LimitPlan:
+def plan_limits(schema: SectorSchema | None, doctrines: Sequence[DoctrineLike] = ()) -> LimitPlan:
     """Every value limit of a sector: its doctrines' (sector-wide) and its Σ's hot-path value guards."""
     if schema is None:
         return LimitPlan()

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 import uuid_utils
+from typing_extensions import TypedDict
 
 from knhk.errors import InvalidInputError, PayloadTooLargeError, UsageError
 from knhk.ops.clock import format_rfc3339
@@ -53,6 +54,24 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
 Conform = Callable[[str, Mapping[str, Any]], tuple[str, ...]]
+
+
+class ObservationView(TypedDict):
+    """An observation as the API and the CLI show it (:meth:`Observation.to_json`; the API's response model)."""
+
+    id: str
+    seq: int | None
+    event_type: str
+    sector: str
+    timestamp: str
+    received_at: str
+    value: dict[str, Any]
+    metadata: dict[str, str]
+    conforming: bool
+    issues: list[str]
+    skewed: bool
+    client_id: bool
+    content_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +100,7 @@ class Observation:
         """An error event for the error-spike detector: the type mentions ``error`` or ``level=error``."""
         return "error" in self.event_type.lower() or self.metadata.get("level", "").lower() == "error"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ObservationView:
         """The observation as the API and CLI show it."""
         return {
             "id": self.id,

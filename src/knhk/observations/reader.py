@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from knhk.errors import InvalidInputError, NotFoundError
+from knhk.observations import store
 from knhk.observations.model import Observation, is_sector
-from knhk.storage import observation_store as store
 from knhk.storage.database import Database
 
 MAX_PAGE = 10_000
@@ -68,6 +68,12 @@ class ObservationReader:
         _check_sector(sector)
         with self.db.connection() as conn:
             return store.recent_observations(conn, sector, limit)
+
+    def last_seq(self, sector: str) -> int:
+        """The ingest sequence number of the sector's newest observation (0: none yet)."""
+        _check_sector(sector)
+        with self.db.connection() as conn:
+            return store.last_seq(conn, sector)
 
     def count(self, sector: str | None = None) -> int:
         _check_sector(sector)

@@ -19,21 +19,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from typing_extensions import TypedDict
 
 from knhk.audit.log import AuditLog
 from knhk.errors import (
     ConflictError,
     ImmutableError,
-    IntegrityError,
     InvalidInputError,
     KnhkError,
     NotFoundError,
     RejectedError,
     StaleBaseError,
+    VerificationError,
 )
-from knhk.ledger.entry import Entry, EntryDraft
+from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
+from knhk.ontology import store as sql
 from knhk.ontology.diff import Diff, diff
 from knhk.ontology.extract import extract_schema
 from knhk.ontology.rdf import Triple
@@ -49,7 +51,7 @@ from knhk.ontology.snapshot import (
     snapshot_id,
 )
 from knhk.ops.clock import SYSTEM_CLOCK, Clock, format_rfc3339
-from knhk.storage import snapshot_store as sql
+from knhk.proof.entry import Entry
 from knhk.storage.database import Connection, Database
 
 InfoList = list[SnapshotInfo]
@@ -62,6 +64,20 @@ HistoryList = list[sql.HistoryRow]
 class SnapshotPage:
     items: InfoList
     next_cursor: str | None
+
+
+class PointerMoveView(TypedDict):
+    """A pointer move as the API and the CLI answer it (:meth:`PointerMove.to_json`)."""
+
+    sector: str
+    snapshot_id: str
+    previous_id: str | None
+    version: int
+    action: str
+    forced: bool
+    noop: bool
+    receipt_id: str | None
+    receipt_seq: int | None
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,7 @@ class PointerMove:
     receipt: Entry | None = None
     noop: bool = False
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PointerMoveView:
         return {"sector": self.sector, "snapshot_id": self.snapshot_id, "previous_id": self.previous_id,
                 "version": self.version, "action": self.action, "forced": self.forced, "noop": self.noop,
                 "receipt_id": None if self.receipt is None else self.receipt.id,
@@ -223,7 +239,7 @@ class SnapshotRegistry:
                                 f"garbage-collected{when}")
         canonical = sql.decompress(blob)
         if hashlib.sha256(canonical).hexdigest() != found.content_digest:
-            raise IntegrityError(f"stored content of snapshot {snapshot_id} does not match its content digest")
+            raise VerificationError(f"stored content of snapshot {snapshot_id} does not match its content digest")
         snapshot = Snapshot(**{**found.__dict__, "triples": _parse_content(canonical)})
         self._remember(snapshot)
         return snapshot
@@ -352,9 +368,8 @@ class SnapshotRegistry:
                 raise _AlreadyInstalled(f"sector {sector} already has a current snapshot")
             sql.insert_history(conn, sql.HistoryRow(sector, 0, root.id, None, "root", False, None, pseudonym, now))
 
-        draft = EntryDraft(log="receipts", kind="snapshot.root", sector=sector, subject=root.id,
-                           data={"snapshot_id": root.id, "content_digest": root.content_digest,
-                                 "triple_count": root.triple_count, "version": 0})
+        draft = receipts.snapshot_root(sector=sector, snapshot_id=root.id, content_digest=root.content_digest,
+                                       triple_count=root.triple_count)
         try:
             entry = self.ledger.append(draft, hook=hook)
         except _AlreadyInstalled:
@@ -381,18 +396,17 @@ class SnapshotRegistry:
             entry = self.ledger.entry_by_id(receipt_id)
         except NotFoundError:
             raise RejectedError(f"validation receipt {receipt_id} does not exist") from None
-        data = entry.fields.get("data") or {}
-        if entry.log != "receipts" or entry.kind != "proposal.validated":
+        data = entry.data or {}
+        if entry.log != receipts.RECEIPTS or entry.kind != receipts.PROPOSAL_VALIDATED:
             raise RejectedError(f"receipt {receipt_id} is a {entry.log} {entry.kind} entry, "
                                 "not a proposal.validated receipt")
-        if entry.fields.get("outcome") != "approved":
-            raise RejectedError(f"validation receipt {receipt_id} has outcome {entry.fields.get('outcome')!r}, "
-                                "not 'approved'")
+        if entry.outcome != "approved":
+            raise RejectedError(f"validation receipt {receipt_id} has outcome {entry.outcome!r}, not 'approved'")
         if data.get("snapshot_id") != snapshot_id:
             raise RejectedError(f"validation receipt {receipt_id} validated snapshot "
                                 f"{data.get('snapshot_id')}, not {snapshot_id}")
-        if entry.fields.get("sector") not in (None, sector):
-            raise RejectedError(f"validation receipt {receipt_id} is for sector {entry.fields.get('sector')}")
+        if entry.sector not in (None, sector):
+            raise RejectedError(f"validation receipt {receipt_id} is for sector {entry.sector}")
 
     def promote(self, sector: str, snapshot_id: str, *, actor: str, expected_current: str | None = None,
                 validation_receipt_id: str | None = None, force: bool = False,
@@ -457,13 +471,10 @@ class SnapshotRegistry:
             sql.insert_history(conn, sql.HistoryRow(sector, version, target.id, previous, action, forced,
                                                     validation_receipt_id, pseudonym, now))
 
-        kind = "snapshot.promoted" if action == "promote" else "snapshot.rolled_back"
-        data: dict[str, Any] = {"snapshot_id": target.id, "previous": previous, "version": version,
-                                "forced": forced, "content_digest": target.content_digest}
-        if validation_receipt_id is not None:
-            data["validation_receipt_id"] = validation_receipt_id
-        draft = EntryDraft(log="receipts", kind=kind, sector=sector, subject=target.id,
-                           outcome="forced" if forced else "ok", reason=reason, data=data)
+        kind = receipts.pointer_kind(action)
+        draft = receipts.pointer_moved(action=action, sector=sector, snapshot_id=target.id, previous=previous,
+                                       version=version, forced=forced, content_digest=target.content_digest,
+                                       validation_receipt_id=validation_receipt_id, reason=reason)
         try:
             entry = self.ledger.append(draft, hook=hook)
         except (StaleBaseError, NotFoundError) as exc:
@@ -526,8 +537,7 @@ class SnapshotRegistry:
                     raise ConflictError(f"snapshot {sid} was collected by another process; nothing was collected")
                 sql.insert_collection(conn, sid, sector, now)
 
-        draft = EntryDraft(log="receipts", kind="snapshot.collected", sector=sector,
-                           data={"collected": ids, "min_age_s": age})
+        draft = receipts.snapshot_collected(sector=sector, collected=ids, min_age_s=age)
         entry = self.ledger.append(draft, hook=hook)
         self.audit.record(actor, "snapshot.collected", resource=f"sector/{sector}/snapshots", sector=sector,
                           metadata={"count": len(ids), "receipt_id": entry.id})

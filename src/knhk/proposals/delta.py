@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from knhk.errors import InvalidInputError
-from knhk.ledger.canonical import canonical_bytes
 from knhk.ontology.namespaces import (
     KNHK,
     OWL_CLASS,
@@ -26,6 +25,7 @@ from knhk.ontology.namespaces import (
     SH,
     iri,
 )
+from knhk.proof.canonical import canonical_bytes
 
 Triple = tuple[str, str, str]
 

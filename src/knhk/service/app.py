@@ -1,9 +1,10 @@
 """The FastAPI application (SPEC §10): ``create_app(settings)``.
 
-One process holds one :class:`~knhk.runtime.Runtime` (PostgreSQL or embedded SQLite), the authenticator,
-the rate limiter, the ingest-audit aggregator and the background scheduler. The detection windows catch up
-from the database before each cycle (``subscribe_engine=False``), so any number of workers and replicas see
-every observation.
+One process holds one :class:`~knhk.app.application.Application` (PostgreSQL or embedded SQLite) with
+role-based access, the authenticator, the rate limiter and the background scheduler. The routes are thin: each
+names the operation it performs and translates HTTP to and from it. The detection windows catch up from the
+database before each cycle (``subscribe_engine=False``), so any number of workers and replicas see every
+observation.
 """
 
 from __future__ import annotations
@@ -17,46 +18,53 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from knhk import __version__
+from knhk.app.access import RoleBasedAccess
+from knhk.app.application import Application
 from knhk.config import Settings
+from knhk.identity import build_authenticator
 from knhk.ops import telemetry
 from knhk.ops.telemetry import setup as telemetry_setup
-from knhk.runtime import Runtime
 from knhk.service import metrics, problems, scheduler
-from knhk.service.auth import build_authenticator
-from knhk.service.auth_audit import AuthFailureAudit
 from knhk.service.guards import RequestGuards
 from knhk.service.routes import PREFIX, audit, cycles, observations, patterns, proposals, receipts, snapshots
 from knhk.service.routes import health as health_routes
-from knhk.service.state import IngestAudit, RateLimiter, ServiceState
+from knhk.service.state import RateLimiter, ServiceState
 
 log = logging.getLogger("knhk.service")
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None, background: bool = True) -> FastAPI:
-    """Build the application. ``runtime`` may be given (tests); otherwise it is opened at start-up."""
+def create_app(settings: Settings, *, application: Application | None = None, background: bool = True) -> FastAPI:
+    """Build the HTTP face. ``application`` may be given (tests); otherwise it is opened at start-up."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = 200  # sync routes run in threads
-        rt = runtime or Runtime.open(settings, subscribe_engine=False)
-        rt.registry.refresh()
-        st = ServiceState(settings, rt, build_authenticator(settings, rt), RateLimiter(
-            settings.rate_limit_per_minute, settings.redis_url), IngestAudit(rt), AuthFailureAudit(rt))
+        application_ = application or Application.open(
+            settings, access=RoleBasedAccess(settings.auth_mfa_required_roles), subscribe_engine=False)
+        try:
+            auth = build_authenticator(settings, clock=application_.clock)
+        except BaseException:
+            if application is None:
+                application_.close()
+            raise
+        application_.refresh_snapshots()
+        st = ServiceState(settings, application_, auth, RateLimiter(settings.rate_limit_per_minute, settings.redis_url),
+                          application_.ingest_audit)
         app.state.knhk = st
 
         def count(entries: list[Any]) -> None:
             for entry in entries:
                 metrics.RECEIPTS.labels(entry.log).inc()
 
-        rt.ledger.sequencer.listeners.append(count)
+        application_.on_receipts(count)
         if background:
             scheduler.start(st)
         try:
             yield
         finally:
             scheduler.stop(st)
-            if runtime is None:
-                rt.close()
+            if application is None:
+                application_.close()
 
     app = FastAPI(title="KNHK", version=__version__, lifespan=lifespan,
                   description="Provable, autonomic change control for a knowledge model.",

@@ -7,12 +7,12 @@ declare how they aggregate). With one process the default registry is used.
 
 from __future__ import annotations
 
-import os
+from prometheus_client import Counter, Gauge, Histogram
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess as prom_multiprocess
+from knhk.ops.telemetry.metrics import CONTENT_TYPE, render
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CONTENT_TYPE", "render"]  # with the series below: the exposition of the whole process
+
 
 REQUESTS = Counter("knhk_requests_total", "HTTP requests by method, route template and status.",
                    ["method", "route", "status"])
@@ -40,10 +40,3 @@ DEPENDENCY_UP = Gauge("knhk_dependency_up", "1 when the dependency answered its 
                       multiprocess_mode="min")
 
 
-def render() -> bytes:
-    """The exposition text for ``/metrics`` (aggregated across workers in multiprocess mode)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest()

@@ -1,10 +1,20 @@
-"""Request and response bodies of the API (the OpenAPI document is generated from these)."""
+"""Request and response bodies of the API (the OpenAPI document is generated from these).
+
+Responses that show a domain record use that record's own JSON view (``Observation``, ``PointerMove``,
+``Erasure``), so the API cannot drift from what the domain says it is.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from knhk.audit.erasure import ErasureReport as Erasure
+from knhk.observations.model import ObservationView as Observation
+from knhk.ontology.registry import PointerMoveView as PointerMove
+
+__all__ = ["Erasure", "Observation", "PointerMove"]  # the domain views used as response models
 
 
 class _Model(BaseModel):
@@ -23,22 +33,6 @@ class ObservationIn(_Model):
 
 class ObservationBatchIn(_Model):
     observations: list[ObservationIn] = Field(max_length=10_000, description="1–10,000 observations, atomic.")
-
-
-class Observation(BaseModel):
-    id: str
-    seq: int | None
-    event_type: str
-    sector: str
-    timestamp: str
-    received_at: str
-    value: dict[str, Any]
-    metadata: dict[str, str]
-    conforming: bool
-    issues: list[str]
-    skewed: bool
-    client_id: bool
-    content_hash: str
 
 
 class IngestResult(BaseModel):
@@ -128,18 +122,6 @@ class RollbackIn(_Model):
     reason: str | None = Field(default=None, max_length=4096)
 
 
-class PointerMove(BaseModel):
-    sector: str
-    snapshot_id: str
-    previous_id: str | None
-    version: int
-    action: str
-    forced: bool
-    noop: bool
-    receipt_id: str | None
-    receipt_seq: int | None
-
-
 class CycleIn(_Model):
     sector: str
 
@@ -185,18 +167,6 @@ class Bundle(BaseModel):
     inclusion_proof: list[str]
     checkpoint: str
     public_key: str
-
-
-class Erasure(BaseModel):
-    pseudonym: str
-    erased: bool
-    ledger_entries_referencing: int
-    audit_entries_referencing: int
-    approvals_referencing: int
-    observations_ingested: int
-    identity_rows_deleted: int
-    key_rows_deleted: int
-    receipt_id: str
 
 
 class Health(BaseModel):

@@ -17,81 +17,49 @@ import time
 
 from knhk.loop.coordinator import CycleRecord
 from knhk.ops.telemetry.selfcheck import active_processor, check_exposition, hot_path_ticks
-from knhk.sectors.pack import available_sectors
 from knhk.service import metrics
 from knhk.service.state import ServiceState
-from knhk.storage import loop_store
 
 log = logging.getLogger("knhk.service")
 
 
 def record_cycle_metrics(record: CycleRecord) -> None:
     metrics.CYCLE_DURATION.labels(record.sector, record.outcome).observe(record.duration_ms / 1000)
-    for p in record.patterns:
-        metrics.PATTERNS.labels(record.sector, p["name"]).inc()
+    for pattern in record.patterns:
+        metrics.PATTERNS.labels(record.sector, pattern["name"]).inc()
     for p in record.proposals:
         metrics.PROPOSALS.labels(record.sector, p["outcome"]).inc()
         if p["outcome"] == "promoted":
             metrics.PROMOTIONS.labels(record.sector).inc()
 
 
-def _last_cycle_us(st: ServiceState, sector: str) -> int:
-    with st.runtime.db.connection() as conn:
-        rows = loop_store.list_cycles(conn, sector, 1)
-    return rows[0]["started_us"] if rows else 0
-
-
 def run_due_cycles(st: ServiceState) -> None:
-    interval = st.settings.cycle_interval_s
-    now = st.runtime.clock.now_us()
-    for sector in available_sectors():
-        if now - _last_cycle_us(st, sector) < interval * 1_000_000:
-            continue
-        if not st.runtime.leases.try_acquire(f"knhk.schedule.{sector}", interval):
-            continue  # another process scheduled this interval's cycle
-        try:
-            record = st.runtime.run_cycle(sector)
-            record_cycle_metrics(record)
-        except Exception as exc:
-            log.warning("scheduled cycle of %s not run: %s", sector, exc)
+    for record in st.app.run_due_cycles(st.settings.cycle_interval_s):
+        record_cycle_metrics(record)
 
 
 def verify_ledger(st: ServiceState) -> None:
-    if not st.runtime.leases.try_acquire("knhk.verifier", max(60.0, st.settings.verify_interval_s)):
-        return
-    try:
-        for name in ("receipts", "audit"):
-            report = st.runtime.ledger.verify(name, workers=1)
-            metrics.CHAIN_VALID.labels(name).set(1 if report.ok else 0)
-            metrics.CHAIN_VERIFIED_AT.labels(name).set(time.time())
-            st.verify_results[name] = report.to_json()
-            if not report.ok:
-                log.error("ledger log %s FAILED verification: %s", name, report.first_failure)
-    finally:
-        st.runtime.leases.release("knhk.verifier")
+    for name, report in st.app.verify_ledgers(st.settings.verify_interval_s).items():
+        metrics.CHAIN_VALID.labels(name).set(1 if report.ok else 0)
+        metrics.CHAIN_VERIFIED_AT.labels(name).set(time.time())
+        st.verify_results[name] = report.to_json()
+        if not report.ok:
+            log.error("ledger log %s FAILED verification: %s", name, report.first_failure)
 
 
 def issue_checkpoints(st: ServiceState) -> None:
-    if not st.runtime.leases.try_acquire("knhk.checkpointer", max(30.0, st.settings.checkpoint_interval_s)):
-        return
-    for name in ("receipts", "audit"):
-        ledger = st.runtime.ledger
-        latest = ledger.latest_checkpoint(name)
-        size = ledger.tree_size(name)
-        if size and (latest is None or latest.tree_size < size):
-            ledger.checkpoint(name)
+    st.app.issue_checkpoints(st.settings.checkpoint_interval_s)
 
 
 def update_gauges(st: ServiceState) -> None:
-    for state, n in st.runtime.db.pool_stats().items():
+    for state, n in st.app.pool_stats().items():
         metrics.POOL.labels(state).set(n)
-    if st.runtime.db.dialect == "postgresql":
+    if st.app.database_dialect == "postgresql":
         metrics.POOL_MAX.set(st.settings.db_pool_max)
-    for sector in available_sectors():
-        if st.runtime.registry.current(sector) is not None:
-            hot_path_ticks(sector, st.runtime.registry.current_schema(sector))
-    for name in ("receipts", "audit"):
-        metrics.TREE_SIZE.labels(name).set(st.runtime.ledger.tree_size(name))
+    for sector, schema in st.app.current_schemas().items():
+        hot_path_ticks(sector, schema)
+    for name, size in st.app.tree_sizes().items():
+        metrics.TREE_SIZE.labels(name).set(size)
 
 
 def telemetry_check(st: ServiceState) -> None:
@@ -105,7 +73,7 @@ def _loop(st: ServiceState) -> None:
             "telemetry": 0.0}
     jobs = [("cycle", s.cycle_interval_s, run_due_cycles), ("verify", s.verify_interval_s, verify_ledger),
             ("checkpoint", s.checkpoint_interval_s, issue_checkpoints),
-            ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("auth", 10.0, lambda st: st.auth_audit.flush()),
+            ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("auth", 10.0, lambda st: st.app.auth_audit.flush()),
             ("gauges", 5.0, update_gauges), ("telemetry", s.telemetry_check_interval_s, telemetry_check)]
     while not st.stop.is_set():
         now = time.monotonic()
@@ -134,6 +102,6 @@ def stop(st: ServiceState) -> None:
     except Exception:
         log.exception("flushing the ingest audit failed")
     try:
-        st.auth_audit.flush(everything=True)
+        st.app.auth_audit.flush(everything=True)
     except Exception:
         log.exception("flushing the authentication-failure audit failed")

@@ -1,41 +1,26 @@
-"""Route protection: every route declares exactly one permission (the RBAC matrix of
-:mod:`knhk.service.auth.rbac` decides who holds it), authentication failures and authorization denials are
-audited, rate limits apply per principal, and the principal is pseudonymised before anything is stored.
+"""Route protection at the HTTP edge: each route names the one operation of the application it performs
+(:mod:`knhk.app.access`), which carries its permission. Before the body is read the caller is authenticated
+(401, audited), rate-limited per principal (429) and authorized by the application for that operation (403,
+audited); the principal, with its pseudonym, is what the route hands to the operation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from knhk.errors import AuthenticationError, ForbiddenError
-from knhk.service.auth.rbac import Principal
+from knhk.app.access import Operation
+from knhk.app.application import Application
+from knhk.app.auth_audit import failure_reason
+from knhk.errors import AuthenticationError
+from knhk.identity.rbac import Principal
+from knhk.service import metrics
 from knhk.service.state import ServiceState
 
 #: (method, path template) → (permission, mutating): filled as routes are declared; tests read it.
 ROUTE_PERMISSIONS: dict[tuple[str, str], tuple[str, bool]] = {}
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated principal of a request and its pseudonym."""
-
-    principal: Principal
-    pseudonym: str
-
-    @property
-    def identity(self) -> str:
-        return self.principal.identity
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return tuple(sorted(self.principal.roles))
-
-    @property
-    def sector(self) -> str | None:
-        return self.principal.sector
 
 
 def state_of(request: Request) -> ServiceState:
@@ -43,31 +28,40 @@ def state_of(request: Request) -> ServiceState:
     return st
 
 
+def application_of(request: Request) -> Application:
+    return state_of(request).app
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def require(permission: str, *, mutating: bool = False) -> Callable[[Request], Caller]:
-    """A FastAPI dependency: authenticate, authorise ``permission`` (MFA where mutating and privileged)."""
+def require(operation: Operation) -> Callable[[Request], None]:
+    """A FastAPI dependency: authenticate, rate-limit and authorize ``operation`` (MFA where the matrix says)."""
 
-    def dependency(request: Request) -> Caller:
+    def dependency(request: Request) -> None:
         st = state_of(request)
         resource = f"{request.method} {request.url.path}"
         try:
             principal = st.auth.authenticate(request.headers.get("authorization"))
         except AuthenticationError as exc:
-            st.auth_audit.failed(_client(request), resource, exc)  # counted; audited per client and minute
+            reason = failure_reason(exc)
+            metrics.AUTH_FAILURES.labels(reason).inc()  # every failure counted; audited per client and minute
+            st.app.record_authentication_failure(f"unauthenticated@{_client(request)}", resource, exc.message,
+                                                 reason)
             raise
         st.limiter.check(principal.identity)
-        try:
-            st.auth.authorize(principal, permission, mutating=mutating)
-        except ForbiddenError as exc:
-            st.runtime.audit.record(principal.identity, "authz.denied", resource, "denied",
-                                    reason=exc.message[:1000], metadata={"permission": permission})
-            raise
-        caller = Caller(principal, st.runtime.subjects.pseudonym(principal.identity))
-        request.state.caller = caller
-        return caller
+        st.app.authorize(principal, operation, resource=resource)
+        request.state.principal = st.app.pseudonymised(principal)
 
-    dependency.__name__ = f"require_{permission.replace(':', '_')}"
+    dependency.__name__ = f"require_{operation.name.replace('.', '_')}"
     return dependency
+
+
+def _acting(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+#: The principal a request acts as (established by the route's :func:`require`).
+Actor = Annotated[Principal, Depends(_acting)]

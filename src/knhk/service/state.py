@@ -1,4 +1,4 @@
-"""The service's per-process state: the runtime, identity, rate limits, ingest auditing, the scheduler."""
+"""The service's per-process state: the application, the authenticator, rate limits, the scheduler."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from knhk.app.application import Application
+from knhk.app.observations import IngestAudit
 from knhk.config import Settings
 from knhk.errors import RateLimitedError
-from knhk.runtime import Runtime
-
-if TYPE_CHECKING:
-    from knhk.service.auth_audit import AuthFailureAudit
+from knhk.identity.oidc import Authenticator
 
 log = logging.getLogger("knhk.service")
 
@@ -67,38 +66,13 @@ class RateLimiter:
         return self.redis_ok
 
 
-class IngestAudit:
-    """Audits ingestion aggregated per client per minute (SPEC §9), not per observation."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self._counts: dict[tuple[str, int, str], int] = defaultdict(int)
-        self._lock = threading.Lock()
-
-    def add(self, identity: str, sector: str, n: int) -> None:
-        with self._lock:
-            self._counts[(identity, int(time.time() // 60), sector)] += n
-
-    def flush(self, *, everything: bool = False) -> int:
-        now_minute = int(time.time() // 60)
-        with self._lock:
-            due = {k: v for k, v in self._counts.items() if everything or k[1] < now_minute}
-            for k in due:
-                del self._counts[k]
-        for (identity, minute, sector), count in sorted(due.items(), key=lambda kv: kv[0][1]):
-            self.runtime.audit.record(identity, "observations.ingested", f"sector/{sector}", "success",
-                                      sector=sector, metadata={"count": str(count), "minute": str(minute * 60)})
-        return len(due)
-
-
 @dataclass
 class ServiceState:
     settings: Settings
-    runtime: Runtime
-    auth: Any
+    app: Application
+    auth: Authenticator
     limiter: RateLimiter
-    ingest_audit: IngestAudit
-    auth_audit: AuthFailureAudit
+    ingest_audit: IngestAudit  # the application's, flushed by the scheduler's minute job
     started: float = field(default_factory=time.time)
     verify_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)

@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 from knhk.cli.main import app
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, ForbiddenError
-from knhk.ops.clock import ManualClock
-from knhk.service.auth import (
+from knhk.identity import (
     LOCAL_AUDIENCE,
     LOCAL_ISSUER,
     BearerTokenError,
@@ -22,6 +21,7 @@ from knhk.service.auth import (
     build_authenticator,
     check_bind_allowed,
 )
+from knhk.ops.clock import ManualClock
 
 
 def local_settings(tmp_path: Path, **extra: object) -> Settings:

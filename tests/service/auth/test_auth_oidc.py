@@ -18,8 +18,8 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from oidc_support import AUDIENCE, OidcProvider, Ticker, b64url, b64url_json, hs256_token, issuer_config
 
 from knhk.errors import AuthenticationError, DependencyUnavailableError, ForbiddenError
+from knhk.identity import AuthenticationFailure, Authenticator, BearerTokenError, IssuerConfig, authorize
 from knhk.ops.clock import ManualClock
-from knhk.service.auth import AuthenticationFailure, Authenticator, BearerTokenError, IssuerConfig, authorize
 
 ROLE_CLIENTS = {
     "observer-svc": ({"observer"}, False, "finance"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from knhk.errors import ForbiddenError
-from knhk.service.auth import PERMISSIONS, ROLE_PERMISSIONS, ROLES, Principal, authorize, needs_mfa
+from knhk.identity import PERMISSIONS, ROLE_PERMISSIONS, ROLES, Principal, authorize, needs_mfa
 
 PERMS = [
     "observations:write", "observations:read", "patterns:detect", "patterns:read", "proposals:create",

@@ -38,7 +38,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def audit(client: TestClient, action: str) -> list[Any]:
-    events: list[Any] = client.app.state.knhk.runtime.audit.events(action=action, limit=1000)  # type: ignore[attr-defined]
+    events: list[Any] = client.app.state.knhk.app.runtime.audit.events(action=action, limit=1000)  # type: ignore[attr-defined]
     return events
 
 
@@ -98,7 +98,7 @@ def test_every_bad_token_is_401_and_audited(client: TestClient, oidc_provider: O
         assert response.status_code == 401, f"{what}: {response.status_code} {response.text}"
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert response.headers["content-type"] == "application/problem+json"
-    client.app.state.knhk.auth_audit.flush(everything=True)  # type: ignore[attr-defined]
+    client.app.state.knhk.app.auth_audit.flush(everything=True)  # type: ignore[attr-defined]
     failures = audit(client, "auth.failed")
     assert len(failures) <= 4  # per client and minute (at most two minutes here): the first, then one aggregate
     assert sum(int(f.metadata.get("count", "1")) for f in failures) == len(bad)

@@ -5,7 +5,8 @@ checker behind ``knhk telemetry check``.
 * :mod:`.spans` — the one-line instrumentation helpers the product's modules call;
 * :mod:`.metrics` — Prometheus series recorded by those helpers;
 * :mod:`.setup` — OTLP (HTTP/protobuf) export configured by the standard environment variables, off by default;
-* :mod:`.registry`, :mod:`.conformance`, :mod:`.capture`, :mod:`.scenario` — the static and live checks;
+* :mod:`.registry`, :mod:`.conformance`, :mod:`.capture` — the static and live checks (the live scenario drives
+  the HTTP face, so it lives there: :mod:`knhk.service.telemetry_scenario`, :mod:`knhk.service.telemetry_check`);
 * :mod:`.selfcheck` — the running service's own conformance check (``knhk_telemetry_check_ok``).
 """
 

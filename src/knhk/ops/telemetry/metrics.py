@@ -6,9 +6,24 @@ prometheus-client registry, so ``/metrics`` (and its multiprocess aggregation) e
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import multiprocess as prom_multiprocess
 
 from knhk import __version__
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def render() -> bytes:
+    """The process's exposition text (``/metrics``), aggregated across workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
+
 
 # ``*_created`` series carry nothing an operator or rule uses; leave them out of the exposition.
 disable_created_metrics()  # type: ignore[no-untyped-call]

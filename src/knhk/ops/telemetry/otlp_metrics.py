@@ -30,14 +30,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from knhk import __version__
 from knhk.ops.telemetry.capture import families_from_text
 from knhk.ops.telemetry.conformance import MetricSample, metric_index
+from knhk.ops.telemetry.metrics import render
 from knhk.ops.telemetry.registry import Signal
 
 log = logging.getLogger("knhk.telemetry")
 
 
 def _render() -> str:
-    from knhk.service.metrics import render
-
     return render().decode()
 
 

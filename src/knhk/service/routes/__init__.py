@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from knhk.service.security import ROUTE_PERMISSIONS
+from knhk.app.access import Operation
+from knhk.service.security import ROUTE_PERMISSIONS, require
 
 PREFIX = "/api/v1"
 
@@ -24,9 +25,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": _PROBLEM} for code, text in _ERRORS.items()}
 
 
-def declare(router: APIRouter, method: str, path: str, permission: str, *, mutating: bool = False,
+def declare(router: APIRouter, method: str, path: str, operation: Operation,
             **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a route and record the one permission it requires (for the RBAC table test)."""
-    ROUTE_PERMISSIONS[(method, PREFIX + path)] = (permission, mutating)
+    """Register a route performing ``operation``: the caller is authenticated and authorized for it before the
+    body is read (the operation's permission is recorded for the RBAC table test)."""
+    if operation.permission is None:
+        raise ValueError(f"{operation.name} is for local operators only and has no API route")
+    ROUTE_PERMISSIONS[(method, PREFIX + path)] = (operation.permission, operation.mutating)
     responses = {**PROBLEM_RESPONSES, **kwargs.pop("responses", {})}
-    return router.api_route(path, methods=[method], responses=responses, **kwargs)
+    dependencies = [Depends(require(operation)), *kwargs.pop("dependencies", [])]
+    return router.api_route(path, methods=[method], responses=responses, dependencies=dependencies, **kwargs)

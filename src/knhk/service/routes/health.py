@@ -15,10 +15,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from knhk import __version__
-from knhk.sectors.pack import available_sectors
 from knhk.service import metrics, models
 from knhk.service.security import state_of
-from knhk.storage import schema
 
 router = APIRouter(tags=["health"])
 
@@ -33,15 +31,14 @@ def _database(request: Request) -> dict[str, Any]:
     st = state_of(request)
     started = time.perf_counter()
     try:
-        with st.runtime.db.connection() as conn:
-            conn.fetchone("SELECT 1")
+        st.app.ping_database()
         ok = True
         error = None
     except Exception as exc:
         ok, error = False, str(exc)[:300]
     metrics.DEPENDENCY_UP.labels("database").set(1 if ok else 0)
     return {"status": "up" if ok else "down", "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            "dialect": st.runtime.db.dialect, **({"error": error} if error else {})}
+            "dialect": st.app.database_dialect, **({"error": error} if error else {})}
 
 
 @router.get("/health/ready", response_model=dict[str, Any], responses={503: {"description": "Not ready"}})
@@ -52,16 +49,15 @@ def ready(request: Request) -> Response:
     db = _database(request)
     checks["database"] = db["status"] == "up"
     try:
-        checks["migrations"] = checks["database"] and not schema.pending(st.runtime.db)
+        checks["migrations"] = checks["database"] and not st.app.migrations_pending()
     except Exception:
         checks["migrations"] = False
     try:
-        key_id = st.runtime.keyring.active_key_id()
-        checks["signing_key"] = key_id is not None and st.runtime.keyring.signing_key(key_id) is not None
+        checks["signing_key"] = st.app.signing_key_usable()
     except Exception:
         checks["signing_key"] = False
     try:
-        checks["sector_packs"] = all(st.runtime.registry.current(s) is not None for s in available_sectors())
+        checks["sector_packs"] = st.app.sector_packs_installed()
     except Exception:
         checks["sector_packs"] = False
     ok = all(checks.values())

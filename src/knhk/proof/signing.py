@@ -16,7 +16,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from knhk.errors import ConfigurationError
+from knhk.errors import ConfigurationError, VerificationError
 
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
@@ -63,7 +63,7 @@ class SigningKey:
         return f"SigningKey(key_id={self.key_id!r})"
 
 
-def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+def is_valid_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """True when ``signature`` is a valid RFC 8032 Ed25519 signature of ``message`` by ``public_key``."""
     if len(signature) != SIGNATURE_SIZE or len(public_key) != PUBLIC_KEY_SIZE:
         return False
@@ -72,6 +72,12 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
         return False
     return True
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes, what: str = "signature") -> None:
+    """Raise :class:`VerificationError` unless ``signature`` is ``public_key``'s Ed25519 signature of ``message``."""
+    if not is_valid_signature(public_key, message, signature):
+        raise VerificationError(f"{what} does not verify with the public key {key_id_of(public_key)}")
 
 
 @dataclass(frozen=True)

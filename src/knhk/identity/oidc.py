@@ -47,8 +47,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.exceptions import InvalidSignatureError, PyJWTError
 
 from knhk.errors import AuthenticationError, ConfigurationError, DependencyUnavailableError
+from knhk.identity.rbac import DEFAULT_MFA_REQUIRED_ROLES, ROLES, Principal, authorize
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
-from knhk.service.auth.rbac import DEFAULT_MFA_REQUIRED_ROLES, ROLES, Principal, authorize
 
 log = logging.getLogger("knhk.auth")
 
@@ -462,7 +462,7 @@ class Authenticator:
         return principal
 
     def authorize(self, principal: Principal, permission: str, *, mutating: bool) -> None:
-        """:func:`~knhk.service.auth.rbac.authorize` with this installation's MFA-required roles."""
+        """:func:`~knhk.identity.rbac.authorize` with this installation's MFA-required roles."""
         authorize(principal, permission, mutating=mutating, mfa_required_roles=self.mfa_required_roles)
 
     def prefetch(self) -> dict[str, str | None]:

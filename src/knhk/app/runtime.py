@@ -1,9 +1,10 @@
 """Wiring for one process: settings → database (migrated) → keyring → ledger → audit log → snapshots →
 observations and detection → proposals → the loop coordinator.
 
-``Runtime.open(settings)`` is what the CLI, the service and tests call. A fresh data directory or database
-initialises itself here on first use (migrations applied, a signing key generated for the embedded mode, the
-bundled sector packs installed as each sector's root snapshot).
+``Runtime.open(settings)`` builds it; :class:`~knhk.app.application.Application` holds it and is what the faces
+(CLI, service, console) use — they never reach into these parts themselves. Tests and the application layer may.
+A fresh data directory or database initialises itself here on first use (migrations applied, a signing key
+generated for the embedded mode, the bundled sector packs installed as each sector's root snapshot).
 
 Two clocks: ``clock`` stamps what the system records (ledger times, snapshot creation); ``loop_clock`` is the
 time the loop reasons in (observation skew, detection windows, doctrine time windows, approval expiry). They
@@ -14,28 +15,36 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from knhk.audit.erasure import References
 from knhk.audit.log import AuditLog
 from knhk.audit.subjects import Subjects
 from knhk.config import Settings
 from knhk.detection.engine import DetectionEngine
+from knhk.detection.pattern import DetectorConfig
+from knhk.detection.settings import SectorDetectors, layered
 from knhk.detection.thresholds import ThresholdBook
 from knhk.errors import ConfigurationError
+from knhk.ledger import store as ledger_store
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
 from knhk.ledger.sequencer import CheckpointPolicy
-from knhk.ledger.signing import SigningKey, read_key_file
+from knhk.loop import store as loop_store
 from knhk.loop.coordinator import Coordinator, CycleRecord
 from knhk.loop.leases import Leases
 from knhk.loop.proposals import LoopPolicy, ProposalService
+from knhk.observations import store as observation_store
 from knhk.observations.ingest import Ingestor
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
-from knhk.sectors.detectors import check_configured_sectors, detector_settings
+from knhk.proof.signing import SigningKey, read_key_file
+from knhk.sectors.detectors import pack_detector_settings
+from knhk.sectors.detectors import where as pack_settings_file
 from knhk.sectors.pack import available_sectors, load_pack
 from knhk.storage import schema
 from knhk.storage.database import Database
@@ -66,12 +75,23 @@ def _index_secret(settings: Settings) -> bytes:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            return path.read_text().strip().encode()
+            return _written_secret(path)
         with os.fdopen(fd, "w") as handle:
             handle.write(os.urandom(32).hex())
             handle.flush()
             os.fsync(handle.fileno())
-    return path.read_text().strip().encode()
+    return _written_secret(path)
+
+
+def _written_secret(path: Path, wait_s: float = 5.0) -> bytes:
+    """The index secret in ``path``, waiting briefly while a concurrent first start is still writing it (the
+    file exists from its exclusive creation on, before its 64 hex digits are in it)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        secret = path.read_text().strip().encode()
+        if len(secret) >= 64 or time.monotonic() > deadline:
+            return secret
+        time.sleep(0.01)
 
 
 def doctrines_for(sector: str) -> list[Doctrine]:
@@ -79,6 +99,23 @@ def doctrines_for(sector: str) -> list[Doctrine]:
     if sector not in available_sectors():
         return []
     return [Doctrine.from_json(raw) for raw in load_pack(sector).doctrines]
+
+
+def detector_settings(sector: str, settings: Settings) -> SectorDetectors:
+    """A sector's effective detector settings: SPEC defaults < its pack's detectors.json < KNHK_DETECTOR_SETTINGS."""
+    return layered(sector, pack_detector_settings(sector), settings.detector_settings.get(sector),
+                   pack_where=pack_settings_file(sector), configured_where=f"KNHK_DETECTOR_SETTINGS {sector}")
+
+
+def _detector_configs(settings: Settings) -> dict[str, DetectorConfig]:
+    """Every bundled sector's detector settings; configuration naming a sector that has no pack is refused (a
+    typo would silently change nothing)."""
+    installed = available_sectors()
+    for sector in settings.detector_settings:
+        if sector not in installed:
+            raise ConfigurationError(f"KNHK_DETECTOR_SETTINGS names sector {sector!r}, which has no sector pack;"
+                                     f" installed: {', '.join(installed)}")
+    return {sector: detector_settings(sector, settings).config for sector in installed}
 
 
 @dataclass
@@ -136,9 +173,7 @@ class Runtime:
                 for sector in available_sectors():
                     registry.install_root(sector, load_pack(sector).sigma, SYSTEM_ACTOR)
             reader = ObservationReader(db)
-            check_configured_sectors(settings, available_sectors())
-            engine = DetectionEngine(lclock, configs={s: detector_settings(s, settings).config
-                                                      for s in available_sectors()})
+            engine = DetectionEngine(lclock, configs=_detector_configs(settings))
 
             def schema_for(sector: str) -> SectorSchema | None:
                 return registry.current_schema(sector) if registry.current(sector) is not None else None
@@ -171,9 +206,7 @@ class Runtime:
             fed = len(batch)
             after = max((o.seq or 0 for o in batch), default=0)
             if not batch:
-                with self.db.connection() as conn:
-                    row = conn.fetchone("SELECT COALESCE(MAX(seq), 0) FROM observations WHERE sector=?", (sector,))
-                after = int(row[0]) if row else 0
+                after = self.reader.last_seq(sector)
         while True:
             page = self.reader.query(sector=sector, after=after, limit=10_000)
             if not page.items:
@@ -185,6 +218,14 @@ class Runtime:
                 break
         self._cursors[sector] = after
         return fed
+
+    def references(self, pseudonym: str) -> References:
+        """How many stored rows of each concept mention a pseudonym (for the erasure report)."""
+        with self.db.connection() as conn:
+            return References(ledger_store.count_mentions(conn, "receipts", pseudonym),
+                              ledger_store.count_mentions(conn, "audit", pseudonym),
+                              loop_store.count_approvals_by(conn, pseudonym),
+                              observation_store.count_ingested_by(conn, pseudonym))
 
     def run_cycle(self, sector: str) -> CycleRecord:
         """One cycle of ``sector``, holding the sector's database lease (one running cycle per sector across

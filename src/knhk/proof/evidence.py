@@ -5,7 +5,7 @@ the receipt holds a bounded sample (at most :data:`SAMPLE` ids) and its ``data``
 
 - ``evidence_count``: the exact number of distinct observations;
 - ``evidence_truncated``: whether ``evidence`` is only a sample (``evidence_count`` > its length);
-- ``evidence_root``: the hex RFC 9162 Merkle Tree Hash (§2.1, the ledger's own :mod:`knhk.ledger.merkle`
+- ``evidence_root``: the hex RFC 9162 Merkle Tree Hash (§2.1, the ledger's own :mod:`knhk.proof.merkle`
   hashing: leaf SHA-256(0x00 ‖ d), node SHA-256(0x01 ‖ l ‖ r)) over one leaf per observation, the leaves
   ordered by observation id (bytewise);
 - ``evidence_scheme``: :data:`SCHEME`, naming this leaf format.
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from knhk.errors import IntegrityError
-from knhk.ledger.merkle import EMPTY_ROOT, leaf_hash
+from knhk.errors import VerificationError
+from knhk.proof.merkle import EMPTY_ROOT, leaf_hash
 
 SAMPLE = 100
 SCHEME = "rfc9162-sha256/obs-id-content-v1"
@@ -60,7 +60,7 @@ def item(obs_id: str, content_hash: str, seq: int | None = None) -> EvidenceItem
 
 def merkle_root(leaf_hashes: Sequence[bytes]) -> bytes:
     """RFC 9162 MTH of the leaf hashes, bottom-up (pair left to right; an unpaired last node moves up as it
-    is), which equals the recursive definition of :func:`knhk.ledger.merkle.mth` in O(n) without slicing."""
+    is), which equals the recursive definition of :func:`knhk.proof.merkle.mth` in O(n) without slicing."""
     if not leaf_hashes:
         return EMPTY_ROOT
     level = list(leaf_hashes)
@@ -68,7 +68,7 @@ def merkle_root(leaf_hashes: Sequence[bytes]) -> bytes:
     while len(level) > 1:
         odd = level[-1] if len(level) % 2 else None
         pairs = iter(level)
-        # RFC 9162 node hash (knhk.ledger.merkle.node_hash) inlined; zip pairs consecutive nodes
+        # RFC 9162 node hash (knhk.proof.merkle.node_hash) inlined; zip pairs consecutive nodes
         level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
         if odd is not None:
             level.append(odd)
@@ -127,14 +127,14 @@ def decode_members(encoding: str, blob: bytes) -> tuple[str, list[int] | list[st
         inflater = zlib.decompressobj()
         text = inflater.decompress(bytes(blob), _ZLIB_MAX).decode()
         if inflater.unconsumed_tail:
-            raise IntegrityError("a stored evidence set is larger than any the product writes")
+            raise VerificationError("a stored evidence set is larger than any the product writes")
     except (zlib.error, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"a stored evidence set does not decode: {exc}") from exc
+        raise VerificationError(f"a stored evidence set does not decode: {exc}") from exc
     if encoding == ENC_SEQS:
         try:
             deltas = [int(x) for x in text.split(",")] if text else []
         except ValueError as exc:
-            raise IntegrityError("a stored evidence set holds something other than sequence numbers") from exc
+            raise VerificationError("a stored evidence set holds something other than sequence numbers") from exc
         out: list[int] = []
         total = 0
         for d in deltas:
@@ -143,4 +143,4 @@ def decode_members(encoding: str, blob: bytes) -> tuple[str, list[int] | list[st
         return "seqs", out
     if encoding == ENC_IDS:
         return "ids", text.split("\n") if text else []
-    raise IntegrityError(f"a stored evidence set has the unknown encoding {encoding!r}")
+    raise VerificationError(f"a stored evidence set has the unknown encoding {encoding!r}")

@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 
-from knhk.ops.telemetry import conformance, scenario
+from knhk.ops.telemetry import conformance
 from knhk.ops.telemetry.capture import weaver_samples
 from knhk.ops.telemetry.registry import Finding, Registry, RegistryError, load_registry
+from knhk.service import telemetry_scenario as scenario
 
 
 @dataclass

@@ -1,8 +1,13 @@
-"""SQL for proposals, their status, validations, approvals and cycle records."""
+"""SQL of the loop's tables: proposals, their status, validations, approvals, cycle records and job leases.
+
+No policy here: the proposal life cycle lives in :mod:`knhk.loop.proposals`, cycles in :mod:`knhk.loop.coordinator`,
+leases in :mod:`knhk.loop.leases`; this module only moves rows.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -138,3 +143,36 @@ def list_cycles(conn: Connection, sector: str | None = None, limit: int = 50) ->
         rows = conn.fetchall(f"SELECT {cols} FROM cycles WHERE sector=? ORDER BY started_us DESC LIMIT ?",
                              (sector, limit))
     return [_cycle(r) for r in rows]
+
+
+def count_approvals_by(conn: Connection, subject: str) -> int:
+    """How many approvals a subject (pseudonym) gave or refused."""
+    row = conn.fetchone("SELECT COUNT(*) FROM approvals WHERE subject=?", (subject,))
+    return int(row[0]) if row else 0
+
+
+# -- leases: named, expiring, one holder at a time across every process and replica -------------------
+# ``acquire`` is a single conditional upsert, so two contenders can never both win: the row is taken only
+# when it is free, expired, or already held by the same holder (a renewal).
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    holder: str
+    expires_us: int
+
+
+def acquire_lease(conn: Connection, name: str, holder: str, now_us: int, ttl_us: int) -> bool:
+    return conn.execute(
+        "INSERT INTO leases (name, holder, expires_us, acquired_us) VALUES (?,?,?,?) "
+        "ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, expires_us=excluded.expires_us, "
+        "acquired_us=excluded.acquired_us WHERE leases.expires_us <= ? OR leases.holder = excluded.holder",
+        (name, holder, now_us + ttl_us, now_us, now_us)) == 1
+
+
+def release_lease(conn: Connection, name: str, holder: str) -> None:
+    conn.execute("UPDATE leases SET expires_us=0 WHERE name=? AND holder=?", (name, holder))
+
+
+def get_lease(conn: Connection, name: str) -> Lease | None:
+    row = conn.fetchone("SELECT name, holder, expires_us FROM leases WHERE name=?", (name,))
+    return None if row is None else Lease(str(row[0]), str(row[1]), int(row[2]))

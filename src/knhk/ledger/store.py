@@ -1,5 +1,6 @@
-"""SQL for the receipt ledger's tables. No policy here: sequencing, signing and checks live in
-:mod:`knhk.ledger`; this module only moves rows in and out, in as few round trips as possible.
+"""SQL of the ledger's tables (``ledger_entries``, ``ledger_nodes``, ``ledger_checkpoints``, ``ledger_keys``,
+``ledger_key_use``). No policy here: sequencing, signing and checks live in :mod:`knhk.ledger`; this module only
+moves rows in and out, in as few round trips as possible.
 """
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from knhk.ledger.entry import Entry
-from knhk.ledger.merkle import NodeKey
-from knhk.ledger.signing import PublicKey
+from knhk.ops.clock import format_rfc3339
+from knhk.proof.entry import Entry
+from knhk.proof.merkle import NodeKey
+from knhk.proof.signing import PublicKey
 from knhk.storage.database import Connection
 
 
@@ -36,6 +38,11 @@ class StoredCheckpoint:
     key_id: str
     issued_us: int
 
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint as the API and CLI show it (the signed note is the checkpoint itself)."""
+        return {"log": self.log, "tree_size": self.tree_size, "root_hash": self.root_hash.hex(),
+                "key_id": self.key_id, "issued": format_rfc3339(self.issued_us), "note": self.note}
+
 
 ENTRY_COLUMNS = "log, seq, id, ts_us, kind, sector, subject, key_id, payload, sig"
 
@@ -52,8 +59,7 @@ def insert_entries(conn: Connection, entries: Sequence[Entry]) -> None:
     conn.insert_rows(
         "ledger_entries", _ENTRY_COLUMN_LIST,
         [
-            (e.fields["log"], e.fields["seq"], e.id, e.fields["ts_us"], e.fields["kind"], e.fields["sector"],
-             e.fields["subject"], e.fields["key_id"], e.payload, e.sig)
+            (e.log, e.seq, e.id, e.ts_us, e.kind, e.sector, e.subject, e.key_id, e.payload, e.sig)
             for e in entries
         ],
     )
@@ -201,6 +207,14 @@ def count_entries(conn: Connection, log: str) -> int:
     return int(row[0]) if row else 0
 
 
+def count_mentions(conn: Connection, log: str, text: str) -> int:
+    """How many entries of ``log`` name ``text`` as their subject or contain it anywhere in their payload."""
+    contains = "instr(payload, ?) > 0" if conn.dialect == "sqlite" else "position(?::bytea in payload) > 0"
+    row = conn.fetchone(f"SELECT COUNT(*) FROM ledger_entries WHERE log=? AND (subject=? OR {contains})",
+                        (log, text, text.encode()))
+    return int(row[0]) if row else 0
+
+
 # -- checkpoints ----------------------------------------------------------------------------------------
 def insert_checkpoint(conn: Connection, cp: StoredCheckpoint) -> None:
     conn.execute(
@@ -284,3 +298,28 @@ def insert_key_use(conn: Connection, log: str, valid_from_seq: int, key_id: str)
     conn.execute(
         "INSERT INTO ledger_key_use (log, valid_from_seq, key_id) VALUES (?,?,?)", (log, valid_from_seq, key_id)
     )
+
+
+# -- evidence sets (migration 0007): the members of a receipt's truncated evidence, by commitment root --------
+@dataclass(frozen=True)
+class StoredEvidenceSet:
+    root: str
+    sector: str | None
+    count: int
+    encoding: str
+    members: bytes
+
+
+def put_evidence_set(conn: Connection, root: str, sector: str | None, count: int, encoding: str, members: bytes,
+                     now_us: int) -> None:
+    """Store an evidence set unless its root is already stored (content-addressed: it is the same set)."""
+    conn.execute("INSERT INTO evidence_sets (root, sector, count, encoding, members, created_us) VALUES"
+                 " (?,?,?,?,?,?) ON CONFLICT (root) DO NOTHING", (root, sector, count, encoding, members, now_us))
+
+
+def get_evidence_set(conn: Connection, root: str) -> StoredEvidenceSet | None:
+    row = conn.fetchone("SELECT root, sector, count, encoding, members FROM evidence_sets WHERE root=?", (root,))
+    if row is None:
+        return None
+    return StoredEvidenceSet(str(row[0]), None if row[1] is None else str(row[1]), int(row[2]), str(row[3]),
+                             bytes(row[4]))

@@ -5,7 +5,9 @@ A tree is stored as its *perfect subtrees*: node ``(level, index)`` is the hash 
 subtree hash that an RFC 9162 proof needs is either such a node or the hash of the incomplete right edge of
 a range, which folds from at most log2(n) stored nodes. So a proof needs O(log n) stored nodes, which
 :func:`inclusion_ranges` / :func:`consistency_ranges` plus :func:`nodes_for_ranges` name up front so a store can
-fetch them in one query. The verification functions follow RFC 9162 §2.1.3.2 and §2.1.4.2 step by step.
+fetch them in one query. The verification functions follow RFC 9162 §2.1.3.2 and §2.1.4.2 step by step:
+``proves_inclusion`` / ``proves_consistency`` answer yes or no, ``verify_inclusion`` / ``verify_consistency``
+raise :class:`~knhk.errors.VerificationError` saying what failed.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
+from knhk.errors import InvalidInputError, VerificationError
+
 NodeKey = tuple[int, int]  # (level, index)
 Range = tuple[int, int]  # leaves [start, end)
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
-class ProofError(ValueError):
-    """A proof was requested for sizes or indexes that do not exist."""
+class ProofError(InvalidInputError):
+    """A proof was asked for sizes, indexes or stored nodes that do not exist (a bad request, not a failed
+    verification: that is :class:`~knhk.errors.VerificationError`)."""
 
 
 def leaf_hash(payload: bytes) -> bytes:
@@ -125,7 +130,7 @@ def nodes_for_ranges(ranges: Iterable[Range]) -> set[NodeKey]:
     return keys
 
 
-def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
+def proves_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
     """RFC 9162 §2.1.3.2: does ``proof`` show that leaf hash ``leaf`` is at ``index`` of the tree ``root``?"""
     if index >= size or index < 0:
         return False
@@ -146,7 +151,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     return sn == 0 and r == root
 
 
-def verify_consistency(first: int, second: int, first_root: bytes, second_root: bytes,
+def proves_consistency(first: int, second: int, first_root: bytes, second_root: bytes,
                        proof: Sequence[bytes]) -> bool:
     """RFC 9162 §2.1.4.2: is the tree of size ``second`` an append-only extension of the one of ``first``?"""
     if first < 1 or second < first:
@@ -178,6 +183,21 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
         fn >>= 1
         sn >>= 1
     return sn == 0 and fr == first_root and sr == second_root
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
+    """Raise :class:`VerificationError` unless ``proof`` shows leaf hash ``leaf`` at ``index`` of tree ``root``."""
+    if not proves_inclusion(leaf, index, size, proof, root):
+        raise VerificationError(f"inclusion proof does not show leaf {index} in the {size}-entry tree of the root hash")
+
+
+def verify_consistency(first: int, second: int, first_root: bytes, second_root: bytes,
+                       proof: Sequence[bytes]) -> None:
+    """Raise :class:`VerificationError` unless ``proof`` shows the tree of ``second`` entries extends the one
+    of ``first``."""
+    if not proves_consistency(first, second, first_root, second_root, proof):
+        raise VerificationError(f"consistency proof does not show the {second}-entry tree extending the "
+                                f"{first}-entry tree")
 
 
 class Frontier:

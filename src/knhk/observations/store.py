@@ -1,12 +1,11 @@
-"""SQL for observations and learned detector thresholds. No policy here: validation, idempotency and
-conformance live in :mod:`knhk.observations`, learning in :mod:`knhk.detection.learning`; this module only
-moves rows in and out, in as few round trips as possible (SQL written once with ``?`` parameter markers).
+"""SQL of the ``observations`` table. No policy here: validation, idempotency and conformance live in
+:mod:`knhk.observations`; this module only moves rows in and out, in as few round trips as possible (SQL written
+once with ``?`` parameter markers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -150,44 +149,32 @@ def count_observations(conn: Connection, sector: str | None = None) -> int:
     return int(row[0]) if row else 0
 
 
-# -- detector thresholds --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StoredThreshold:
-    sector: str
-    pattern_type: str
-    threshold_milli: int
-    accepted: int
-    rejected: int
-    updated_us: int
+def last_seq(conn: Connection, sector: str) -> int:
+    """The ingest sequence number of the sector's newest observation (0: none yet)."""
+    row = conn.fetchone("SELECT COALESCE(MAX(seq), 0) FROM observations WHERE sector=?", (sector,))
+    return int(row[0]) if row else 0
 
 
-def _threshold(row: Sequence[Any]) -> StoredThreshold:
-    return StoredThreshold(str(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]))
+def count_ingested_by(conn: Connection, client: str) -> int:
+    """How many observations a client (pseudonym) ingested."""
+    row = conn.fetchone("SELECT COUNT(*) FROM observations WHERE client=?", (client,))
+    return int(row[0]) if row else 0
 
 
-def get_threshold(conn: Connection, sector: str, pattern_type: str) -> StoredThreshold | None:
-    row = conn.fetchone(
-        "SELECT sector, pattern_type, threshold_milli, accepted, rejected, updated_us FROM detector_thresholds"
-        " WHERE sector=? AND pattern_type=?",
-        (sector, pattern_type),
-    )
-    return None if row is None else _threshold(row)
-
-
-def list_thresholds(conn: Connection, sector: str | None = None) -> list[StoredThreshold]:
-    sql = ("SELECT sector, pattern_type, threshold_milli, accepted, rejected, updated_us FROM detector_thresholds")
-    if sector is None:
-        rows = conn.fetchall(sql + " ORDER BY sector, pattern_type")
+def find_by_seqs(conn: Connection, seqs: Sequence[int]) -> dict[int, Observation]:
+    """The stored observations among the ingest sequence numbers ``seqs``, by seq (an evidence set's members)."""
+    out: dict[int, Observation] = {}
+    if conn.dialect == "postgresql":
+        rows = conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE seq IN"
+                             " (SELECT json_array_elements_text(?::json)::bigint)",
+                             (orjson.dumps(list(seqs)).decode(),))
     else:
-        rows = conn.fetchall(sql + " WHERE sector=? ORDER BY pattern_type", (sector,))
-    return [_threshold(r) for r in rows]
-
-
-def put_threshold(conn: Connection, t: StoredThreshold) -> None:
-    conn.execute(
-        "INSERT INTO detector_thresholds (sector, pattern_type, threshold_milli, accepted, rejected, updated_us)"
-        " VALUES (?,?,?,?,?,?) ON CONFLICT (sector, pattern_type) DO UPDATE SET"
-        " threshold_milli=excluded.threshold_milli, accepted=excluded.accepted, rejected=excluded.rejected,"
-        " updated_us=excluded.updated_us",
-        (t.sector, t.pattern_type, t.threshold_milli, t.accepted, t.rejected, t.updated_us),
-    )
+        rows = []
+        for start in range(0, len(seqs), _CHUNK):
+            chunk = list(seqs[start:start + _CHUNK])
+            rows.extend(conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE seq IN"
+                                      f" ({','.join('?' * len(chunk))})", chunk))
+    for row in rows:
+        obs = _observation(row)
+        out[int(row[0])] = obs
+    return out

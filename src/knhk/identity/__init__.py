@@ -1,22 +1,22 @@
-"""Identity and access for the HTTP service (SPEC §10): who is calling (OIDC bearer JWTs, RFC 7519/8725) and
-what they may do (one role → permission matrix, MFA for operator/administrator mutations).
+"""Identity and access (SPEC §10): who is acting (:class:`Principal`; verified OIDC bearer JWTs, RFC 7519/8725,
+or the local development issuer) and what they may do (one role → permission matrix, MFA for
+operator/administrator mutations).
 
-The app calls :func:`build_authenticator` once at start-up, :meth:`Authenticator.authenticate` per request
-(401/503 on failure), fills the principal's pseudonym from the audit subjects, and :func:`authorize` with the
-route's permission (403 on failure). See ``docs/identity-and-access.md``.
+Shared by every face: the service authenticates each request with :func:`build_authenticator`'s
+:class:`Authenticator` (401/503 on failure); the application layer (:mod:`knhk.app`) authorizes each operation
+for the acting principal (403 on failure); ``knhk token mint`` mints local tokens. See
+``docs/identity-and-access.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import httpx
 
 from knhk.config import Settings
-from knhk.ops.clock import SYSTEM_CLOCK, Clock
-from knhk.service.auth.local import LOCAL_AUDIENCE, LOCAL_ISSUER, LocalIssuer, check_bind_allowed
-from knhk.service.auth.oidc import (
+from knhk.identity.local import LOCAL_AUDIENCE, LOCAL_ISSUER, LocalIssuer, check_bind_allowed
+from knhk.identity.oidc import (
     ALLOWED_ALGORITHMS,
     DEFAULT_GROUP_ROLES,
     AuthenticationFailure,
@@ -24,7 +24,7 @@ from knhk.service.auth.oidc import (
     BearerTokenError,
     IssuerConfig,
 )
-from knhk.service.auth.rbac import (
+from knhk.identity.rbac import (
     PERMISSIONS,
     ROLE_PERMISSIONS,
     ROLES,
@@ -33,9 +33,7 @@ from knhk.service.auth.rbac import (
     needs_mfa,
     permissions_of,
 )
-
-if TYPE_CHECKING:
-    from knhk.runtime import Runtime
+from knhk.ops.clock import SYSTEM_CLOCK, Clock
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -69,13 +67,9 @@ def issuer_configs(settings: Settings) -> list[IssuerConfig]:
     return [LocalIssuer.from_settings(settings).issuer_config(settings)]
 
 
-def build_authenticator(settings: Settings, runtime: Runtime | None = None, *,
-                        http_client: httpx.Client | None = None, clock: Clock | None = None,
+def build_authenticator(settings: Settings, *, http_client: httpx.Client | None = None, clock: Clock = SYSTEM_CLOCK,
                         on_failure: Callable[[AuthenticationFailure], None] | None = None) -> Authenticator:
-    """The authenticator the service uses, configured from the settings (token times on the runtime's clock
-    when a runtime is given)."""
-    if clock is None:
-        clock = runtime.clock if runtime is not None else SYSTEM_CLOCK
+    """The authenticator the service uses, configured from the settings (token times on ``clock``)."""
     return Authenticator(
         issuer_configs(settings),
         leeway_s=settings.oidc_leeway_s,

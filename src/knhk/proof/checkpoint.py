@@ -17,8 +17,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from knhk.errors import IntegrityError
-from knhk.ledger.signing import SigningKey, verify_signature
+from knhk.errors import VerificationError
+from knhk.proof.signing import SigningKey, is_valid_signature
 
 ED25519_TYPE = b"\x01"
 _DASH = "\u2014 "
@@ -27,7 +27,7 @@ _SIZE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
 
 
 def _b64decode_strict(text: str, what: str) -> bytes:
-    """Standard base64 with padding, in its one canonical spelling (unused bits zero), or IntegrityError.
+    """Standard base64 with padding, in its one canonical spelling (unused bits zero), or VerificationError.
 
     Without the round-trip check, a note could be re-spelled (e.g. the last character of a signature
     changed within its unused bits) and still verify, so two different texts would carry one signature.
@@ -35,9 +35,9 @@ def _b64decode_strict(text: str, what: str) -> bytes:
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise IntegrityError(f"checkpoint {what} is not base64") from exc
+        raise VerificationError(f"checkpoint {what} is not base64") from exc
     if base64.b64encode(raw).decode("ascii") != text:
-        raise IntegrityError(f"checkpoint {what} is not canonical base64")
+        raise VerificationError(f"checkpoint {what} is not canonical base64")
     return raw
 
 
@@ -83,47 +83,47 @@ def sign_checkpoint(origin: str, tree_size: int, root_hash: bytes, key: SigningK
 def parse_checkpoint(note: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     """Split a signed checkpoint into its body and its (name, key hash, signature) lines.
 
-    Raises :class:`IntegrityError` saying which part is malformed.
+    Raises :class:`VerificationError` saying which part is malformed.
     """
     body, sep, sigs = note.partition("\n\n")
     if not sep:
-        raise IntegrityError("checkpoint has no blank line before its signatures")
+        raise VerificationError("checkpoint has no blank line before its signatures")
     body += "\n"
     lines = body.split("\n")[:-1]
     if len(lines) < 3:
-        raise IntegrityError("checkpoint body needs origin, tree size and root hash lines")
+        raise VerificationError("checkpoint body needs origin, tree size and root hash lines")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
     if not _NAME.match(origin):
-        raise IntegrityError("checkpoint origin line is empty or contains spaces")
+        raise VerificationError("checkpoint origin line is empty or contains spaces")
     if not _SIZE.match(size_text):
-        raise IntegrityError(f"checkpoint tree size {size_text!r} is not a decimal number")
+        raise VerificationError(f"checkpoint tree size {size_text!r} is not a decimal number")
     root = _b64decode_strict(root_text, "root hash")
     if len(root) != 32:
-        raise IntegrityError("checkpoint root hash is not 32 bytes")
+        raise VerificationError("checkpoint root hash is not 32 bytes")
     if not sigs.endswith("\n"):
-        raise IntegrityError("checkpoint signature block does not end in a newline")
+        raise VerificationError("checkpoint signature block does not end in a newline")
     signatures: list[tuple[str, bytes, bytes]] = []
     for line in sigs[:-1].split("\n"):
         if not line.startswith(_DASH):
-            raise IntegrityError(f"checkpoint signature line {line!r} does not start with an em dash")
+            raise VerificationError(f"checkpoint signature line {line!r} does not start with an em dash")
         name, _, b64 = line[len(_DASH):].partition(" ")
         raw = _b64decode_strict(b64, "signature")
         if len(raw) < 5:
-            raise IntegrityError("checkpoint signature is too short")
+            raise VerificationError("checkpoint signature is too short")
         signatures.append((name, raw[:4], raw[4:]))
     return Checkpoint(origin, int(size_text), root, note), signatures
 
 
 def verify_checkpoint(note: str, public_key: bytes, origin: str | None = None) -> Checkpoint:
-    """Verify a signed checkpoint against one public key; return the checkpoint or raise IntegrityError."""
+    """Verify a signed checkpoint against one public key; return the checkpoint or raise VerificationError."""
     checkpoint, signatures = parse_checkpoint(note)
     if origin is not None and checkpoint.origin != origin:
-        raise IntegrityError(f"checkpoint origin is {checkpoint.origin!r}, expected {origin!r}")
+        raise VerificationError(f"checkpoint origin is {checkpoint.origin!r}, expected {origin!r}")
     want_hash = note_key_hash(checkpoint.origin, public_key)
     body = note.partition("\n\n")[0] + "\n"
     for name, key_hash, sig in signatures:
         if name == checkpoint.origin and key_hash == want_hash:
-            if verify_signature(public_key, body.encode(), sig):
+            if is_valid_signature(public_key, body.encode(), sig):
                 return checkpoint
-            raise IntegrityError("checkpoint signature does not verify with the log's public key")
-    raise IntegrityError("checkpoint carries no signature by the log's public key")
+            raise VerificationError("checkpoint signature does not verify with the log's public key")
+    raise VerificationError("checkpoint carries no signature by the log's public key")

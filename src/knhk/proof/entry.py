@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from knhk.errors import CanonicalEncodingError, InvalidInputError
-from knhk.ledger.canonical import MAX_SAFE_INT, canonical_bytes, check_canonical
-from knhk.ledger.signing import SigningKey
+from knhk.proof.canonical import MAX_SAFE_INT, canonical_bytes, check_canonical
+from knhk.proof.signing import SigningKey
 
 FORMAT_VERSION = 1
 LOGS = ("receipts", "audit")
@@ -91,7 +91,8 @@ class EntryDraft:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A stored ledger entry: its payload bytes, id and signature, with the payload fields decoded."""
+    """A stored ledger entry: its payload bytes, id and signature, with the payload fields decoded (read them
+    through the typed properties; ``fields`` is the decoded payload as a whole)."""
 
     payload: bytes
     id: str
@@ -113,6 +114,35 @@ class Entry:
     @property
     def kind(self) -> str:
         return str(self.fields["kind"])
+
+    @property
+    def sector(self) -> str | None:
+        sector = self.fields["sector"]
+        return None if sector is None else str(sector)
+
+    @property
+    def subject(self) -> str | None:
+        subject = self.fields["subject"]
+        return None if subject is None else str(subject)
+
+    @property
+    def outcome(self) -> str:
+        return str(self.fields["outcome"])
+
+    @property
+    def reason(self) -> str | None:
+        reason = self.fields["reason"]
+        return None if reason is None else str(reason)
+
+    @property
+    def evidence(self) -> list[Any]:
+        evidence: list[Any] = self.fields["evidence"]
+        return evidence
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        data: Mapping[str, Any] = self.fields["data"]
+        return data
 
     @property
     def parent(self) -> str | None:

@@ -1,4 +1,5 @@
-"""SQL for subjects: pseudonym ↔ encrypted identity, and erasure records."""
+"""SQL of the subject tables (``subjects``, ``subject_keys``, ``subject_erasures``): pseudonym ↔ encrypted
+identity, and erasure records. No policy here: that lives in :mod:`knhk.audit.subjects`."""
 
 from __future__ import annotations
 
@@ -45,20 +46,3 @@ def erase(conn: Connection, pseudonym: str, erased_us: int) -> bool:
 
 def was_erased(conn: Connection, pseudonym: str) -> bool:
     return conn.fetchone("SELECT 1 FROM subject_erasures WHERE pseudonym=?", (pseudonym,)) is not None
-
-
-def references(conn: Connection, pseudonym: str) -> dict[str, int]:
-    """How many stored rows mention a pseudonym: ledger entries (as subject or inside the payload), approvals,
-    observations it ingested."""
-    needle = pseudonym.encode()
-    contains = "instr(payload, ?) > 0" if conn.dialect == "sqlite" else "position(?::bytea in payload) > 0"
-    out: dict[str, int] = {}
-    for log in ("receipts", "audit"):
-        row = conn.fetchone(f"SELECT COUNT(*) FROM ledger_entries WHERE log=? AND (subject=? OR {contains})",
-                            (log, pseudonym, needle))
-        out[log] = int(row[0]) if row else 0
-    row = conn.fetchone("SELECT COUNT(*) FROM approvals WHERE subject=?", (pseudonym,))
-    out["approvals"] = int(row[0]) if row else 0
-    row = conn.fetchone("SELECT COUNT(*) FROM observations WHERE client=?", (pseudonym,))
-    out["observations"] = int(row[0]) if row else 0
-    return out

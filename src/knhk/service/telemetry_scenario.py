@@ -36,16 +36,11 @@ class Capture:
 
 
 def _refuse_non_empty(url: str) -> None:
-    from knhk.storage import schema
-    from knhk.storage.database import Database
+    from knhk.app.system import schema_version
 
-    db = Database(url, pool_min=1, pool_max=2)
-    try:
-        if schema.applied(db):
-            raise UsageError("the scenario database is not empty: name a fresh, empty PostgreSQL database "
-                             "(the live check writes observations, proposals and receipts into it)")
-    finally:
-        db.close()
+    if schema_version(url):
+        raise UsageError("the scenario database is not empty: name a fresh, empty PostgreSQL database "
+                         "(the live check writes observations, proposals and receipts into it)")
 
 
 def run(database_url: str | None = None, *, extra: Callable[[Any], None] | None = None) -> Capture:
@@ -58,10 +53,10 @@ def run(database_url: str | None = None, *, extra: Callable[[Any], None] | None 
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from knhk.config import Settings
+    from knhk.identity import LocalIssuer
     from knhk.ops.telemetry.setup import resource
     from knhk.service import scheduler
     from knhk.service.app import create_app
-    from knhk.service.auth import LocalIssuer
 
     if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
         raise UsageError("--scenario-database must be a postgresql:// URL (the default is a temporary SQLite file)")

@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, InvalidInputError
+from knhk.identity.oidc import IssuerConfig
+from knhk.identity.rbac import ROLES
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
-from knhk.service.auth.oidc import IssuerConfig
-from knhk.service.auth.rbac import ROLES
 
 LOCAL_ISSUER = "urn:knhk:local"
 LOCAL_AUDIENCE = "urn:knhk:api"

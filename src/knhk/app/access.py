@@ -1,0 +1,107 @@
+"""Who may run which operation (SPEC §10, §13): the catalogue of operations, each with the one permission of the
+RBAC matrix (:mod:`knhk.identity.rbac`) it needs, and the two access policies the faces run with.
+
+- :class:`RoleBasedAccess` — the matrix, for principals established from verified tokens (the service; the
+  console). MFA is required for privileged mutations as the matrix says.
+- :class:`LocalAccess` — the operator at the terminal of an installation: today's CLI, which trusts whoever can
+  read the data directory (they hold its keys anyway) and names its actors with ``--actor`` / ``--approver``
+  flags. The domain's own rules (segregation of duties, the author may not approve, quorum) still apply to them.
+
+An operation whose permission is ``None`` has no API route: only a local operator may run it, and role-based
+access refuses it (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from knhk.errors import ForbiddenError
+from knhk.identity.rbac import DEFAULT_MFA_REQUIRED_ROLES, Principal, authorize
+
+LOCAL_ISSUER = "urn:knhk:terminal"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One thing a face can ask the application to do."""
+
+    name: str
+    permission: str | None  # the RBAC permission it needs; None: local operators only
+    mutating: bool = False  # counts for the MFA rule
+
+
+# The catalogue. A new operation is a line here and a method of Application in the concept's module of knhk.app.
+INGEST = Operation("observations.ingest", "observations:write")
+CHECK_OBSERVATIONS = Operation("observations.check", "observations:write")
+READ_OBSERVATIONS = Operation("observations.read", "observations:read")
+DETECT = Operation("patterns.detect", "patterns:detect")
+READ_PATTERNS = Operation("patterns.read", "patterns:read")
+CREATE_PROPOSAL = Operation("proposals.create", "proposals:create", mutating=True)
+READ_PROPOSALS = Operation("proposals.read", "proposals:read")
+VALIDATE_PROPOSAL = Operation("proposals.validate", "proposals:validate", mutating=True)
+DECIDE_PROPOSAL = Operation("proposals.decide", "proposals:approve", mutating=True)
+READ_SNAPSHOTS = Operation("snapshots.read", "snapshots:read")
+PROMOTE = Operation("snapshots.promote", "snapshots:promote", mutating=True)
+ROLLBACK = Operation("snapshots.rollback", "snapshots:rollback", mutating=True)
+COLLECT_SNAPSHOTS = Operation("snapshots.collect", None, mutating=True)
+RUN_CYCLE = Operation("cycles.run", "cycles:run", mutating=True)
+READ_CYCLES = Operation("cycles.read", "cycles:read")
+READ_RECEIPTS = Operation("receipts.read", "receipts:read")
+READ_SECTORS = Operation("sectors.read", "snapshots:read")
+READ_AUDIT = Operation("audit.read", "audit:read")
+RECORD_AUDIT = Operation("audit.record", None, mutating=True)
+RESOLVE_IDENTITY = Operation("subjects.resolve", None)
+ERASE_SUBJECT = Operation("subjects.erase", "subjects:erase", mutating=True)
+READ_KEYS = Operation("keys.read", "receipts:read")
+ROTATE_KEYS = Operation("keys.rotate", "keys:rotate", mutating=True)
+
+
+class Access(Protocol):
+    """An access policy: whether a principal may run an operation, and may force a promotion."""
+
+    def authorize(self, principal: Principal, operation: Operation) -> None:
+        """Return when allowed; raise :class:`ForbiddenError` saying why not."""
+        ...
+
+    def may_force(self, principal: Principal) -> bool:
+        """May this principal promote without a validation receipt?"""
+        ...
+
+
+class RoleBasedAccess:
+    """The RBAC matrix with this installation's MFA-required roles."""
+
+    def __init__(self, mfa_required_roles: Collection[str] = DEFAULT_MFA_REQUIRED_ROLES) -> None:
+        self.mfa_required_roles = tuple(mfa_required_roles)
+
+    def authorize(self, principal: Principal, operation: Operation) -> None:
+        if operation.permission is None:
+            raise ForbiddenError(f"{operation.name} is for local operators only (it has no API route)",
+                                 permission=operation.name, reason="local_only")
+        authorize(principal, operation.permission, mutating=operation.mutating,
+                  mfa_required_roles=self.mfa_required_roles)
+
+    def may_force(self, principal: Principal) -> bool:
+        return "administrator" in principal.roles and principal.mfa
+
+
+class LocalAccess:
+    """The operator at the terminal: every operation is allowed (the domain's own rules still apply)."""
+
+    def authorize(self, principal: Principal, operation: Operation) -> None:
+        return None
+
+    def may_force(self, principal: Principal) -> bool:
+        return True
+
+
+def local_principal(name: str, roles: Iterable[str] = (), sector: str | None = None) -> Principal:
+    """A principal named by the operator at the terminal (``--actor``, ``--approver`` …): its identity is the
+    name as given (stored only as a pseudonym), its roles and sector attribute the ones claimed with it."""
+    return Principal(identity=name, issuer=LOCAL_ISSUER, subject=name, roles=frozenset(roles), sector=sector)
+
+
+#: The installation itself (the loop's own jobs, the scheduler).
+SYSTEM = local_principal("system:knhk")

@@ -1,0 +1,201 @@
+"""The receipt catalogue (SPEC §1, §8): one constructor per kind of entry KNHK writes, each returning the draft.
+
+Every entry the product appends is built here, so the kinds, their subject, outcome, evidence and ``data``
+shape are written once and can be read side by side. Constructors take plain values (never the domain objects
+that produced them), so the ledger stays below every concept that writes to it.
+
+Rule for a newcomer: **a new receipt is one function here plus one line in SPEC §8** (this repository keeps
+its own copy of that line in the receipt table of ``docs/architecture.md``; a test holds the table and
+:data:`KINDS` equal). Reading an entry goes through the typed accessors of :class:`~knhk.proof.entry.Entry`
+(``entry.data``, ``entry.outcome``, …), never ``entry.fields[...]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from knhk.proof.entry import Entry, EntryDraft
+
+RECEIPTS = "receipts"
+AUDIT = "audit"
+MAX_EVIDENCE = 100  # ids listed in a pattern's receipts; the rest are counted in its data
+MAX_REASON = 4096
+
+CYCLE_STARTED = "cycle.started"
+PATTERN_DETECTED = "pattern.detected"
+PROPOSAL_CREATED = "proposal.created"
+PROPOSAL_VALIDATED = "proposal.validated"
+PROPOSAL_HELD = "proposal.held"
+PROPOSAL_EXPIRED = "proposal.expired"
+APPROVAL_RECORDED = "approval.recorded"
+APPROVAL_REFUSED = "approval.refused"
+SNAPSHOT_ROOT = "snapshot.root"
+SNAPSHOT_PROMOTED = "snapshot.promoted"
+SNAPSHOT_ROLLED_BACK = "snapshot.rolled_back"
+SNAPSHOT_COLLECTED = "snapshot.collected"
+GUARD_VIOLATED = "guard.violated"
+ALERT_RAISED = "alert.raised"
+CYCLE_COMPLETED = "cycle.completed"
+
+#: Every kind of the ``receipts`` log, in the order a cycle writes them (the audit log's kinds are actions).
+KINDS: tuple[str, ...] = (
+    CYCLE_STARTED, PATTERN_DETECTED, PROPOSAL_CREATED, PROPOSAL_VALIDATED, PROPOSAL_HELD, PROPOSAL_EXPIRED,
+    APPROVAL_RECORDED, APPROVAL_REFUSED, SNAPSHOT_ROOT, SNAPSHOT_PROMOTED, SNAPSHOT_ROLLED_BACK,
+    SNAPSHOT_COLLECTED, GUARD_VIOLATED, ALERT_RAISED, CYCLE_COMPLETED,
+)
+
+
+def _reason(text: str | None) -> str | None:
+    return None if text is None else text[:MAX_REASON]
+
+
+# -- the cycle --------------------------------------------------------------------------------------------
+def cycle_started(*, sector: str, cycle_id: str, at_us: int) -> EntryDraft:
+    return EntryDraft(log=RECEIPTS, kind=CYCLE_STARTED, sector=sector, subject=cycle_id, outcome="started",
+                      data={"cycle_id": cycle_id, "at_us": at_us})
+
+
+def pattern_detected(*, sector: str, cycle_id: str, name: str, action: str, evidence: Sequence[str],
+                     data: Mapping[str, Any], commitment: Mapping[str, Any] | None = None) -> EntryDraft:
+    """``data``: the pattern's own receipt data (name, kind, confidence, details); ``evidence``: the sample of
+    at most 100 ids its ``commitment`` (:mod:`knhk.proof.evidence`: count, truncation, Merkle root over every
+    observation) stands for."""
+    return EntryDraft(log=RECEIPTS, kind=PATTERN_DETECTED, sector=sector, subject=name, outcome="detected",
+                      reason=action, evidence=list(evidence[-MAX_EVIDENCE:]),
+                      data={"cycle_id": cycle_id, **data, **(commitment or {})})
+
+
+def pattern_alert(*, sector: str, cycle_id: str, pattern: str, level: str, action: str,
+                  evidence: Sequence[str], commitment: Mapping[str, Any] | None = None) -> EntryDraft:
+    """``alert.raised`` for a detected pattern that calls for one (error spike, silence); evidence and
+    commitment as its ``pattern.detected``."""
+    return EntryDraft(log=RECEIPTS, kind=ALERT_RAISED, sector=sector, subject=pattern, outcome=level,
+                      reason=action, evidence=list(evidence[-MAX_EVIDENCE:]),
+                      data={"cycle_id": cycle_id, "pattern": pattern, "level": level, **(commitment or {})})
+
+
+def cycle_completed(*, sector: str, cycle_id: str, outcome: str, error: str | None, counts: Mapping[str, int],
+                    duration_us: int, receipts: int) -> EntryDraft:
+    """``receipts``: how many receipts the cycle wrote, this one included."""
+    return EntryDraft(log=RECEIPTS, kind=CYCLE_COMPLETED, sector=sector, subject=cycle_id, outcome=outcome,
+                      reason=error, data={"cycle_id": cycle_id, "counts": dict(counts), "duration_us": duration_us,
+                                          "receipts": receipts})
+
+
+# -- proposals --------------------------------------------------------------------------------------------
+def proposal_created(*, sector: str, proposal_id: str, base_id: str, snapshot_id: str, pattern: str | None,
+                     proposer: str, author: str, cost: int, delta_digest: str, summary: Mapping[str, Any],
+                     additions: int, removals: int, rationale: str) -> EntryDraft:
+    return EntryDraft(log=RECEIPTS, kind=PROPOSAL_CREATED, sector=sector, subject=proposal_id, outcome="created",
+                      reason=_reason(rationale), evidence=[pattern] if pattern else [],
+                      data={"proposal_id": proposal_id, "base_snapshot_id": base_id, "snapshot_id": snapshot_id,
+                            "pattern": pattern, "proposer": proposer, "author": author, "cost": cost,
+                            "delta_digest": delta_digest, "summary": dict(summary), "additions": additions,
+                            "removals": removals})
+
+
+def proposal_validated(*, sector: str, proposal_id: str, snapshot_id: str, validation_id: str, outcome: str,
+                       reason: str | None, passed: Sequence[str], failed: Sequence[str], failed_stage: str | None,
+                       warnings: Sequence[str], pending_approvals: Sequence[str], version_bump: str,
+                       irreversible: bool, duration_us: int, stages: Sequence[Mapping[str, Any]]) -> EntryDraft:
+    """``outcome``: approved, rejected, held or no_op; ``stages``: name, status and duration of each stage."""
+    return EntryDraft(log=RECEIPTS, kind=PROPOSAL_VALIDATED, sector=sector, subject=proposal_id, outcome=outcome,
+                      reason=_reason(reason or "all stages passed"),
+                      data={"proposal_id": proposal_id, "snapshot_id": snapshot_id, "validation_id": validation_id,
+                            "passed": list(passed), "failed": list(failed), "failed_stage": failed_stage,
+                            "warnings": list(warnings[:20]), "pending_approvals": list(pending_approvals),
+                            "version_bump": version_bump, "irreversible": irreversible, "duration_us": duration_us,
+                            "stages": [dict(s) for s in stages]})
+
+
+def proposal_held(*, sector: str, proposal_id: str, snapshot_id: str, reason: str | None,
+                  pending_approvals: Sequence[Mapping[str, Any]], expires_in_s: int) -> EntryDraft:
+    return EntryDraft(log=RECEIPTS, kind=PROPOSAL_HELD, sector=sector, subject=proposal_id, outcome="held",
+                      reason=_reason(reason or "awaiting approval"),
+                      data={"proposal_id": proposal_id, "snapshot_id": snapshot_id,
+                            "pending_approvals": [dict(p) for p in pending_approvals], "expires_in_s": expires_in_s})
+
+
+def proposal_expired(*, sector: str, proposal_id: str, snapshot_id: str, expiry_s: int) -> EntryDraft:
+    return EntryDraft(log=RECEIPTS, kind=PROPOSAL_EXPIRED, sector=sector, subject=proposal_id, outcome="expired",
+                      reason=f"no quorum within {expiry_s // 86400} days",
+                      data={"proposal_id": proposal_id, "snapshot_id": snapshot_id})
+
+
+def approval_recorded(*, sector: str, proposal_id: str, approval_id: str, approver: str, roles: Sequence[str],
+                      sector_attr: str | None, decision: str, comment: str | None, at_us: int) -> EntryDraft:
+    """``approver``: the pseudonym; ``outcome``: the decision (approve or reject)."""
+    return EntryDraft(log=RECEIPTS, kind=APPROVAL_RECORDED, sector=sector, subject=proposal_id, outcome=decision,
+                      reason=comment,
+                      data={"proposal_id": proposal_id, "approval_id": approval_id, "approver": approver,
+                            "roles": sorted(roles), "sector_attr": sector_attr, "decision": decision, "at_us": at_us})
+
+
+def approval_refused(*, sector: str, proposal_id: str, approver: str, roles: Sequence[str],
+                     sector_attr: str | None, decision: str, reason: str) -> EntryDraft:
+    return EntryDraft(log=RECEIPTS, kind=APPROVAL_REFUSED, sector=sector, subject=proposal_id, outcome="refused",
+                      reason=_reason(reason),
+                      data={"proposal_id": proposal_id, "approver": approver, "roles": sorted(roles),
+                            "sector_attr": sector_attr, "decision": decision})
+
+
+# -- snapshots --------------------------------------------------------------------------------------------
+def snapshot_root(*, sector: str, snapshot_id: str, content_digest: str, triple_count: int) -> EntryDraft:
+    return EntryDraft(log=RECEIPTS, kind=SNAPSHOT_ROOT, sector=sector, subject=snapshot_id,
+                      data={"snapshot_id": snapshot_id, "content_digest": content_digest,
+                            "triple_count": triple_count, "version": 0})
+
+
+def pointer_moved(*, action: str, sector: str, snapshot_id: str, previous: str, version: int, forced: bool,
+                  content_digest: str, validation_receipt_id: str | None, reason: str | None) -> EntryDraft:
+    """``snapshot.promoted`` (action ``promote``) or ``snapshot.rolled_back`` (``rollback``)."""
+    data: dict[str, Any] = {"snapshot_id": snapshot_id, "previous": previous, "version": version,
+                            "forced": forced, "content_digest": content_digest}
+    if validation_receipt_id is not None:
+        data["validation_receipt_id"] = validation_receipt_id
+    return EntryDraft(log=RECEIPTS, kind=pointer_kind(action), sector=sector, subject=snapshot_id,
+                      outcome="forced" if forced else "ok", reason=reason, data=data)
+
+
+def pointer_kind(action: str) -> str:
+    """The receipt kind of a pointer move."""
+    return SNAPSHOT_PROMOTED if action == "promote" else SNAPSHOT_ROLLED_BACK
+
+
+def snapshot_collected(*, sector: str, collected: Sequence[str], min_age_s: int) -> EntryDraft:
+    return EntryDraft(log=RECEIPTS, kind=SNAPSHOT_COLLECTED, sector=sector,
+                      data={"collected": list(collected), "min_age_s": min_age_s})
+
+
+# -- observations -----------------------------------------------------------------------------------------
+def guard_violated(*, sector: str, observation_id: str, reason: str, data: Mapping[str, Any],
+                   commitment: Mapping[str, Any] | None = None) -> EntryDraft:
+    """``data``: the violation (guard id, kind, field, value, limit, event type, criticality, ``unreadable``);
+    ``commitment``: to the observation's content (:mod:`knhk.proof.evidence`)."""
+    return EntryDraft(log=RECEIPTS, kind=GUARD_VIOLATED, sector=sector, subject=observation_id, outcome="violated",
+                      reason=reason, evidence=[observation_id], data={**data, **(commitment or {})})
+
+
+def guard_alert(*, sector: str, observation_id: str, level: str, reason: str, guard_id: str, criticality: str,
+                event_type: str, commitment: Mapping[str, Any] | None = None) -> EntryDraft:
+    """``alert.raised`` for a guard violation (``source``: guard)."""
+    return EntryDraft(log=RECEIPTS, kind=ALERT_RAISED, sector=sector, subject=observation_id, outcome=level,
+                      reason=reason, evidence=[observation_id],
+                      data={"level": level, "source": "guard", "guard_id": guard_id, "criticality": criticality,
+                            "event_type": event_type, **(commitment or {})})
+
+
+# -- the audit log ----------------------------------------------------------------------------------------
+def audit_event(*, action: str, resource: str, outcome: str, reason: str | None, metadata: Mapping[str, Any],
+                sector: str | None, actor: str | None = None) -> EntryDraft:
+    """An ``audit`` log entry: ``kind`` = the action, ``subject`` = the actor's pseudonym (never an identity)."""
+    return EntryDraft(log=AUDIT, kind=action, sector=sector, subject=actor, outcome=outcome, reason=reason,
+                      data={"resource": resource, "metadata": dict(metadata)})
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+def validates(entry: Entry, snapshot_id: str) -> bool:
+    """Is ``entry`` a passing ``proposal.validated`` receipt for ``snapshot_id``?"""
+    return (entry.log == RECEIPTS and entry.kind == PROPOSAL_VALIDATED and entry.outcome == "approved"
+            and entry.data.get("snapshot_id") == snapshot_id)
