@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="Telemetry self-check against the registry (knhk_telemetry_check_ok); 0 off.")
     phi_sectors: list[str] = Field(default_factory=lambda: ["healthcare"],
                                    description="Sectors whose reads need an X-Access-Justification header.")
+    detector_settings: dict[str, dict[str, object]] = Field(
+        default_factory=dict,
+        description=("Per-sector detector thresholds as JSON {sector: {setting: value}}, over the sector pack's "
+                     "detectors.json (knhk.sectors.detectors; shown by `knhk sectors show S`)."),
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -67,10 +67,13 @@ def test_incremental_detection_equals_recomputation(ops: list[tuple[Any, ...]]) 
             asked = clock.now_us() + offset_ms * MS
             now = max(asked, watermark.get(sector, asked))
             watermark[sector] = now
-            result = engine.detect(sector, SCHEMAS[schema_index], asked)
+            result = engine.detect(sector, SCHEMAS[schema_index], asked, populations=True)
             expected = detect_reference(sector, seen, SCHEMAS[schema_index], CONFIG, now,
                                         monitored=any(o.sector == sector for o in seen))
             assert result.now_us == now
             assert result.patterns == expected.patterns
             assert result.dropped == expected.dropped
+            for got, want in zip(result.patterns, expected.patterns, strict=True):
+                # what receipts commit to: every observation the pattern rests on, with its content hash
+                assert sorted(e[2:] for e in got.population) == sorted(e[2:] for e in want.population), got.name
             assert result.errors == ()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import itertools
 import re
 
+import pytest
 from loop_support import MONDAY_10, ingest, kinds, observation
 
 from knhk.app.runtime import Runtime
+from knhk.errors import InvalidInputError
 from knhk.loop.coordinator import CycleRecord
 from knhk.ops.clock import ManualClock
 
@@ -122,9 +124,11 @@ def test_partial_when_a_proposal_is_rejected_and_learning_counts_it(loop_runtime
 
 
 def test_failed_monitor_runs_no_later_phase(loop_runtime: Runtime, clock: ManualClock) -> None:
-    """A sector nobody installed a snapshot for: Monitor fails, nothing is detected, planned or executed."""
-    ingest(loop_runtime, clock, [observation("energy", "meter.read", {"kwh": 3}, MONDAY_10 + i, f"e-{i}")
-                                 for i in range(200)])
+    """A sector nobody installed a snapshot for: its observations are refused at ingest, and a cycle's Monitor
+    fails, nothing is detected, planned or executed."""
+    with pytest.raises(InvalidInputError, match="no installed sector pack"):
+        ingest(loop_runtime, clock, [observation("energy", "meter.read", {"kwh": 3}, MONDAY_10 + i, f"e-{i}")
+                                     for i in range(200)])
     before = loop_runtime.ledger.tree_size("receipts")
     record = run(loop_runtime, clock, "energy")
     assert record.outcome == "failed"

@@ -45,10 +45,22 @@ def test_max_value_guard_is_strict_above_the_limit(amount: Any, violates: bool) 
         assert "exceeds the maximum 1000000" in v.reason
 
 
-@pytest.mark.parametrize("value", [{}, {"transaction_amount": None}, {"transaction_amount": "2000000"},
-                                   {"transaction_amount": True}, {"other": 5_000_000}])
-def test_missing_or_non_numeric_fields_do_not_violate(value: dict[str, Any]) -> None:
+@pytest.mark.parametrize("value", [{}, {"other": 5_000_000}, {"transaction_amount": "999999.5"}])
+def test_missing_fields_and_values_within_the_limit_do_not_violate(value: dict[str, Any]) -> None:
     assert violations([obs(value)]) == []
+
+
+@pytest.mark.parametrize(("raw", "shown"), [(None, "null"), (True, "true"), ("2,000,000", '"2,000,000"'),
+                                            ([1], "[1]"), ("NaN", '"NaN"')])
+def test_a_value_that_cannot_be_read_as_a_number_violates(raw: Any, shown: str) -> None:
+    found, = violations([obs({"transaction_amount": raw})])
+    assert (found.guard_id, found.value, found.data()["unreadable"]) == ("FIN-LIMIT-001", shown, True)
+    assert "cannot be read as a number" in found.reason
+
+
+def test_a_numeric_string_is_compared_as_a_number() -> None:
+    found, = violations([obs({"transaction_amount": " 2.0E6 "})])
+    assert (found.value, "unreadable" in found.data()) == ("2000000", False)
 
 
 def test_min_value_guard_and_the_guarded_event_type_only() -> None:

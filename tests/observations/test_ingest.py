@@ -15,6 +15,7 @@ from knhk.observations.reader import ObservationReader
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import ManualClock, format_rfc3339
 from knhk.proof.canonical import check_canonical
+from knhk.proof.evidence import SCHEME, evidence_root
 
 T0 = 1_714_564_800_000_000
 US = 1_000_000
@@ -165,9 +166,13 @@ def test_guard_violation_keeps_the_observation_and_writes_two_receipts(h: Harnes
     assert guard.fields["evidence"] == ["pay-2"]
     assert guard.fields["outcome"] == "violated"
     assert guard.fields["sector"] == "finance"
+    stored = h.reader.get("pay-2")
     assert guard.fields["data"] == {"guard_id": "FIN-LIMIT-001", "kind": "max_value",
                                     "field": "transaction_amount", "value": "1000001", "limit": "1000000",
-                                    "event_type": "payment.created", "criticality": "critical"}
+                                    "event_type": "payment.created", "criticality": "critical",
+                                    "evidence_count": 1, "evidence_truncated": False,
+                                    "evidence_root": evidence_root([("pay-2", stored.content_hash)]),
+                                    "evidence_scheme": SCHEME}
     assert "1000001" in guard.fields["reason"]
     assert "FIN-LIMIT-001" in guard.fields["reason"]
     assert alert.fields["data"]["level"] == "critical"
@@ -189,8 +194,8 @@ def test_a_failing_subscriber_does_not_undo_the_ingest(runtime: Runtime) -> None
     def broken(observations: list[Observation]) -> None:
         raise RuntimeError("subscriber down")
 
-    ingestor = Ingestor(runtime.db, runtime.ledger, lambda s: None, ManualClock(T0), on_ingested=broken)
-    result = ingestor.ingest({"event_type": "e", "sector": "s"})
+    ingestor = Ingestor(runtime.db, runtime.ledger, lambda s: finance_schema(), ManualClock(T0), on_ingested=broken)
+    result = ingestor.ingest({"event_type": "e", "sector": "finance"})
     assert ObservationReader(runtime.db).get(result.observation.id).issues == ("unknown_event_type",)
 
 
@@ -201,3 +206,13 @@ def test_skew_without_a_client_id_is_rejected_before_anything_is_stored(h: Harne
     with pytest.raises(InvalidInputError, match=r"^observation 1: timestamp is 60.000001 s behind"):
         h.ingestor.ingest_batch([payment(1), raw])
     assert h.reader.count() == 0
+
+
+def test_an_observation_of_a_sector_without_a_pack_is_refused_and_nothing_is_stored(runtime: Runtime) -> None:
+    expected = "sector 'nope' has no installed sector pack; installed: finance, healthcare, logistics, manufacturing"
+    with pytest.raises(InvalidInputError) as info:
+        runtime.ingestor.ingest({"event_type": "e", "sector": "nope"})
+    assert info.value.message == expected
+    with pytest.raises(InvalidInputError, match=r"^observation 1: sector 'nope' has no installed sector pack"):
+        runtime.ingestor.ingest_batch([{"event_type": "e", "sector": "finance"}, {"event_type": "e", "sector": "nope"}])
+    assert runtime.reader.count() == 0

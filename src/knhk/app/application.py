@@ -2,9 +2,10 @@
 
 An :class:`Application` holds the wiring (:class:`~knhk.app.runtime.Runtime`) and an access policy
 (:mod:`knhk.app.access`). Its methods are the operations of SPEC §10 and §13, one each, grouped by concept in the
-modules of this package (observations, proposals, snapshots, cycles, ledger, audit, backup, system); each takes
-the acting principal first and applies authorization, audit and validation itself, so a rule is written once for
-every face. Faces translate their input into a call and the result into their output, nothing more.
+modules of this package (observations, proposals, snapshots, sectors, cycles, ledger, audit, backup, system);
+each takes the acting principal first and applies authorization, audit and validation itself, so a rule is
+written once for every face. Faces translate their input into a call and the result into their output, nothing
+more.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import logging
 
 from knhk.app.access import Access
 from knhk.app.audit import AuditOps
+from knhk.app.auth_audit import AuthFailureAudit
 from knhk.app.backup import BackupOps
 from knhk.app.cycles import CycleOps
 from knhk.app.ledger import LedgerOps
 from knhk.app.observations import IngestAudit, ObservationOps
 from knhk.app.proposals import ProposalOps
 from knhk.app.runtime import Runtime
+from knhk.app.sectors import SectorOps
 from knhk.app.snapshots import SnapshotOps
 from knhk.app.system import SystemOps
 from knhk.config import Settings
@@ -28,7 +31,7 @@ from knhk.ops.clock import SYSTEM_CLOCK, Clock
 log = logging.getLogger("knhk")
 
 
-class Application(ObservationOps, ProposalOps, SnapshotOps, CycleOps, LedgerOps, AuditOps, BackupOps,
+class Application(ObservationOps, ProposalOps, SnapshotOps, SectorOps, CycleOps, LedgerOps, AuditOps, BackupOps,
                   SystemOps):
     """The operations of one KNHK installation, for the principals of one face."""
 
@@ -36,6 +39,7 @@ class Application(ObservationOps, ProposalOps, SnapshotOps, CycleOps, LedgerOps,
         self.runtime = runtime
         self.access = access
         self.ingest_audit = IngestAudit(runtime.audit)
+        self.auth_audit = AuthFailureAudit(runtime.audit, runtime.clock)
 
     @classmethod
     def open(cls, settings: Settings, *, access: Access, clock: Clock = SYSTEM_CLOCK, loop_clock: Clock | None = None,
@@ -48,8 +52,9 @@ class Application(ObservationOps, ProposalOps, SnapshotOps, CycleOps, LedgerOps,
         """Audit the ingestion counted so far, then close the installation."""
         try:
             self.ingest_audit.flush(everything=True)
+            self.auth_audit.flush(everything=True)
         except KnhkError as exc:
-            log.error("the ingest audit of this process could not be written: %s", exc)
+            log.error("the aggregated audit of this process could not be written: %s", exc)
         self.runtime.close()
 
     def __enter__(self) -> Application:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from knhk.app.access import ERASE_SUBJECT, READ_AUDIT, RECORD_AUDIT, RESOLVE_IDENTITY
+from knhk.app.auth_audit import AuthFailureAudit
 from knhk.app.base import Operations
 from knhk.audit.erasure import ErasureReport, erase_subject
 from knhk.audit.log import AuditEvent
@@ -15,6 +16,8 @@ from knhk.proof.entry import Entry
 
 
 class AuditOps(Operations):
+    auth_audit: AuthFailureAudit
+
     def audit_events(self, actor: Principal, *, after_seq: int = -1, limit: int = 100,
                      action: str | None = None) -> list[AuditEvent]:
         """Audit entries (actors as pseudonyms) in seq order after ``after_seq``."""
@@ -28,9 +31,12 @@ class AuditOps(Operations):
         return self.runtime.audit.record(actor.identity, action, resource, outcome, reason=reason,
                                          metadata=metadata or {})
 
-    def record_authentication_failure(self, who: str, resource: str, reason: str) -> None:
-        """Audit a request whose credentials were missing or invalid (``who``: e.g. ``unauthenticated@<address>``)."""
-        self.runtime.audit.record(who, "auth.failed", resource, "denied", reason=reason[:1000])
+    def record_authentication_failure(self, who: str, resource: str, reason: str, code: str = "unauthenticated"
+                                      ) -> None:
+        """Audit a request whose credentials were missing or invalid (``who``: e.g. ``unauthenticated@<address>``;
+        ``code``: the failure's reason code): the first of ``who``'s minute at once, the rest aggregated
+        (:mod:`knhk.app.auth_audit`)."""
+        self.auth_audit.failed(who, resource, reason, code)
 
     def identity_of(self, actor: Principal, pseudonym: str) -> str | None:
         """The identity behind a pseudonym, or None once it was erased."""

@@ -16,6 +16,7 @@ from knhk.errors import ConflictError
 from knhk.identity.rbac import Principal
 from knhk.ledger.store import StoredCheckpoint
 from knhk.ledger.verify import VerifyReport
+from knhk.observations.evidence import EvidenceReport, check_all_evidence, check_evidence
 from knhk.proof.entry import Entry
 from knhk.proof.signing import PublicKey, SigningKey
 
@@ -59,6 +60,17 @@ class LedgerOps(Operations):
         """An offline proof bundle for entry ``seq`` (entry, inclusion proof, signed checkpoint, public key)."""
         self._allow(actor, READ_RECEIPTS)
         return self.runtime.ledger.prove(log, seq)
+
+    def receipt_evidence(self, actor: Principal, log: str, seq: int) -> EvidenceReport:
+        """Entry ``seq``'s evidence commitment recomputed from the observation store (SPEC §8): the report
+        names the first mismatch (a missing or edited observation, a root that no longer matches)."""
+        self._allow(actor, READ_RECEIPTS)
+        return check_evidence(self.runtime.ledger, self.runtime.db, log, seq)
+
+    def verify_evidence(self, actor: Principal) -> tuple[int, EvidenceReport | None]:
+        """Every receipt's evidence commitment recomputed: (how many were checked, the first failing report)."""
+        self._allow(actor, READ_RECEIPTS)
+        return check_all_evidence(self.runtime.ledger, self.runtime.db)
 
     def checkpoint(self, actor: Principal, log: str = "receipts") -> StoredCheckpoint:
         """The signed checkpoint of the log's current tree (issued now if the log grew since the latest)."""

@@ -24,6 +24,8 @@ from knhk.audit.log import AuditLog
 from knhk.audit.subjects import Subjects
 from knhk.config import Settings
 from knhk.detection.engine import DetectionEngine
+from knhk.detection.pattern import DetectorConfig
+from knhk.detection.settings import SectorDetectors, layered
 from knhk.detection.thresholds import ThresholdBook
 from knhk.errors import ConfigurationError
 from knhk.ledger import store as ledger_store
@@ -41,6 +43,8 @@ from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.proof.signing import SigningKey, read_key_file
+from knhk.sectors.detectors import pack_detector_settings
+from knhk.sectors.detectors import where as pack_settings_file
 from knhk.sectors.pack import available_sectors, load_pack
 from knhk.storage import schema
 from knhk.storage.database import Database
@@ -95,6 +99,23 @@ def doctrines_for(sector: str) -> list[Doctrine]:
     if sector not in available_sectors():
         return []
     return [Doctrine.from_json(raw) for raw in load_pack(sector).doctrines]
+
+
+def detector_settings(sector: str, settings: Settings) -> SectorDetectors:
+    """A sector's effective detector settings: SPEC defaults < its pack's detectors.json < KNHK_DETECTOR_SETTINGS."""
+    return layered(sector, pack_detector_settings(sector), settings.detector_settings.get(sector),
+                   pack_where=pack_settings_file(sector), configured_where=f"KNHK_DETECTOR_SETTINGS {sector}")
+
+
+def _detector_configs(settings: Settings) -> dict[str, DetectorConfig]:
+    """Every bundled sector's detector settings; configuration naming a sector that has no pack is refused (a
+    typo would silently change nothing)."""
+    installed = available_sectors()
+    for sector in settings.detector_settings:
+        if sector not in installed:
+            raise ConfigurationError(f"KNHK_DETECTOR_SETTINGS names sector {sector!r}, which has no sector pack;"
+                                     f" installed: {', '.join(installed)}")
+    return {sector: detector_settings(sector, settings).config for sector in installed}
 
 
 @dataclass
@@ -152,13 +173,14 @@ class Runtime:
                 for sector in available_sectors():
                     registry.install_root(sector, load_pack(sector).sigma, SYSTEM_ACTOR)
             reader = ObservationReader(db)
-            engine = DetectionEngine(lclock)
+            engine = DetectionEngine(lclock, configs=_detector_configs(settings))
 
             def schema_for(sector: str) -> SectorSchema | None:
                 return registry.current_schema(sector) if registry.current(sector) is not None else None
 
             ingestor = Ingestor(db, ledger, schema_for, lclock,
-                                on_ingested=engine.observe if subscribe_engine else None)
+                                on_ingested=engine.observe if subscribe_engine else None,
+                                doctrines_for=doctrines_for, installed=registry.sectors)
             thresholds = ThresholdBook(db, clock)
             proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
             proposals.on_outcome = thresholds.record

@@ -77,11 +77,11 @@ class SnapshotOps(Operations):
             raise NotFoundError(f"sector {sector} has no current snapshot")
         return snap.info
 
-    def snapshot(self, actor: Principal, snapshot: str) -> SnapshotDetails:
-        """One snapshot (by id or a unique prefix of at least 6 hex digits)."""
+    def snapshot(self, actor: Principal, snapshot: str, *, sector: str | None = None) -> SnapshotDetails:
+        """One snapshot (by id, a unique prefix of at least 6 hex digits, or ``current`` with ``sector``)."""
         self._allow(actor, READ_SNAPSHOTS)
         registry = self.runtime.registry
-        info = registry.info(registry.resolve(snapshot))
+        info = registry.info(registry.resolve(snapshot, sector))
         schema = registry.schema(info.id)
         return SnapshotDetails(info, sorted(schema.event_types), [g.guard_id for g in schema.guards])
 
@@ -90,7 +90,7 @@ class SnapshotOps(Operations):
         self._allow(actor, READ_SNAPSHOTS)
         registry = self.runtime.registry
         if snapshot is not None:
-            start = registry.resolve(snapshot)
+            start = registry.resolve(snapshot, sector)
         elif sector is not None:
             current = registry.current(sector)
             if current is None:
@@ -103,17 +103,18 @@ class SnapshotOps(Operations):
         return [LineageStep(i, history[i.id].action if i.id in history else None,
                             history[i.id].at_us if i.id in history else None) for i in chain]
 
-    def diff(self, actor: Principal, a: str, b: str) -> Diff:
-        """Triples added and removed from snapshot ``a`` to snapshot ``b``."""
+    def diff(self, actor: Principal, a: str, b: str, *, sector: str | None = None) -> Diff:
+        """Triples added and removed from snapshot ``a`` to snapshot ``b`` (either may be ``current``)."""
         self._allow(actor, READ_SNAPSHOTS)
         registry = self.runtime.registry
-        return registry.diff(registry.resolve(a), registry.resolve(b))
+        return registry.diff(registry.resolve(a, sector), registry.resolve(b, sector))
 
-    def export(self, actor: Principal, snapshot: str, fmt: str = "turtle", *, full: bool = False) -> str:
-        """Turtle or N-Triples of a snapshot (``full`` adds Σ_core)."""
+    def export(self, actor: Principal, snapshot: str, fmt: str = "turtle", *, full: bool = False,
+               sector: str | None = None) -> str:
+        """Turtle or N-Triples of a snapshot (``full`` adds Σ_core; ``current`` with ``sector``)."""
         self._allow(actor, READ_SNAPSHOTS)
         registry = self.runtime.registry
-        return registry.export(registry.resolve(snapshot), fmt, full)
+        return registry.export(registry.resolve(snapshot, sector), fmt, full)
 
     # -- moving the pointer ---------------------------------------------------------------------------------
     def promote(self, actor: Principal, snapshot: str, *, sector: str | None = None,
@@ -122,7 +123,7 @@ class SnapshotOps(Operations):
         """Promote a validated child of the current snapshot (compare-and-set; 409 ``stale_base`` otherwise)."""
         self._allow(actor, PROMOTE)
         rt = self.runtime
-        sid = rt.registry.resolve(snapshot)
+        sid = rt.registry.resolve(snapshot, sector)
         info = rt.registry.info(sid)
         if sector is not None and sector != info.sector:
             raise InvalidInputError(f"snapshot {sid} belongs to sector {info.sector}, not {sector}")

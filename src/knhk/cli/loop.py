@@ -7,15 +7,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
 from knhk.cli.context import actor, application
 from knhk.cli.output import print_json, say
-from knhk.errors import InvalidInputError, UsageError
+from knhk.errors import UsageError
 from knhk.observations.admission import Label
 from knhk.observations.ingest import MAX_BATCH
+from knhk.ops.json_input import loads_strict
 
 BATCH = MAX_BATCH  # files of up to 10,000 observations are stored in one transaction
 
@@ -31,10 +31,7 @@ def read_numbered_json_lines(source: str) -> list[tuple[int, Any]]:
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            out.append((number, orjson.loads(line)))
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInputError(f"line {number} of {source} is not JSON: {exc}") from exc
+        out.append((number, loads_strict(line, what=f"line {number} of {source}")))
     return out
 
 

@@ -108,16 +108,39 @@ def verify(
     log: Annotated[str, typer.Option("--log", help="receipts, audit, or all.")] = "receipts",
     as_json: JsonOption = False,
     workers: Annotated[int | None, typer.Option(help="Verifier processes (default: one per core).")] = None,
+    evidence: Annotated[bool, typer.Option("--evidence", help="Also recompute every receipt's evidence "
+                                           "commitment from the observation store.")] = False,
 ) -> None:
     """Verify a whole log: ids, signatures, chain, time order, Merkle tree and checkpoints. Exit 1 on any failure."""
     logs = list(LOGS) if log == "all" else [log]
     verify_command(ctx, logs, as_json, workers)
+    if evidence and "receipts" in logs:
+        checked, failed = application(ctx).verify_evidence(actor())
+        if failed is not None:
+            raise VerificationError(f"evidence of receipt {failed.seq} ({failed.kind}): {failed.message}")
+        if not as_json:
+            say(f"[green]INTACT[/green] the evidence of {checked} receipt(s) recomputed from the observation store")
 
 
 @app.command("prove")
 def prove(ctx: typer.Context, seq: int, log: LogOption = "receipts") -> None:
     """Print an offline proof bundle (JSON) for entry SEQ."""
     print_json(application(ctx).prove(actor(), log, seq))
+
+
+@app.command("evidence")
+def evidence(ctx: typer.Context, seq: int, log: LogOption = "receipts", as_json: JsonOption = False) -> None:
+    """Recompute entry SEQ's evidence commitment from the store (every observation, by content); exit 1 naming
+    the first mismatch."""
+    report = application(ctx).receipt_evidence(actor(), log, seq)
+    if as_json:
+        print_json(report.to_json())
+        if not report.ok:
+            raise typer.Exit(1)
+        return
+    if not report.ok:
+        raise VerificationError(f"entry {seq} of log {log}: {report.message}")
+    say(f"[green]INTACT[/green] {report.message}")
 
 
 @app.command("verify-bundle")

@@ -31,10 +31,13 @@ def list_snapshots(ctx: typer.Context, sector: Annotated[str | None, typer.Optio
             "yes" if listing.is_current(i) else ""] for i in items])
 
 
+Sector = Annotated[str | None, typer.Option(help="The sector (needed when a snapshot is given as 'current').")]
+
+
 @app.command("show")
-def show(ctx: typer.Context, snapshot: str, as_json: Json = False) -> None:
-    """One snapshot's metadata (ids may be abbreviated)."""
-    out = application(ctx).snapshot(actor(), snapshot).to_json()
+def show(ctx: typer.Context, snapshot: str, sector: Sector = None, as_json: Json = False) -> None:
+    """One snapshot's metadata (ids may be abbreviated, or 'current' with --sector)."""
+    out = application(ctx).snapshot(actor(), snapshot, sector=sector).to_json()
     if as_json:
         print_json(out)
         return
@@ -69,9 +72,9 @@ def lineage(ctx: typer.Context, sector: Annotated[str | None, typer.Option()] = 
 
 
 @app.command("diff")
-def diff(ctx: typer.Context, a: str, b: str, as_json: Json = False) -> None:
-    """Triples added and removed from snapshot A to snapshot B."""
-    d = application(ctx).diff(actor(), a, b)
+def diff(ctx: typer.Context, a: str, b: str, sector: Sector = None, as_json: Json = False) -> None:
+    """Triples added and removed from snapshot A to snapshot B (either may be 'current' with --sector)."""
+    d = application(ctx).diff(actor(), a, b, sector=sector)
     if as_json:
         print_json(d.to_json())
     else:
@@ -81,9 +84,9 @@ def diff(ctx: typer.Context, a: str, b: str, as_json: Json = False) -> None:
 @app.command("export")
 def export(ctx: typer.Context, snapshot: str,
            fmt: Annotated[str, typer.Option("--format", help="turtle or ntriples")] = "turtle",
-           full: Annotated[bool, typer.Option(help="Include Σ_core.")] = False) -> None:
-    """Print a snapshot as Turtle or N-Triples."""
-    sys.stdout.write(application(ctx).export(actor(), snapshot, fmt, full=full))
+           full: Annotated[bool, typer.Option(help="Include Σ_core.")] = False, sector: Sector = None) -> None:
+    """Print a snapshot (an id, a prefix, or 'current' with --sector) as Turtle or N-Triples."""
+    sys.stdout.write(application(ctx).export(actor(), snapshot, fmt, full=full, sector=sector))
 
 
 @app.command("promote")

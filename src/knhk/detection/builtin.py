@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -166,6 +167,21 @@ def schema_drift(view: SectorWindows, schema: SectorSchema | None, now_us: int) 
             detected_at_us=now_us, details=details,
         ))
     return out
+
+
+def population_of(view: SectorWindows, schema: SectorSchema | None, pattern: Pattern) -> tuple[Entry, ...]:
+    """Every window entry a built-in pattern rests on — what its receipts commit to (knhk.proof.evidence) —
+    taken only when asked (a copy of the window, which a plain detection does not need); () for others."""
+    if pattern.kind == HIGH_FREQUENCY:
+        return tuple(view.by_type.get(str(pattern.details.get("event_type")), ()))
+    if pattern.kind == ERROR_SPIKE:
+        return tuple(view.errors)
+    if pattern.kind == SCHEMA_DRIFT:
+        event_type = pattern.details.get("event_type")
+        return tuple(chain.from_iterable(
+            s.entries for s in view.signatures.values()
+            if s.event_type == event_type and any(undeclared_fields(s, schema))))
+    return ()
 
 
 BUILTIN_DETECTORS: tuple[Detector, ...] = (

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
-from knhk.detection.builtin import BUILTIN_DETECTORS, Detector
+from knhk.detection.builtin import BUILTIN_DETECTORS, Detector, population_of
 from knhk.detection.pattern import DetectionResult, DetectorConfig, DetectorFailure, Pattern, rank
 from knhk.detection.windows import SectorWindows
 from knhk.observations.model import Observation
@@ -98,10 +99,12 @@ class DetectionEngine:
 
     # -- detecting ------------------------------------------------------------------------------------
     def detect(self, sector: str, schema: SectorSchema | None, now_us: int | None = None, *,
-               thresholds: Mapping[str, int] | None = None) -> DetectionResult:
+               thresholds: Mapping[str, int] | None = None, populations: bool = False) -> DetectionResult:
         """Run every detector on ``sector`` at ``now_us`` (default: the clock) against its current schema.
 
-        ``thresholds`` maps a pattern kind to a learned confidence threshold in thousandths.
+        ``thresholds`` maps a pattern kind to a learned confidence threshold in thousandths. ``populations``:
+        also take, for each pattern kept, every window entry it rests on (``Pattern.population``), as the
+        loop does to commit its receipts to all of their evidence.
         """
         with self._lock:
             windows = self._sector(sector)
@@ -115,5 +118,7 @@ class DetectionEngine:
                     log.exception("detector %s failed on sector %s", detector.name, sector)
                     failures.append(DetectorFailure(detector.name, f"{type(exc).__name__}: {exc}"))
             config = windows.config
-        kept, dropped = rank(found, thresholds or {}, config.threshold_milli)
+            kept, dropped = rank(found, thresholds or {}, config.threshold_milli)
+            if populations:
+                kept = tuple(replace(p, population=population_of(windows, schema, p)) for p in kept)
         return DetectionResult(sector, now, kept, dropped, tuple(failures))

@@ -73,6 +73,9 @@ class Pattern:
     detected_at_us: int
     details: Mapping[str, Any] = field(default_factory=dict)
     alert_level: str | None = None  # "warning" / "critical" when the action is an alert
+    #: every observation the pattern rests on, as window entries (timestamp, arrival, id, seq, evidence leaf
+    #: hash): what its receipts commit to (``evidence`` is only the most recent ``max_evidence``)
+    population: tuple[tuple[Any, ...], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def confidence_milli(self) -> int:
@@ -89,7 +92,8 @@ class Pattern:
         """Canonical-JSON data for a ``pattern.detected`` receipt (confidence as a decimal string)."""
         return {"name": self.name, "kind": self.kind, "confidence": f"{self.confidence_milli / 1000:.2f}",
                 "recommended_action": self.recommended_action, "alert_level": self.alert_level,
-                "details": dict(self.details)}
+                # the receipt's own evidence_* members say what it lists and commits to (knhk.proof.evidence)
+                "details": {k: v for k, v in self.details.items() if k != "evidence_truncated"}}
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,16 @@ from knhk.detection.pattern import (
 from knhk.detection.windows import SAMPLE_OBSERVATIONS, json_kinds, type_name
 from knhk.observations.model import Observation
 from knhk.ontology.schema import SectorSchema
+from knhk.proof.evidence import evidence_leaf
 
 
 def _recent(events: list[tuple[int, Observation]], now_us: int, window_us: int) -> list[tuple[int, Observation]]:
     return sorted(((i, o) for i, o in events if o.ts_us >= now_us - window_us), key=lambda x: (x[1].ts_us, x[0]))
+
+
+def _population(observations: Sequence[Observation]) -> tuple[tuple[Any, ...], ...]:
+    """Window entries of the observations (their arrival numbers are not the engine's: compare ids)."""
+    return tuple((o.ts_us, n, o.id, o.seq, evidence_leaf(o.id, o.content_hash)) for n, o in enumerate(observations))
 
 
 def detect_from_scratch(sector: str, observations: Sequence[Observation], schema: SectorSchema | None,
@@ -56,7 +62,7 @@ def detect_from_scratch(sector: str, observations: Sequence[Observation], schema
                 {"event_type": event_type, "count": len(group), "threshold": config.high_frequency_count,
                  "window_us": hf_us, "window_s": window_seconds(hf_us),
                  "first_ts_us": group[0].ts_us, "last_ts_us": group[-1].ts_us,
-                 "evidence_truncated": len(group) > len(evidence)}))
+                 "evidence_truncated": len(group) > len(evidence)}, population=_population(group)))
 
     error_us = config.window_us("error_window_s")
     window = [o for _, o in _recent(events, now_us, error_us)]
@@ -68,7 +74,8 @@ def detect_from_scratch(sector: str, observations: Sequence[Observation], schema
             ERROR_SPIKE, ERROR_SPIKE, sector, ERROR_SPIKE_CONFIDENCE, "alert warning", evidence, now_us,
             {"total": len(window), "errors": len(errors), "share": f"{len(errors) / len(window):.4f}",
              "threshold_share": str(config.error_share), "window_us": error_us,
-             "evidence_truncated": len(errors) > len(evidence)}, alert_level="warning"))
+             "evidence_truncated": len(errors) > len(evidence)}, alert_level="warning",
+            population=_population(errors)))
 
     silence_us = config.window_us("silence_s")
     last = max((o.ts_us for _, o in events), default=None)
@@ -106,7 +113,7 @@ def detect_from_scratch(sector: str, observations: Sequence[Observation], schema
         action = (f"propose ΔΣ declaring event type {event_type} and its fields" if new_type
                   else f"propose ΔΣ declaring fields {', '.join(fields)} of {event_type}")
         out.append(Pattern(f"{SCHEMA_DRIFT}:{event_type}", SCHEMA_DRIFT, sector, SCHEMA_DRIFT_CONFIDENCE, action,
-                           evidence, now_us, details))
+                           evidence, now_us, details, population=_population([o for o, _ in offenders])))
     return out
 
 

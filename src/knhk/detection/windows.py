@@ -29,8 +29,11 @@ from typing import Any
 
 from knhk.detection.pattern import DetectorConfig
 from knhk.observations.model import Observation
+from knhk.proof.evidence import evidence_leaf
 
-Entry = tuple[int, int, str]  # (timestamp µs, arrival number, observation id)
+#: (timestamp µs, arrival number, observation id, ingest seq, evidence leaf hash): ordered by the first two
+#: (unique); the last two let a receipt commit to every observation a pattern rests on (knhk.proof.evidence)
+Entry = tuple[int, int, str, int | None, bytes]
 SignatureKey = tuple[str, tuple[tuple[str, str], ...]]
 SAMPLE_OBSERVATIONS = 5
 
@@ -130,7 +133,7 @@ class SectorWindows:
             self.monitored = True
             if self.last_ts_us is None or ts > self.last_ts_us:
                 self.last_ts_us = ts
-            entry: Entry = (ts, n, obs.id)
+            entry: Entry = (ts, n, obs.id, obs.seq, evidence_leaf(obs.id, obs.content_hash))
             if hf_floor is None or ts >= hf_floor:
                 per_type = self.by_type.get(obs.event_type)
                 if per_type is None:

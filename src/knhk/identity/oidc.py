@@ -30,6 +30,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -50,6 +51,9 @@ from knhk.identity.rbac import DEFAULT_MFA_REQUIRED_ROLES, ROLES, Principal, aut
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("knhk.auth")
+
+#: The largest NumericDate accepted (year ~2286 needs 10 digits; 2^53 keeps every value exact as a float).
+MAX_NUMERIC_DATE = 2**53
 
 #: The only JWS algorithms accepted, ever (RFC 8725 §3.1).
 ALLOWED_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
@@ -354,6 +358,11 @@ def _number(claims: Mapping[str, Any], name: str, issuer: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BearerTokenError(f"malformed token: the {name} claim is not a number", "malformed", issuer=issuer)
+    # NaN compares false with everything (an iat of NaN would pass every age check) and ±Infinity or a huge
+    # integer is no time at all: a time claim must be a finite number of seconds (RFC 7519 §2 NumericDate)
+    if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_NUMERIC_DATE:
+        raise BearerTokenError(f"malformed token: the {name} claim is not a finite number of seconds",
+                               "malformed", issuer=issuer)
     return float(value)
 
 

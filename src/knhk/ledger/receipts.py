@@ -65,18 +65,22 @@ def cycle_started(*, sector: str, cycle_id: str, at_us: int) -> EntryDraft:
 
 
 def pattern_detected(*, sector: str, cycle_id: str, name: str, action: str, evidence: Sequence[str],
-                     data: Mapping[str, Any]) -> EntryDraft:
-    """``data``: the pattern's own receipt data (name, kind, confidence, details); evidence is capped."""
+                     data: Mapping[str, Any], commitment: Mapping[str, Any] | None = None) -> EntryDraft:
+    """``data``: the pattern's own receipt data (name, kind, confidence, details); ``evidence``: the sample of
+    at most 100 ids its ``commitment`` (:mod:`knhk.proof.evidence`: count, truncation, Merkle root over every
+    observation) stands for."""
     return EntryDraft(log=RECEIPTS, kind=PATTERN_DETECTED, sector=sector, subject=name, outcome="detected",
-                      reason=action, evidence=list(evidence[:MAX_EVIDENCE]), data={"cycle_id": cycle_id, **data})
+                      reason=action, evidence=list(evidence[-MAX_EVIDENCE:]),
+                      data={"cycle_id": cycle_id, **data, **(commitment or {})})
 
 
 def pattern_alert(*, sector: str, cycle_id: str, pattern: str, level: str, action: str,
-                  evidence: Sequence[str]) -> EntryDraft:
-    """``alert.raised`` for a detected pattern that calls for one (error spike, silence)."""
+                  evidence: Sequence[str], commitment: Mapping[str, Any] | None = None) -> EntryDraft:
+    """``alert.raised`` for a detected pattern that calls for one (error spike, silence); evidence and
+    commitment as its ``pattern.detected``."""
     return EntryDraft(log=RECEIPTS, kind=ALERT_RAISED, sector=sector, subject=pattern, outcome=level,
-                      reason=action, evidence=list(evidence[:MAX_EVIDENCE]),
-                      data={"cycle_id": cycle_id, "pattern": pattern, "level": level})
+                      reason=action, evidence=list(evidence[-MAX_EVIDENCE:]),
+                      data={"cycle_id": cycle_id, "pattern": pattern, "level": level, **(commitment or {})})
 
 
 def cycle_completed(*, sector: str, cycle_id: str, outcome: str, error: str | None, counts: Mapping[str, int],
@@ -173,19 +177,21 @@ def snapshot_collected(*, sector: str, collected: Sequence[str], min_age_s: int)
 
 
 # -- observations -----------------------------------------------------------------------------------------
-def guard_violated(*, sector: str, observation_id: str, reason: str, data: Mapping[str, Any]) -> EntryDraft:
-    """``data``: the violation (guard id, kind, field, value, limit, event type, criticality)."""
+def guard_violated(*, sector: str, observation_id: str, reason: str, data: Mapping[str, Any],
+                   commitment: Mapping[str, Any] | None = None) -> EntryDraft:
+    """``data``: the violation (guard id, kind, field, value, limit, event type, criticality, ``unreadable``);
+    ``commitment``: to the observation's content (:mod:`knhk.proof.evidence`)."""
     return EntryDraft(log=RECEIPTS, kind=GUARD_VIOLATED, sector=sector, subject=observation_id, outcome="violated",
-                      reason=reason, evidence=[observation_id], data=dict(data))
+                      reason=reason, evidence=[observation_id], data={**data, **(commitment or {})})
 
 
 def guard_alert(*, sector: str, observation_id: str, level: str, reason: str, guard_id: str, criticality: str,
-                event_type: str) -> EntryDraft:
+                event_type: str, commitment: Mapping[str, Any] | None = None) -> EntryDraft:
     """``alert.raised`` for a guard violation (``source``: guard)."""
     return EntryDraft(log=RECEIPTS, kind=ALERT_RAISED, sector=sector, subject=observation_id, outcome=level,
                       reason=reason, evidence=[observation_id],
                       data={"level": level, "source": "guard", "guard_id": guard_id, "criticality": criticality,
-                            "event_type": event_type})
+                            "event_type": event_type, **(commitment or {})})
 
 
 # -- the audit log ----------------------------------------------------------------------------------------

@@ -298,3 +298,28 @@ def insert_key_use(conn: Connection, log: str, valid_from_seq: int, key_id: str)
     conn.execute(
         "INSERT INTO ledger_key_use (log, valid_from_seq, key_id) VALUES (?,?,?)", (log, valid_from_seq, key_id)
     )
+
+
+# -- evidence sets (migration 0007): the members of a receipt's truncated evidence, by commitment root --------
+@dataclass(frozen=True)
+class StoredEvidenceSet:
+    root: str
+    sector: str | None
+    count: int
+    encoding: str
+    members: bytes
+
+
+def put_evidence_set(conn: Connection, root: str, sector: str | None, count: int, encoding: str, members: bytes,
+                     now_us: int) -> None:
+    """Store an evidence set unless its root is already stored (content-addressed: it is the same set)."""
+    conn.execute("INSERT INTO evidence_sets (root, sector, count, encoding, members, created_us) VALUES"
+                 " (?,?,?,?,?,?) ON CONFLICT (root) DO NOTHING", (root, sector, count, encoding, members, now_us))
+
+
+def get_evidence_set(conn: Connection, root: str) -> StoredEvidenceSet | None:
+    row = conn.fetchone("SELECT root, sector, count, encoding, members FROM evidence_sets WHERE root=?", (root,))
+    if row is None:
+        return None
+    return StoredEvidenceSet(str(row[0]), None if row[1] is None else str(row[1]), int(row[2]), str(row[3]),
+                             bytes(row[4]))

@@ -31,11 +31,13 @@ from knhk.errors import NotFoundError
 from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
 from knhk.loop import store as sql
+from knhk.loop.evidence import commitments, store_sets
 from knhk.loop.proposals import Execution, ProposalService
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops import telemetry
 from knhk.ops.clock import Clock
+from knhk.proof.evidence import Commitment
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
 from knhk.storage.database import Database
 
@@ -159,6 +161,8 @@ class Analysis:
 
     patterns: list[Pattern]
     detector_errors: int
+    #: pattern name → what its receipts commit to (every observation it rests on, SPEC §8)
+    commitments: Mapping[str, Commitment] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -309,16 +313,20 @@ class Coordinator:
     def analyze(self, record: CycleRecord, seen: Monitored, now_us: int) -> Analysis:
         """Run the detectors with the learned thresholds; receipt each pattern found."""
         sector = record.sector
-        result = self.engine.detect(sector, seen.schema, now_us, thresholds=self.thresholds.thresholds(sector))
+        result = self.engine.detect(sector, seen.schema, now_us, thresholds=self.thresholds.thresholds(sector),
+                                    populations=True)
         patterns = list(result.patterns)
+        committed = commitments(self.db, patterns)  # every receipt commits to all of its evidence
         if patterns:
+            store_sets(self.db, sector, committed.values(), now_us)
             entries = self.ledger.append_many([receipts.pattern_detected(
-                sector=sector, cycle_id=record.id, name=p.name, action=p.recommended_action, evidence=p.evidence,
-                data=p.receipt_data()) for p in patterns])
+                sector=sector, cycle_id=record.id, name=p.name, action=p.recommended_action,
+                evidence=committed[p.name].sample, data=p.receipt_data(), commitment=committed[p.name].data())
+                for p in patterns])
             record.receipt_ids += [e.id for e in entries]
         record.patterns = [{"name": p.name, "confidence": p.confidence, "action": p.recommended_action,
                             "evidence": len(p.evidence)} for p in patterns]
-        return Analysis(patterns, len(result.errors))
+        return Analysis(patterns, len(result.errors), committed)
 
     def plan_changes(self, record: CycleRecord, found: Analysis) -> Planning:
         """Turn each actionable pattern into a proposal (content-addressed: planned again, it is the same one)."""
@@ -380,9 +388,11 @@ class Coordinator:
         alerts: list[AlertSummary] = []
         for p in found.patterns:
             if p.alert_level is not None:
+                committed = found.commitments.get(p.name)
                 entry = self.ledger.append(receipts.pattern_alert(
                     sector=record.sector, cycle_id=record.id, pattern=p.name, level=p.alert_level,
-                    action=p.recommended_action, evidence=p.evidence))
+                    action=p.recommended_action, evidence=p.evidence if committed is None else committed.sample,
+                    commitment=None if committed is None else committed.data()))
                 record.receipt_ids.append(entry.id)
                 alerts.append({"pattern": p.name, "level": p.alert_level, "receipt": entry.id})
         record.alerts = alerts

@@ -1,9 +1,13 @@
-"""Hot-path guards evaluated on ingest (SPEC §2): value bounds and rate limits declared in Σ.
+"""Hot-path guards evaluated on ingest (SPEC §2): value bounds and rate limits declared in Σ, and the
+sector's resource-limit doctrines.
 
-Value guards (``max_value`` / ``min_value``) compare the named field of the observation's value as a
-:class:`~decimal.Decimal` (a JSON float through its shortest repr, so ``1000000.1`` is exactly that): the
-bound itself passes, anything beyond it violates. A missing field, ``null`` or a non-numeric value (a string,
-a boolean) does not violate — conformance reports wrong datatypes.
+Value bounds fail closed (:mod:`knhk.observations.limits`): a ``resource_limit`` doctrine holds for every
+observation of its sector carrying the resource, whatever its event type; a Σ ``max_value`` / ``min_value``
+guard for its event type (every type when it names none). The value is read as a number from any JSON form
+(integer, float, exponent, numeric string) and compared as a :class:`~decimal.Decimal`: the bound itself
+passes, anything beyond it violates, and a value that cannot be read as a number (a non-numeric string, a
+boolean, ``null``, an array, an object) violates too. An absent field is not bounded. One guard id is
+reported at most once per observation.
 
 Rate-limit guards (``rate_limit``) count events of the guard's event type (all types of the sector when the
 guard names none) by timestamp, as a sliding log: an event whose window ``[ts − window_s, ts]`` (inclusive)
@@ -18,16 +22,19 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
+from knhk.observations.limits import DoctrineLike, LimitPlan, ValueLimit, plan_limits, read_number
 from knhk.observations.model import Observation
 from knhk.ontology.schema import GuardSpec, SectorSchema
 
-VALUE_KINDS = ("max_value", "min_value")
 RATE_LIMIT = "rate_limit"
+PLAN_CACHE = 32  # schemas whose limit plans are kept (the current ones of each sector, candidates in validation)
 LATE_ARRIVAL_US = 120_000_000  # an accepted timestamp is at most 60 s off the server clock, either way
 RATE_CAP_FACTOR = 10
 RATE_CAP_MIN = 1000
@@ -52,6 +59,7 @@ class GuardViolation:
     criticality: str
     observation_id: str
     window_s: int | None = None
+    unreadable: bool = False  # the value could not be read as a number where a limit applies
 
     @property
     def level(self) -> str:
@@ -63,6 +71,10 @@ class GuardViolation:
         if self.kind == RATE_LIMIT:
             return (f"more than {self.limit} {self.event_type} events within {self.window_s} s, which guard"
                     f" {self.guard_id} allows at most")
+        bound = "maximum" if self.kind == "max_value" else "minimum"
+        if self.unreadable:
+            return (f"{self.field} = {self.value} on {self.event_type} cannot be read as a number, so it breaks"
+                    f" the {bound} {self.limit} of guard {self.guard_id} (guards fail closed)")
         relation = "exceeds the maximum" if self.kind == "max_value" else "is below the minimum"
         return (f"{self.field} = {self.value} on {self.event_type} {relation} {self.limit} of guard"
                 f" {self.guard_id}")
@@ -74,34 +86,38 @@ class GuardViolation:
                                "criticality": self.criticality}
         if self.window_s is not None:
             out["window_s"] = self.window_s
+        if self.unreadable:
+            out["unreadable"] = True
         return out
 
 
 def as_decimal(value: Any) -> Decimal | None:
-    """A JSON number as a Decimal; None for anything that is not a number (booleans included)."""
-    if type(value) is int:
-        return Decimal(value)
-    if type(value) is float:
-        return Decimal(repr(value))
-    return None
+    """A value as a Decimal in any JSON form (see :func:`knhk.observations.limits.read_number`)."""
+    return read_number(value)
 
 
 def decimal_text(value: Decimal) -> str:
     return format(value, "f")
 
 
-def value_violation(guard: GuardSpec, obs: Observation) -> GuardViolation | None:
-    """Check one ``max_value`` / ``min_value`` guard against one observation."""
-    if guard.field is None:
+def _shown(value: Any) -> str:
+    """An unreadable value as compact JSON text (at most 200 characters), for the receipt."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def value_violation(limit: ValueLimit, obs: Observation) -> GuardViolation | None:
+    """Check one value limit against one observation carrying its field (fail closed)."""
+    raw = obs.value[limit.field]
+    number = read_number(raw)
+    if number is not None and not limit.broken_by(number):
         return None
-    number = as_decimal(obs.value.get(guard.field))
-    if number is None:
-        return None
-    broken = number > guard.limit if guard.kind == "max_value" else number < guard.limit
-    if not broken:
-        return None
-    return GuardViolation(guard.guard_id, guard.kind, obs.event_type, guard.field, decimal_text(number),
-                          decimal_text(guard.limit), guard.criticality, obs.id)
+    return GuardViolation(limit.guard_id, limit.kind, obs.event_type, limit.field,
+                          _shown(raw) if number is None else decimal_text(number), decimal_text(limit.limit),
+                          limit.criticality, obs.id, unreadable=number is None)
 
 
 class _RateWindow:
@@ -148,26 +164,50 @@ class GuardEvaluator:
 
     def __init__(self) -> None:
         self._rates: dict[tuple[str, str], tuple[GuardSpec, _RateWindow]] = {}
+        self._plans: dict[tuple[int, tuple[Any, ...]], tuple[SectorSchema, LimitPlan, tuple[GuardSpec, ...]]] = {}
         self._lock = threading.Lock()
 
-    def evaluate(self, observations: Iterable[Observation], schema: SectorSchema | None) -> list[GuardViolation]:
-        """All violations of the hot-path guards of ``schema`` by ``observations`` (one sector), in order."""
-        if schema is None or not schema.guards:
+    def _plan(self, schema: SectorSchema, doctrines: Sequence[DoctrineLike]) -> tuple[LimitPlan, tuple[GuardSpec, ...]]:
+        """The value limits and rate guards of a schema and doctrines, built once per (schema object, limits)."""
+        key = (id(schema), tuple((d.id, d.sector, d.type, d.level, tuple(sorted((k, str(v)) for k, v in
+                                                                              d.params.items())),
+                                  d.effective_from, d.expires) for d in doctrines if d.type == "resource_limit"))
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is schema:
+            return hit[1], hit[2]
+        plan = plan_limits(schema, doctrines)
+        rates = tuple(g for g in schema.guards if g.kind == RATE_LIMIT and g.hot_path)
+        if len(self._plans) >= PLAN_CACHE:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = (schema, plan, rates)
+        return plan, rates
+
+    def evaluate(self, observations: Iterable[Observation], schema: SectorSchema | None,
+                 doctrines: Sequence[DoctrineLike] = ()) -> list[GuardViolation]:
+        """All violations of the value limits (``doctrines`` and Σ) and rate limits of ``schema`` by
+        ``observations`` (one sector), in order."""
+        if schema is None:
             return []
         out: list[GuardViolation] = []
         with self._lock:
+            plan, rates = self._plan(schema, doctrines)
+            if plan.empty and not rates:
+                return []
             for obs in observations:
-                for guard in schema.guards_for(obs.event_type):
-                    if not guard.hot_path:
-                        continue
-                    if guard.kind in VALUE_KINDS:
-                        found = value_violation(guard, obs)
-                    elif guard.kind == RATE_LIMIT:
-                        found = self._rate(schema.sector, guard, obs)
-                    else:
-                        found = None
-                    if found is not None:
-                        out.append(found)
+                value = obs.value
+                seen: set[str] = set()
+                for limit in plan.for_type(obs.event_type):
+                    if limit.field in value and limit.guard_id not in seen and limit.in_effect(obs.ts_us):
+                        found = value_violation(limit, obs)
+                        if found is not None:
+                            seen.add(limit.guard_id)
+                            out.append(found)
+                if rates:
+                    for guard in schema.guards_for(obs.event_type):
+                        if guard.kind == RATE_LIMIT and guard.hot_path:
+                            rate = self._rate(schema.sector, guard, obs)
+                            if rate is not None:
+                                out.append(rate)
         return out
 
     def _rate(self, sector: str, guard: GuardSpec, obs: Observation) -> GuardViolation | None:

@@ -1,8 +1,9 @@
 """Ingesting observations (SPEC §2): validate, deduplicate, measure conformance, store, guard, notify.
 
 One call stores a single observation or an atomic batch of up to 10,000: every item is validated first, and
-if any is invalid nothing is stored and the error names the item's index. What becomes of each (new, a
-duplicate of a stored one, refused for its id or its clock skew) is the one rule of
+if any is invalid nothing is stored and the error names the item's index. An observation of a sector with no
+installed sector pack (no current snapshot) is invalid: stored, it would never be analysed. What becomes of
+each (new, a duplicate of a stored one, refused for its id or its clock skew) is the one rule of
 :mod:`knhk.observations.admission`; :meth:`Ingestor.check_batch` applies it without storing anything.
 
 The batch is written in one transaction (SQLite: ``executemany``; PostgreSQL: one set-based ``INSERT …
@@ -15,8 +16,10 @@ observation is validated in its own thread, then one writer thread stores everyt
 transaction, so throughput is not bounded by one commit (and its fsync) per observation. A conflict or skew
 refusal fails only its own caller; a database failure fails the whole group, and nothing of it is stored.
 
-After the commit the sector's hot-path guards are evaluated on the new observations; each violation appends a
-``guard.violated`` and an ``alert.raised`` receipt (one ``append_many``), and ``on_ingested`` is called with
+After the commit the sector's hot-path guards (and its resource-limit doctrines, sector-wide, fail closed:
+:mod:`knhk.observations.limits`) are evaluated on the new observations; each violation appends a
+``guard.violated`` and an ``alert.raised`` receipt committing to the observation's content (one
+``append_many``), and ``on_ingested`` is called with
 the new observations (the detection engine subscribes). The receipts are appended after the observations
 commit: if the ledger is unavailable at that moment the observations stay stored and the call raises
 :class:`~knhk.errors.DependencyUnavailableError` saying so.
@@ -32,18 +35,20 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from knhk.errors import DependencyUnavailableError, KnhkError, PayloadTooLargeError, UsageError
+from knhk.errors import DependencyUnavailableError, InvalidInputError, KnhkError, PayloadTooLargeError, UsageError
 from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
 from knhk.observations import store
 from knhk.observations.admission import Admission, Label, admit, at, first_refusal, observation_label
 from knhk.observations.conformance import conformance_issues
 from knhk.observations.guards import GuardEvaluator, GuardViolation
+from knhk.observations.limits import DoctrineLike
 from knhk.observations.model import Conform, Observation, is_sector, parse_observation
 from knhk.ontology.schema import SectorSchema
 from knhk.ops import telemetry
 from knhk.ops.clock import Clock
 from knhk.proof.entry import EntryDraft
+from knhk.proof.evidence import commit, item
 from knhk.storage.database import Connection, Database
 
 log = logging.getLogger("knhk.observations")
@@ -53,6 +58,7 @@ LOCK = "knhk.observations"
 
 SchemaLookup = Callable[[str], SectorSchema | None]
 Subscriber = Callable[[list[Observation]], None]
+DoctrineLookup = Callable[[str], Sequence[DoctrineLike]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +86,15 @@ class Ingestor:
     """Validates, stores and guards observations for every sector of one installation."""
 
     def __init__(self, db: Database, ledger: Ledger, schema_for: SchemaLookup, clock: Clock,
-                 on_ingested: Subscriber | None = None) -> None:
+                 on_ingested: Subscriber | None = None, doctrines_for: DoctrineLookup | None = None,
+                 installed: Callable[[], Sequence[str]] | None = None) -> None:
         self.db = db
         self.ledger = ledger
         self.schema_for = schema_for
         self.clock = clock
         self.on_ingested = on_ingested
+        self.doctrines_for = doctrines_for  # the sector's resource_limit doctrines hold on ingest, sector-wide
+        self.installed = installed  # the installed sectors, named when an observation's sector is not one
         self.guards = GuardEvaluator()
         self._pending: queue.SimpleQueue[tuple[Observation, Future[IngestResult]]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -204,13 +213,17 @@ class Ingestor:
             found = conformers.get(sector)
             if found is None:
                 schema = self.schema_for(sector)
+                if schema is None:  # stored, it would never be analysed: refuse it (SPEC §2)
+                    installed = ", ".join(self.installed()) if self.installed is not None else ""
+                    raise InvalidInputError(f"sector {sector!r} has no installed sector pack; installed: "
+                                            f"{installed or 'none'}", field="sector")
                 found = conformers[sector] = lambda event_type, value: conformance_issues(event_type, value, schema)
             return found
 
         for index, raw in enumerate(raws):
             sector = raw.get("sector") if isinstance(raw, dict) else None
-            conform = conformer(sector) if isinstance(sector, str) and is_sector(sector) else None
             try:
+                conform = conformer(sector) if isinstance(sector, str) and is_sector(sector) else None
                 out.append(parse_observation(raw, received_us=received_us, client=client, conform=conform))
             except KnhkError as exc:
                 if label is not None:
@@ -262,19 +275,27 @@ class Ingestor:
         for sector, observations in by_sector.items():
             schema = self.schema_for(sector)
             ordered = sorted(observations, key=lambda o: o.ts_us)
-            found.extend((sector, v) for v in telemetry.evaluate_guards(self.guards.evaluate, ordered, schema, sector))
+            doctrines = self.doctrines_for(sector) if self.doctrines_for is not None else ()
+
+            def evaluate(obs: Any, sch: Any, doctrines: Sequence[DoctrineLike] = doctrines) -> list[GuardViolation]:
+                return self.guards.evaluate(obs, sch, doctrines)
+
+            found.extend((sector, v) for v in telemetry.evaluate_guards(evaluate, ordered, schema, sector))
         violations: dict[str, list[GuardViolation]] = {}
         receipt_ids: dict[str, list[str]] = {}
         if not found:
             return violations, receipt_ids, None
         drafts: list[EntryDraft] = []
+        hashes = {o.id: o.content_hash for o in fresh}
         for sector, v in found:
             violations.setdefault(v.observation_id, []).append(v)
+            # the receipts commit to the observation's content too (SPEC §8): an edited row is detectable
+            committed = commit([item(v.observation_id, hashes[v.observation_id])]).data()
             drafts.append(receipts.guard_violated(sector=sector, observation_id=v.observation_id, reason=v.reason,
-                                                  data=v.data()))
+                                                  data=v.data(), commitment=committed))
             drafts.append(receipts.guard_alert(sector=sector, observation_id=v.observation_id, level=v.level,
                                                reason=v.reason, guard_id=v.guard_id, criticality=v.criticality,
-                                               event_type=v.event_type))
+                                               event_type=v.event_type, commitment=committed))
         try:
             entries = self.ledger.append_many(drafts)
         except KnhkError as exc:

@@ -164,3 +164,22 @@ def count_ingested_by(conn: Connection, client: str) -> int:
     """How many observations a client (pseudonym) ingested."""
     row = conn.fetchone("SELECT COUNT(*) FROM observations WHERE client=?", (client,))
     return int(row[0]) if row else 0
+
+
+def find_by_seqs(conn: Connection, seqs: Sequence[int]) -> dict[int, Observation]:
+    """The stored observations among the ingest sequence numbers ``seqs``, by seq (an evidence set's members)."""
+    out: dict[int, Observation] = {}
+    if conn.dialect == "postgresql":
+        rows = conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE seq IN"
+                             " (SELECT json_array_elements_text(?::json)::bigint)",
+                             (orjson.dumps(list(seqs)).decode(),))
+    else:
+        rows = []
+        for start in range(0, len(seqs), _CHUNK):
+            chunk = list(seqs[start:start + _CHUNK])
+            rows.extend(conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE seq IN"
+                                      f" ({','.join('?' * len(chunk))})", chunk))
+    for row in rows:
+        obs = _observation(row)
+        out[int(row[0])] = obs
+    return out

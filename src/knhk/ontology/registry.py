@@ -55,6 +55,7 @@ from knhk.proof.entry import Entry
 from knhk.storage.database import Connection, Database
 
 InfoList = list[SnapshotInfo]
+CURRENT = "current"  # accepted for a snapshot id, with a sector
 IdList = list[str]
 HistoryList = list[sql.HistoryRow]
 
@@ -186,9 +187,19 @@ class SnapshotRegistry:
             while len(self._snapshots) > self._cache_size:
                 self._snapshots.popitem(last=False)
 
-    def resolve(self, id_or_prefix: str) -> str:
-        """A full snapshot id from an id or a unique prefix of at least 6 hex characters."""
+    def resolve(self, id_or_prefix: str, sector: str | None = None) -> str:
+        """A full snapshot id from an id, a unique prefix of at least 6 hex characters, or ``current`` (the
+        current snapshot of ``sector``, which must then be given)."""
         text = id_or_prefix.strip().lower()
+        if text == CURRENT:
+            if sector is None:
+                raise InvalidInputError("'current' names a sector's current snapshot: give the sector "
+                                        "(--sector S, or ?sector=S on the API)")
+            snapshot = self.refresh(sector)
+            if snapshot is None:
+                raise NotFoundError(f"sector {sector!r} has no current snapshot; installed: "
+                                    f"{', '.join(self.sectors())}")
+            return snapshot.id
         if len(text) == 64:
             return check_snapshot_id(text)
         if len(text) < 6 or any(c not in "0123456789abcdef" for c in text):
@@ -279,6 +290,11 @@ class SnapshotRegistry:
             return sql.history(conn, sector, limit)
 
     # -- the current pointer ----------------------------------------------------------------------------
+    def sectors(self) -> IdList:
+        """The sectors that have a current snapshot (an installed sector pack), sorted."""
+        with self.db.connection() as conn:
+            return sorted(p.sector for p in sql.all_pointers(conn))
+
     def current(self, sector: str) -> Snapshot | None:
         """The sector's current snapshot, from the in-process cache (``None``: no snapshot installed)."""
         try:

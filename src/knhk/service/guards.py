@@ -4,6 +4,8 @@
   body without a length is read up to the limit and refused with 413 beyond it (the route then sees the
   buffered body).
 * Media type: a request with a body must be ``application/json`` (or ``application/*+json``), else 415.
+* Strict JSON: a body must be I-JSON (:mod:`knhk.ops.json_input`: no duplicate keys, no lone surrogates, no
+  NaN/Infinity), else 400 naming the problem (and the duplicated ``key``) before any route parses it.
 * Metrics: every request is counted by method, route *template* and status, and timed.
 """
 
@@ -14,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from knhk.errors import KnhkError
+from knhk.ops.json_input import loads_strict
 from knhk.service import metrics
 from knhk.service.problems import PROBLEM_JSON
 
@@ -27,11 +31,12 @@ _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 _WORKER = os.urandom(4).hex().encode()  # an opaque id of the worker process that answered (X-KNHK-Worker)
 
 
-async def _send_problem(send: Send, status: int, detail: str, code: str) -> None:
+async def _send_problem(send: Send, status: int, detail: str, code: str, **extra: Any) -> None:
     import orjson
 
-    body = orjson.dumps({"type": f"https://knhk.dev/problems/{code}", "title": {413: "Content Too Large",
-                         415: "Unsupported Media Type"}[status], "status": status, "detail": detail, "code": code})
+    body = orjson.dumps({"type": f"https://knhk.dev/problems/{code}", "title": {400: "Bad Request",
+                         413: "Content Too Large", 415: "Unsupported Media Type"}[status], "status": status,
+                         "detail": detail, "code": code, **extra})
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -70,7 +75,11 @@ class RequestGuards:
                     await _send_problem(send_wrapper, 413, f"the request body exceeds {self._limit(scope)} bytes",
                                         "too_large")
                     return
-                receive = buffered
+                receive, body = buffered
+                bad_json = _strict_json(body)
+                if bad_json is not None:
+                    await _send_problem(send_wrapper, 400, bad_json.message, bad_json.code, **bad_json.details)
+                    return
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
@@ -104,8 +113,8 @@ class RequestGuards:
             return True
         return False
 
-    async def _read(self, scope: Scope, receive: Receive) -> Receive | None:
-        """Read the whole body (at most the limit); None when it is larger."""
+    async def _read(self, scope: Scope, receive: Receive) -> tuple[Receive, bytes] | None:
+        """Read the whole body (at most the limit) and a replay of it; None when it is larger."""
         limit = self._limit(scope)
         chunks: list[bytes] = []
         seen = 0
@@ -130,4 +139,15 @@ class RequestGuards:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        return replay
+        return replay, body
+
+
+def _strict_json(body: bytes) -> KnhkError | None:
+    """Why a non-empty body is not strict JSON, or None (an empty body is the route's to judge)."""
+    if not body.strip():
+        return None
+    try:
+        loads_strict(body)
+    except KnhkError as exc:
+        return exc
+    return None

@@ -23,6 +23,7 @@ OBSERVATIONS = Counter("knhk_observations_ingested_total", "Observations stored,
 PATTERNS = Counter("knhk_patterns_detected_total", "Patterns detected, by sector and pattern.", ["sector", "pattern"])
 PROPOSALS = Counter("knhk_proposals_total", "Proposals decided, by sector and outcome.", ["sector", "outcome"])
 PROMOTIONS = Counter("knhk_snapshot_promotions_total", "Snapshot promotions, by sector.", ["sector"])
+AUTH_FAILURES = Counter("knhk_auth_failures_total", "Failed authentications, by reason.", ["reason"])
 RECEIPTS = Counter("knhk_receipts_appended_total", "Ledger entries appended by this service, by log.", ["log"])
 TREE_SIZE = Gauge("knhk_ledger_tree_size", "Entries in each ledger log (Merkle tree size).", ["log"],
                   multiprocess_mode="max")

@@ -5,7 +5,8 @@ there is at most one running instance:
   ago; the cycle itself holds the sector's cycle lease);
 * a full ledger verification every ``verify_interval_s``, setting ``knhk_receipt_chain_valid{log}``;
 * a checkpoint of each log every ``checkpoint_interval_s`` when it has grown;
-* the per-minute flush of aggregated ingest audit entries, and the pool/tree-size gauges.
+* the per-minute flush of aggregated ingest and authentication-failure audit entries, and the pool/tree-size
+  gauges.
 """
 
 from __future__ import annotations
@@ -68,11 +69,12 @@ def telemetry_check(st: ServiceState) -> None:
 
 def _loop(st: ServiceState) -> None:
     s = st.settings
-    last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "gauges": 0.0, "telemetry": 0.0}
+    last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "auth": 0.0, "gauges": 0.0,
+            "telemetry": 0.0}
     jobs = [("cycle", s.cycle_interval_s, run_due_cycles), ("verify", s.verify_interval_s, verify_ledger),
             ("checkpoint", s.checkpoint_interval_s, issue_checkpoints),
-            ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("gauges", 5.0, update_gauges),
-            ("telemetry", s.telemetry_check_interval_s, telemetry_check)]
+            ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("auth", 10.0, lambda st: st.app.auth_audit.flush()),
+            ("gauges", 5.0, update_gauges), ("telemetry", s.telemetry_check_interval_s, telemetry_check)]
     while not st.stop.is_set():
         now = time.monotonic()
         for name, every, job in jobs:
@@ -99,3 +101,7 @@ def stop(st: ServiceState) -> None:
         st.ingest_audit.flush(everything=True)
     except Exception:
         log.exception("flushing the ingest audit failed")
+    try:
+        st.app.auth_audit.flush(everything=True)
+    except Exception:
+        log.exception("flushing the authentication-failure audit failed")

@@ -13,8 +13,10 @@ from fastapi import Depends, Request
 
 from knhk.app.access import Operation
 from knhk.app.application import Application
+from knhk.app.auth_audit import failure_reason
 from knhk.errors import AuthenticationError
 from knhk.identity.rbac import Principal
+from knhk.service import metrics
 from knhk.service.state import ServiceState
 
 #: (method, path template) → (permission, mutating): filled as routes are declared; tests read it.
@@ -43,7 +45,10 @@ def require(operation: Operation) -> Callable[[Request], None]:
         try:
             principal = st.auth.authenticate(request.headers.get("authorization"))
         except AuthenticationError as exc:
-            st.app.record_authentication_failure(f"unauthenticated@{_client(request)}", resource, exc.message)
+            reason = failure_reason(exc)
+            metrics.AUTH_FAILURES.labels(reason).inc()  # every failure counted; audited per client and minute
+            st.app.record_authentication_failure(f"unauthenticated@{_client(request)}", resource, exc.message,
+                                                 reason)
             raise
         st.limiter.check(principal.identity)
         st.app.authorize(principal, operation, resource=resource)

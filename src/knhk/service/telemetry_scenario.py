@@ -135,3 +135,4 @@ def _drive(client: Any, auth: Callable[..., dict[str, str]]) -> None:
     _check(client.get("/api/v1/receipts?limit=5", headers=observer), 200)
     _check(client.get("/api/v1/proposals?sector=logistics", headers=observer), 200)
     _check(client.get("/api/v1/nothing-here", headers=observer), 404)
+    _check(client.get("/api/v1/receipts", headers={"Authorization": "Bearer not-a-token"}), 401)

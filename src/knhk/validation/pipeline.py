@@ -25,6 +25,8 @@ from knhk.ops import telemetry
 from knhk.proposals.delta import DeltaSigma, Triple
 from knhk.validation.compatibility import dangling_references, loosened, removed_or_narrowed, version_bump
 from knhk.validation.doctrines import Approver, Doctrine, DoctrineContext, DoctrineOutcome, evaluate
+from knhk.validation.guard_changes import GuardChanges, guard_changes
+from knhk.validation.relaxation import immutable_problems, relaxation_pending
 from knhk.validation.shadow import ShadowLimits, ShadowResult
 from knhk.validation.stages import STAGES, StageResult, ValidationReport
 
@@ -73,6 +75,14 @@ class _Run:
         self.narrowed: set[str] = set()
         self.loosened: set[str] = set()
         self.warnings: list[str] = []
+        self._guard_changes: GuardChanges | None = None
+
+    @property
+    def guard_changes(self) -> GuardChanges:
+        """What the ΔΣ does to the sector's guards (one comparison of the two read models)."""
+        if self._guard_changes is None:
+            self._guard_changes = guard_changes(self.inp.base_schema, self.inp.candidate_schema)
+        return self._guard_changes
 
     def shadow(self) -> ShadowResult:
         if self.shadow_result is None:
@@ -184,6 +194,9 @@ class _Run:
                               resources=resources,
                               removed_or_narrowed=frozenset(self.narrowed | self.loosened))
         outcome = evaluate(inp.doctrines, ctx)
+        pending = relaxation_pending(self.guard_changes, inp.doctrines, ctx)  # never approved without people
+        if pending is not None:
+            outcome.pending.append(pending)
         self.doctrine_outcome = outcome
         details = {"violations": [v.to_json() for v in outcome.violations],
                    "pending_approvals": [p.to_json() for p in outcome.pending]}
@@ -208,12 +221,18 @@ class _Run:
         # ones (a second knhk:limit or knhk:hotPath value changes what the guard reads)
         touched_guards = sorted({s for s, _, _ in (*inp.delta.removals, *inp.delta.additions)
                                  if s.strip("<>") in immutable or s in immutable})
-        if hit or touched_guards:
+        changes = self.guard_changes
+        details = {"changes": [c.to_json() for c in changes.changes],
+                   "relaxations": [c.to_json() for c in changes.relaxations]}
+        if hit or touched_guards or changes.immutable_broken:
             parts = [f"protected {x} would be removed or narrowed, or lose its constraints" for x in hit]
             parts += [f"immutable guard {g} would be changed or removed" for g in touched_guards]
-            return StageResult("guards", False, "; ".join(parts))
-        return StageResult("guards", True,
-                           f"{len(profile)} protected item(s) and {len(immutable)} immutable guard(s) kept")
+            parts += immutable_problems(changes)
+            return StageResult("guards", False, "; ".join(parts), details=details)
+        message = f"{len(profile)} protected item(s) and {len(immutable)} immutable guard(s) kept"
+        if changes.relaxations:
+            message += f"; guard relaxation held for people: {changes.describe(changes.relaxations)}"
+        return StageResult("guards", True, message, details=details)
 
     def performance(self) -> StageResult:
         cost = self.inp.delta.cost()
@@ -283,5 +302,8 @@ def validate(inp: ValidationInput) -> ValidationReport:
     elif run.doctrine_outcome.needs_approval:
         report.outcome = "held"
         report.reason = "; ".join(p.describe() for p in run.doctrine_outcome.pending if p.level == "mandatory")
+        relaxed = run.guard_changes.relaxations
+        if relaxed:
+            report.reason = f"guard relaxation ({run.guard_changes.describe(relaxed)}) needs people: {report.reason}"
     report.duration_us = (time.perf_counter_ns() - started) // 1000
     return report

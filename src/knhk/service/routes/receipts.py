@@ -48,6 +48,13 @@ def get(seq: Seq, request: Request, actor: Actor, log: Log = "receipts") -> dict
     return application_of(request).receipt(actor, log, seq).to_json()
 
 
+@declare(router, "GET", "/receipts/{seq}/evidence", access.READ_RECEIPTS, response_model=dict[str, Any])
+def evidence(seq: Seq, request: Request, actor: Actor, log: Log = "receipts") -> dict[str, Any]:
+    """The entry's evidence commitment recomputed from the store: ``ok`` false names the first mismatch (a
+    missing or edited observation, a root that no longer matches)."""
+    return application_of(request).receipt_evidence(actor, log, seq).to_json()
+
+
 @declare(router, "GET", "/receipts/{seq}/proof", access.READ_RECEIPTS, response_model=models.Bundle)
 def proof(seq: Seq, request: Request, actor: Actor, log: Log = "receipts") -> dict[str, Any]:
     """An offline proof bundle (entry, inclusion proof, signed checkpoint, public key)."""

@@ -13,6 +13,8 @@ from knhk.service.routes import PREFIX, declare
 from knhk.service.security import Actor, application_of
 
 router = APIRouter(prefix=PREFIX, tags=["snapshots"])
+#: a snapshot id may be given as ``current`` together with the sector
+SectorQuery = Annotated[str | None, Query(description="The sector, when a snapshot id is given as 'current'.")]
 
 
 @declare(router, "GET", "/snapshots", access.READ_SNAPSHOTS, response_model=models.Page)
@@ -30,24 +32,25 @@ def current(sector: str, request: Request, actor: Actor) -> dict[str, Any]:
 
 
 @declare(router, "GET", "/snapshots/{snapshot_id}", access.READ_SNAPSHOTS, response_model=dict[str, Any])
-def get(snapshot_id: str, request: Request, actor: Actor) -> dict[str, Any]:
+def get(snapshot_id: str, request: Request, actor: Actor, sector: SectorQuery = None) -> dict[str, Any]:
     """One snapshot's metadata, with the event types and guards it declares."""
-    return application_of(request).snapshot(actor, snapshot_id).to_json()
+    return application_of(request).snapshot(actor, snapshot_id, sector=sector).to_json()
 
 
 @declare(router, "GET", "/snapshots/{snapshot_id}/export", access.READ_SNAPSHOTS, response_class=PlainTextResponse,
          responses={200: {"content": {"text/turtle": {}, "application/n-triples": {}}}})
 def export(snapshot_id: str, request: Request, actor: Actor,
-           format: Literal["turtle", "ntriples"] = "turtle", full: bool = False) -> PlainTextResponse:
+           format: Literal["turtle", "ntriples"] = "turtle", full: bool = False,
+           sector: SectorQuery = None) -> PlainTextResponse:
     """The snapshot as Turtle or N-Triples (``full`` adds Σ_core)."""
-    text = application_of(request).export(actor, snapshot_id, format, full=full)
+    text = application_of(request).export(actor, snapshot_id, format, full=full, sector=sector)
     return PlainTextResponse(text, media_type="text/turtle" if format == "turtle" else "application/n-triples")
 
 
 @declare(router, "GET", "/snapshots/{a}/diff/{b}", access.READ_SNAPSHOTS, response_model=dict[str, Any])
-def diff(a: str, b: str, request: Request, actor: Actor) -> dict[str, Any]:
+def diff(a: str, b: str, request: Request, actor: Actor, sector: SectorQuery = None) -> dict[str, Any]:
     """Triples added and removed from snapshot a to snapshot b."""
-    return application_of(request).diff(actor, a, b).to_json()
+    return application_of(request).diff(actor, a, b, sector=sector).to_json()
 
 
 @declare(router, "POST", "/snapshots/{snapshot_id}/promote", access.PROMOTE, response_model=models.PointerMove)
