@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     checkpoint_every_entries: int = Field(default=1000, ge=1)
     checkpoint_every_seconds: float = Field(default=60.0, gt=0)
     sequencer_max_batch: int = Field(default=2000, ge=1, le=100_000)
+    outbox_drain_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="The service's sequencer drains receipts owed in the outbox (by a "
+                                              "process that died before writing them) at least this often.")
+    receipt_wait_s: float = Field(
+        default=2.0, ge=0, le=60, description="An ingest waits at most this long for its guard receipts; beyond it "
+                                              "the ingest succeeds with them pending (they follow from the outbox).")
 
     db_pool_min: int = Field(default=10, ge=0)
     db_pool_max: int = Field(default=50, ge=1)

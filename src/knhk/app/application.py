@@ -38,7 +38,7 @@ class Application(ObservationOps, ProposalOps, SnapshotOps, SectorOps, CycleOps,
     def __init__(self, runtime: Runtime, access: Access) -> None:
         self.runtime = runtime
         self.access = access
-        self.ingest_audit = IngestAudit(runtime.audit)
+        self.ingest_audit = IngestAudit(runtime.ledger)
         self.auth_audit = AuthFailureAudit(runtime.audit, runtime.clock)
 
     @classmethod

@@ -2,25 +2,25 @@
 
 Ingest (one, or an atomic batch), check a batch without storing it, read (healthcare reads need a
 justification, and each is audited), run the detectors now, list the patterns the loop recorded. Ingestion is
-audited aggregated per acting principal per minute (SPEC §9): :class:`IngestAudit` counts, and the service's
-minute job or the application's close writes the entries.
+audited aggregated per acting principal, sector and minute (SPEC §9): each ingest owes its count in the ledger's
+outbox, in the transaction that stores the observations (:mod:`knhk.observations.ingest`), so a crash loses no
+count; the sequencer writes one ``observations.ingested`` entry per principal, sector and minute once the minute
+has ended, and :class:`IngestAudit` drains them on demand (the service's minute job; at close, this process's
+counts of the current minute too).
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from knhk.app.access import CHECK_OBSERVATIONS, DETECT, INGEST, READ_OBSERVATIONS, READ_PATTERNS
 from knhk.app.base import Operations
-from knhk.audit.log import AuditLog
 from knhk.detection.pattern import DetectionResult
 from knhk.errors import UsageError
 from knhk.identity.rbac import Principal
 from knhk.ledger import receipts
+from knhk.ledger.ledger import Ledger
 from knhk.observations.admission import Label, observation_label
 from knhk.observations.ingest import IngestResult
 from knhk.observations.model import Observation
@@ -29,32 +29,16 @@ from knhk.proof.entry import Entry
 
 
 class IngestAudit:
-    """Counts ingested observations per principal, minute and sector; :meth:`flush` audits finished minutes."""
+    """Writes the ``observations.ingested`` audit entries owed in the outbox: those of ended minutes, and at
+    shutdown this process's current ones too."""
 
-    def __init__(self, audit: AuditLog) -> None:
-        self.audit = audit
-        self._counts: dict[tuple[str, int, str], int] = defaultdict(int)
-        self._lock = threading.Lock()
-
-    def add(self, identity: str, results: Sequence[IngestResult]) -> None:
-        minute = int(time.time() // 60)
-        with self._lock:
-            for r in results:
-                if not r.duplicate:
-                    self._counts[(identity, minute, r.observation.sector)] += 1
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
 
     def flush(self, *, everything: bool = False) -> int:
-        """Write one ``observations.ingested`` audit entry per principal, minute and sector that has ended (or
-        every one, at shutdown); return how many were written."""
-        now_minute = int(time.time() // 60)
-        with self._lock:
-            due = {k: v for k, v in self._counts.items() if everything or k[1] < now_minute}
-            for k in due:
-                del self._counts[k]
-        for (identity, minute, sector), count in sorted(due.items(), key=lambda kv: kv[0][1]):
-            self.audit.record(identity, "observations.ingested", f"sector/{sector}", "success",
-                              sector=sector, metadata={"count": str(count), "minute": str(minute * 60)})
-        return len(due)
+        """Drain the due outbox rows (``everything``: and this process's counts of the current minute); return
+        how many entries were written."""
+        return self.ledger.flush_outbox(own=everything)
 
 
 class ObservationOps(Operations):
@@ -64,18 +48,14 @@ class ObservationOps(Operations):
     def ingest(self, actor: Principal, raw: Any) -> IngestResult:
         """Ingest one observation; the identical one sent again is returned as a duplicate."""
         self._allow(actor, INGEST)
-        result = self.runtime.ingestor.ingest(raw, client=self._pseudonym(actor))
-        self.ingest_audit.add(actor.identity, [result])
-        return result
+        return self.runtime.ingestor.ingest(raw, client=self._pseudonym(actor), audit=True)
 
     def ingest_batch(self, actor: Principal, raws: Sequence[Any], *,
                      label: Label = observation_label) -> list[IngestResult]:
         """Ingest up to 10,000 observations in one transaction: all are stored or none. ``label`` names an item
         in a refusal (``observation 3``; the CLI names lines of its file)."""
         self._allow(actor, INGEST)
-        results = self.runtime.ingestor.ingest_batch(raws, client=self._pseudonym(actor), label=label)
-        self.ingest_audit.add(actor.identity, results)
-        return results
+        return self.runtime.ingestor.ingest_batch(raws, client=self._pseudonym(actor), label=label, audit=True)
 
     def check_observations(self, actor: Principal, raws: Sequence[Any], *, label: Label = observation_label) -> None:
         """Refuse, storing nothing, what ingest would refuse for any of ``raws`` (any number of them)."""

@@ -164,7 +164,8 @@ class Runtime:
             keyring.ensure_active()
             policy = CheckpointPolicy(settings.checkpoint_every_entries, settings.checkpoint_every_seconds,
                                       settings.log_origin_prefix)
-            ledger = Ledger(db, keyring, policy=policy, clock=clock, max_batch=settings.sequencer_max_batch)
+            ledger = Ledger(db, keyring, policy=policy, clock=clock, max_batch=settings.sequencer_max_batch,
+                            drain_interval_s=settings.outbox_drain_interval_s)
             subjects = Subjects(db, _index_secret(settings), clock)
             audit = AuditLog(ledger, subjects)
             lclock = loop_clock or clock
@@ -180,7 +181,8 @@ class Runtime:
 
             ingestor = Ingestor(db, ledger, schema_for, lclock,
                                 on_ingested=engine.observe if subscribe_engine else None,
-                                doctrines_for=doctrines_for, installed=registry.sectors)
+                                doctrines_for=doctrines_for, installed=registry.sectors,
+                                receipt_wait_s=settings.receipt_wait_s)
             thresholds = ThresholdBook(db, clock)
             proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
             proposals.on_outcome = thresholds.record

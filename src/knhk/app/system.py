@@ -84,6 +84,14 @@ class SystemOps(Operations):
         """Call ``listener`` with the entries of each committed ledger batch (it must not raise)."""
         self.runtime.ledger.sequencer.listeners.append(listener)
 
+    def start_outbox_drain(self) -> None:
+        """Drain receipts owed in the outbox every ``KNHK_OUTBOX_DRAIN_INTERVAL_S`` from now on (the service)."""
+        self.runtime.ledger.start_polling()
+
+    def outbox_pending(self) -> int:
+        """Ledger entries owed in the outbox and not written yet (``knhk_outbox_pending``)."""
+        return self.runtime.ledger.outbox_pending()
+
     def refresh_snapshots(self) -> None:
         """Reload every sector's current snapshot from the database."""
         self.runtime.registry.refresh()

@@ -6,13 +6,16 @@ query each (O(log n) rows), never by rebuilding the tree.
 
 from __future__ import annotations
 
+import concurrent.futures
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from knhk.errors import InvalidInputError, NotFoundError
+from knhk.errors import DependencyUnavailableError, InvalidInputError, NotFoundError
+from knhk.ledger import outbox
 from knhk.ledger import store as sql
 from knhk.ledger.keyring import Keyring
-from knhk.ledger.sequencer import CheckpointPolicy, Hook, Sequencer, lock_name
+from knhk.ledger.sequencer import CheckpointPolicy, Drained, Hook, Sequencer, lock_name
 from knhk.ledger.verify import VerifyReport, verify_log
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.proof.bundle import make_bundle
@@ -37,12 +40,14 @@ class Ledger:
     """The receipt and audit logs of one KNHK installation."""
 
     def __init__(self, db: Database, keyring: Keyring, *, policy: CheckpointPolicy | None = None,
-                 clock: Clock = SYSTEM_CLOCK, max_batch: int = 2000) -> None:
+                 clock: Clock = SYSTEM_CLOCK, max_batch: int = 2000, drain_interval_s: float = 1.0) -> None:
         self.db = db
         self.keyring = keyring
         self.clock = clock
         self.policy = policy or CheckpointPolicy()
-        self.sequencer = Sequencer(db, keyring, clock, self.policy, max_batch=max_batch)
+        self.origin = uuid.uuid4().hex  # this process, as its outbox rows name it
+        self.sequencer = Sequencer(db, keyring, clock, self.policy, max_batch=max_batch, origin=self.origin,
+                                   drain_interval_s=drain_interval_s)
 
     def close(self) -> None:
         self.sequencer.close()
@@ -54,6 +59,42 @@ class Ledger:
 
     def append_many(self, drafts: Sequence[EntryDraft]) -> list[Entry]:
         return self.sequencer.append_many(drafts)
+
+    # -- the outbox (knhk.ledger.outbox) --------------------------------------------------------------
+    def stage(self, conn: Connection, drafts: Sequence[EntryDraft]) -> list[int]:
+        """Owe one entry per draft, in the caller's transaction ``conn``: once it commits, the entries are
+        written by a drain (:meth:`receipts_of`, the sequencer's poll), exactly once. Their outbox row ids."""
+        return outbox.stage(conn, drafts, now_us=self.clock.now_us(), origin=self.origin)
+
+    def stage_counts(self, conn: Connection, counts: Sequence[tuple[EntryDraft, int]], due_us: int) -> None:
+        """Owe counted audit entries (see :func:`knhk.ledger.outbox.stage_count`), drained after ``due_us``."""
+        outbox.stage_count(conn, counts, now_us=self.clock.now_us(), due_us=due_us, origin=self.origin)
+
+    def receipts_of(self, rows: Sequence[int], timeout_s: float) -> dict[int, Entry]:
+        """Drain the outbox until ``rows`` are entries (at most ``timeout_s``); row id → entry.
+
+        Raises :class:`DependencyUnavailableError` when the ledger cannot be written within that time; the rows
+        stay owed and are drained later (by this or any other process)."""
+        future = self.sequencer.drain(rows)
+        try:
+            drained: Drained = future.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError as exc:
+            raise DependencyUnavailableError(f"the ledger did not take the staged entries within {timeout_s} s;"
+                                             " they stay owed and follow") from exc
+        return drained.entries
+
+    def flush_outbox(self, *, own: bool = False) -> int:
+        """Drain every due outbox row (``own``: and this process's counts not due yet); the entries written."""
+        return self.sequencer.drain(own=own).result().written
+
+    def outbox_pending(self) -> int:
+        """Outbox rows not drained yet."""
+        with self.db.connection() as conn:
+            return sql.count_outbox_pending(conn)
+
+    def start_polling(self) -> None:
+        """Drain the outbox every ``drain_interval_s`` when rows are due, from now on (the service)."""
+        self.sequencer.start_polling()
 
     # -- reading --------------------------------------------------------------------------------------
     def head(self, log: str) -> sql.Head | None:

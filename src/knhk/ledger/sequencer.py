@@ -10,6 +10,13 @@ gaps. Timestamps never go backwards along a log (``ts_us`` = max(now, parent's))
 
 A draft may carry a ``hook``: a function run inside the same transaction (under a savepoint) before the
 entry is sealed, so a state change and its receipt commit together or not at all.
+
+The sequencer also drains the transactional outbox (:mod:`knhk.ledger.outbox`): when asked (:meth:`Sequencer.drain`,
+e.g. by an ingest that just committed observations and their staged receipts) and, once :meth:`start_polling` was
+called (the service does), whenever a poll every ``drain_interval_s`` finds due rows — so a receipt staged by a
+process that died before its drain follows within that interval of any live process. Due rows (oldest first, at
+most ``max_batch``) are sealed first in the batch's transaction, and each is marked with its entry's seq there:
+the drain is exactly-once, because the marks and the entries commit together under the ledger lock.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 import orjson
 
 from knhk.errors import KnhkError
+from knhk.ledger import outbox
 from knhk.ledger import store as sql
 from knhk.ledger.keyring import Keyring
 from knhk.ops import telemetry
@@ -43,6 +51,23 @@ PARALLEL_SIGNING_MIN = 256  # smaller batches are signed on the sequencer thread
 
 
 @dataclass
+class Drain:
+    """A request to drain the outbox: ``rows`` (ids) the caller waits for; ``own``: also this process's counts
+    that are not due yet (at shutdown). Resolved with :class:`Drained` once its rows are entries."""
+
+    rows: tuple[int, ...] = ()
+    own: bool = False
+    entries: dict[int, Entry] = field(default_factory=dict)
+    written: int = 0
+
+
+@dataclass(frozen=True)
+class Drained:
+    entries: dict[int, Entry]  # outbox row id → the entry it became, for the rows asked for
+    written: int  # entries this request's drains wrote
+
+
+@dataclass
 class _Pending:
     """One request: a single draft (with an optional hook), or a group from ``append_many``.
 
@@ -53,6 +78,7 @@ class _Pending:
     drafts: list[EntryDraft]
     hook: Hook | None
     single: bool
+    drain: Drain | None = None
     future: Future[Any] = field(default_factory=Future)
     ctx: Any = field(default_factory=telemetry.span_context)  # the appender's span, linked from the commit
 
@@ -91,12 +117,15 @@ class Sequencer:
     """Batches appends from all threads of this process into durable, signed, chained transactions."""
 
     def __init__(self, db: Database, keyring: Keyring, clock: Clock, policy: CheckpointPolicy,
-                 max_batch: int = 2000) -> None:
+                 max_batch: int = 2000, *, origin: str = "", drain_interval_s: float = 1.0) -> None:
         self.db = db
         self.keyring = keyring
         self.clock = clock
         self.policy = policy
         self.max_batch = max_batch
+        self.origin = origin  # this process, as its outbox rows name it
+        self.drain_interval_s = drain_interval_s
+        self._polling = False
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._state: dict[str, _LogState] = {}
         self._thread: threading.Thread | None = None
@@ -141,6 +170,19 @@ class Sequencer:
             out.extend(group.future.result())
         return out
 
+    def drain(self, rows: Sequence[int] = (), *, own: bool = False) -> Future[Drained]:
+        """Drain the due outbox rows (and, with ``own``, this process's not yet due ones) until ``rows`` are
+        entries; the future resolves with them (or fails with the ledger's error)."""
+        pending = _Pending([], None, single=False, drain=Drain(tuple(rows), own))
+        self._enqueue(pending)
+        return pending.future
+
+    def start_polling(self) -> None:
+        """Poll the outbox every ``drain_interval_s`` from now on and drain what is due (the service does this)."""
+        self._polling = True
+        self._ensure_thread()
+        self._queue.put(_Pending([], None, single=False, drain=Drain()))
+
     def _enqueue(self, pending: _Pending) -> None:
         if self._closed:
             raise KnhkError("the ledger sequencer is closed")
@@ -154,6 +196,13 @@ class Sequencer:
                 self._queue.put(None)
                 self._thread.join()
                 self._thread = None
+            while True:  # a drain queued again behind the stop: its caller is told, not left waiting
+                try:
+                    left = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None and not left.future.done():
+                    left.future.set_exception(KnhkError("the ledger sequencer is closed"))
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
@@ -166,9 +215,28 @@ class Sequencer:
                     self._thread = threading.Thread(target=self._run, name="knhk-sequencer", daemon=True)
                     self._thread.start()
 
+    def _poll(self) -> _Pending | None:
+        """Wait for work; while polling, a drain of the outbox when nothing arrived within the interval and rows
+        are due (the check is one indexed query; a failing database is retried at the next interval)."""
+        if not self._polling:
+            return self._queue.get()
+        while True:
+            try:
+                return self._queue.get(timeout=self.drain_interval_s)
+            except queue.Empty:
+                pass
+            try:
+                with self.db.connection() as conn:
+                    due = sql.any_outbox_due(conn, self.clock.now_us())
+            except Exception as exc:
+                log.debug("outbox poll failed: %s", exc)
+                continue
+            if due:
+                return _Pending([], None, single=False, drain=Drain())
+
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self._poll()
             if first is None:
                 return
             batch = [first]
@@ -197,11 +265,25 @@ class Sequencer:
                 by_log.setdefault(draft.log, []).append((item, pos, draft))
         outcomes: dict[int, list[Entry | BaseException | None]] = {id(item): [None] * len(item.drafts)
                                                                     for item in batch}
+        drains = [item.drain for item in batch if item.drain is not None]
+        drained: dict[int, Entry] = {}
+        exhausted = True
         new_state: dict[str, _LogState] = {}
         try:
             with self.db.transaction(lock=lock_name("all")) as conn:
+                owed: list[outbox.Owed] = []
+                holder: _Pending | None = None
+                if drains:
+                    rows = sql.outbox_due(conn, self.clock.now_us(), self.max_batch,
+                                          self.origin if any(d.own for d in drains) else None)
+                    exhausted = len(rows) < self.max_batch
+                    owed = outbox.drafts_for(rows)
+                    if owed:
+                        holder = self._owe(owed, by_log, outcomes)
                 for log_name in sorted(by_log):
                     new_state[log_name] = self._seal_log(conn, log_name, by_log[log_name], outcomes)
+                if holder is not None:
+                    drained = self._mark(conn, owed, outcomes[id(holder)])
         except BaseException as exc:  # nothing was committed: every appender of the batch fails
             log.error("ledger batch of %d entries failed: %s", sum(len(i.drafts) for i in batch), exc)
             self._state.clear()
@@ -213,13 +295,16 @@ class Sequencer:
         self._state.update(new_state)
         self.batches += 1
         if self.listeners:
-            committed = [r for item in batch for r in outcomes[id(item)] if isinstance(r, Entry)]
+            committed = [*drained.values(), *(r for item in batch for r in outcomes[id(item)] if isinstance(r, Entry))]
             for listener in self.listeners:
                 try:
                     listener(committed)
                 except Exception:
                     log.exception("a ledger listener failed")
         for item in batch:
+            if item.drain is not None:
+                self._settle(item, drained, exhausted)
+                continue
             results = outcomes[id(item)]
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
@@ -227,6 +312,57 @@ class Sequencer:
                 continue
             self.appended += len(results)
             item.future.set_result(results[0] if item.single else results)
+
+    # -- the outbox -----------------------------------------------------------------------------------
+    @staticmethod
+    def _owe(owed: list[outbox.Owed], by_log: dict[str, list[tuple[_Pending, int, EntryDraft]]],
+             outcomes: dict[int, list[Entry | BaseException | None]]) -> _Pending:
+        """Put the outbox's owed entries first in their logs' shares of the batch (they are the oldest); the
+        request that holds them."""
+        holder = _Pending([o.draft for o in owed], None, single=False)
+        outcomes[id(holder)] = [None] * len(owed)
+        firsts: dict[str, list[tuple[_Pending, int, EntryDraft]]] = {}
+        for pos, item in enumerate(owed):
+            firsts.setdefault(item.draft.log, []).append((holder, pos, item.draft))
+        for log_name, items in firsts.items():
+            by_log[log_name] = [*items, *by_log.get(log_name, [])]
+        return holder
+
+    @staticmethod
+    def _mark(conn: Connection, owed: list[outbox.Owed], results: list[Entry | BaseException | None]
+              ) -> dict[int, Entry]:
+        """Mark every drained row with its entry's seq (in the transaction that inserts the entries)."""
+        drained: dict[int, Entry] = {}
+        for item, entry in zip(owed, results, strict=True):
+            if not isinstance(entry, Entry):
+                raise KnhkError(f"an outbox entry was not sealed: {entry}")
+            for row in item.rows:
+                drained[row] = entry
+        sql.mark_outbox(conn, [(row, entry.seq) for row, entry in drained.items()])
+        return drained
+
+    def _settle(self, item: _Pending, drained: dict[int, Entry], exhausted: bool) -> None:
+        """Resolve a drain request, or queue it again while its rows (or, ``own``, more rows) are still pending."""
+        request = item.drain
+        assert request is not None
+        request.written += len({e.id for e in drained.values()})
+        request.entries.update((row, drained[row]) for row in request.rows if row in drained)
+        missing = [row for row in request.rows if row not in request.entries]
+        try:
+            if missing:  # drained before (another process or batch), or not yet reached
+                with self.db.connection() as conn:
+                    for row, (log_name, seq) in sql.outbox_seqs(conn, missing).items():
+                        entry = None if seq is None else sql.get_entry(conn, log_name, seq)
+                        if entry is not None:
+                            request.entries[row] = entry
+                missing = [row for row in request.rows if row not in request.entries]
+        except Exception as exc:
+            item.future.set_exception(exc if isinstance(exc, KnhkError) else KnhkError(f"outbox read failed: {exc}"))
+            return
+        if not exhausted and (missing or request.own):
+            self._queue.put(item)
+            return
+        item.future.set_result(Drained(dict(request.entries), request.written))
 
     def _state_for(self, conn: Connection, log_name: str) -> _LogState:
         head = sql.head(conn, log_name)

@@ -1,6 +1,6 @@
 """SQL of the ledger's tables (``ledger_entries``, ``ledger_nodes``, ``ledger_checkpoints``, ``ledger_keys``,
-``ledger_key_use``). No policy here: sequencing, signing and checks live in :mod:`knhk.ledger`; this module only
-moves rows in and out, in as few round trips as possible.
+``ledger_key_use``, ``evidence_sets``, ``ledger_outbox``). No policy here: sequencing, signing and checks live in
+:mod:`knhk.ledger`; this module only moves rows in and out, in as few round trips as possible.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from knhk.ops.clock import format_rfc3339
 from knhk.proof.entry import Entry
@@ -323,3 +325,74 @@ def get_evidence_set(conn: Connection, root: str) -> StoredEvidenceSet | None:
         return None
     return StoredEvidenceSet(str(row[0]), None if row[1] is None else str(row[1]), int(row[2]), str(row[3]),
                              bytes(row[4]))
+
+
+# -- the outbox (migration 0008): drafts staged in another concept's transaction, drained by the sequencer -----
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    log: str
+    draft: str  # the entry draft as JSON (knhk.ledger.outbox encodes and decodes it)
+    count: int | None  # None: one entry; else a count, summed with the pending rows of an equal draft
+
+
+_OUTBOX_RECORD = "log text, draft text, count bigint, due_us bigint, created_us bigint, origin text"
+_OUTBOX_NAMES = tuple(c.split()[0] for c in _OUTBOX_RECORD.split(","))
+
+
+def stage_outbox(conn: Connection, rows: Sequence[tuple[str, str, int | None, int, int, str]]) -> list[int]:
+    """Insert outbox rows (log, draft, count, due_us, created_us, origin) in the caller's transaction; their ids,
+    in order. SQLite: the write lock is held, so the new rowids follow the largest one (rows are never deleted)."""
+    if not rows:
+        return []
+    if conn.dialect == "postgresql":
+        document = orjson.dumps([dict(zip(_OUTBOX_NAMES, row, strict=True)) for row in rows]).decode()
+        returned = conn.fetchall(f"INSERT INTO ledger_outbox ({', '.join(_OUTBOX_NAMES)}) SELECT * FROM"
+                                 f" json_to_recordset(?::json) AS r({_OUTBOX_RECORD}) RETURNING id", (document,))
+        return sorted(int(r[0]) for r in returned)
+    top = conn.fetchone("SELECT COALESCE(MAX(id), 0) FROM ledger_outbox")
+    first = int(top[0]) + 1 if top else 1
+    conn.executemany(f"INSERT INTO ledger_outbox ({', '.join(_OUTBOX_NAMES)}) VALUES (?,?,?,?,?,?)", rows)
+    return list(range(first, first + len(rows)))
+
+
+def outbox_due(conn: Connection, now_us: int, limit: int, origin: str | None = None) -> list[OutboxRow]:
+    """Pending rows due by ``now_us`` (and every pending row staged by ``origin``), oldest first."""
+    where = "seq IS NULL AND due_us <= ?" if origin is None else "seq IS NULL AND (due_us <= ? OR origin = ?)"
+    params: list[Any] = [now_us] if origin is None else [now_us, origin]
+    rows = conn.fetchall(f"SELECT id, log, draft, count FROM ledger_outbox WHERE {where} ORDER BY id LIMIT ?",
+                         [*params, limit])
+    return [OutboxRow(int(r[0]), str(r[1]), str(r[2]), None if r[3] is None else int(r[3])) for r in rows]
+
+
+def any_outbox_due(conn: Connection, now_us: int) -> bool:
+    return conn.fetchone("SELECT 1 FROM ledger_outbox WHERE seq IS NULL AND due_us <= ? LIMIT 1",
+                         (now_us,)) is not None
+
+
+def mark_outbox(conn: Connection, marks: Sequence[tuple[int, int]]) -> None:
+    """Set each drained row's seq, (id, seq) pairs, in the transaction that inserts the entries."""
+    if not marks:
+        return
+    if conn.dialect == "postgresql":
+        document = orjson.dumps([{"id": i, "seq": s} for i, s in marks]).decode()
+        conn.execute("UPDATE ledger_outbox AS o SET seq = r.seq FROM json_to_recordset(?::json) AS r(id bigint,"
+                     " seq bigint) WHERE o.id = r.id AND o.seq IS NULL", (document,))
+        return
+    conn.executemany("UPDATE ledger_outbox SET seq=? WHERE id=? AND seq IS NULL", [(s, i) for i, s in marks])
+
+
+def outbox_seqs(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[str, int | None]]:
+    """(log, seq or None while pending) of the outbox rows ``ids``."""
+    out: dict[int, tuple[str, int | None]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start:start + 500])
+        rows = conn.fetchall(f"SELECT id, log, seq FROM ledger_outbox WHERE id IN ({','.join('?' * len(chunk))})",
+                             chunk)
+        out.update({int(r[0]): (str(r[1]), None if r[2] is None else int(r[2])) for r in rows})
+    return out
+
+
+def count_outbox_pending(conn: Connection) -> int:
+    row = conn.fetchone("SELECT COUNT(*) FROM ledger_outbox WHERE seq IS NULL")
+    return int(row[0]) if row else 0

@@ -16,13 +16,17 @@ observation is validated in its own thread, then one writer thread stores everyt
 transaction, so throughput is not bounded by one commit (and its fsync) per observation. A conflict or skew
 refusal fails only its own caller; a database failure fails the whole group, and nothing of it is stored.
 
-After the commit the sector's hot-path guards (and its resource-limit doctrines, sector-wide, fail closed:
-:mod:`knhk.observations.limits`) are evaluated on the new observations; each violation appends a
-``guard.violated`` and an ``alert.raised`` receipt committing to the observation's content (one
-``append_many``), and ``on_ingested`` is called with
-the new observations (the detection engine subscribes). The receipts are appended after the observations
-commit: if the ledger is unavailable at that moment the observations stay stored and the call raises
-:class:`~knhk.errors.DependencyUnavailableError` saying so.
+In the same transaction the sector's hot-path guards (and its resource-limit doctrines, sector-wide, fail
+closed: :mod:`knhk.observations.limits`) are evaluated on the new observations, and each violation stages a
+``guard.violated`` and an ``alert.raised`` receipt committing to the observation's content in the ledger's
+outbox (:mod:`knhk.ledger.outbox`); an audited ingest (``audit=True``, the application's) stages its count for
+the per-minute ``observations.ingested`` audit entry there too (SPEC §9). So the observations and what is owed
+for them commit together or not at all: a crash after the commit loses nothing, and a retried request (a
+duplicate) owes nothing more. After the commit the ingest asks the sequencer to drain its receipts and waits
+at most ``receipt_wait_s`` for them (their ids are in the result); if the ledger cannot take them then, the
+call still succeeds — the observations are stored and acknowledged — with the receipts counted as pending in
+the result: the sequencer of any live process drains them within its drain interval. ``on_ingested`` is then
+called with the new observations (the detection engine subscribes).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from knhk.observations.model import Conform, Observation, is_sector, parse_obser
 from knhk.ontology.schema import SectorSchema
 from knhk.ops import telemetry
 from knhk.ops.clock import Clock
-from knhk.proof.entry import EntryDraft
+from knhk.proof.entry import Entry, EntryDraft
 from knhk.proof.evidence import commit, item
 from knhk.storage.database import Connection, Database
 
@@ -55,6 +59,8 @@ log = logging.getLogger("knhk.observations")
 
 MAX_BATCH = 10_000
 LOCK = "knhk.observations"
+INGESTED = "observations.ingested"  # the audit action of the per-minute ingest counts
+AUDIT_GRACE_US = 2_000_000  # a minute's counts are drained this long after it ends (its last commits land)
 
 SchemaLookup = Callable[[str], SectorSchema | None]
 Subscriber = Callable[[list[Observation]], None]
@@ -69,6 +75,7 @@ class IngestResult:
     duplicate: bool = False
     violations: tuple[GuardViolation, ...] = ()
     receipt_ids: tuple[str, ...] = ()
+    receipts_pending: int = 0  # receipts owed (committed in the outbox) but not in the ledger yet
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,7 +86,25 @@ class IngestResult:
             "skewed": self.observation.skewed,
             "violations": [v.data() for v in self.violations],
             "receipts": list(self.receipt_ids),
+            "receipts_pending": self.receipts_pending,
         }
+
+
+@dataclass
+class _Owed:
+    """What one ingest transaction staged in the outbox: violations and receipt rows by observation id."""
+
+    violations: dict[str, list[GuardViolation]]
+    rows: dict[str, list[int]]
+
+    def results(self, entries: dict[int, Entry]) -> tuple[dict[str, list[str]], dict[str, int]]:
+        """Receipt ids by observation, and how many of each observation's receipts are still pending."""
+        ids: dict[str, list[str]] = {}
+        pending: dict[str, int] = {}
+        for obs_id, rows in self.rows.items():
+            ids[obs_id] = [entries[r].id for r in rows if r in entries]
+            pending[obs_id] = len(rows) - len(ids[obs_id])
+        return ids, pending
 
 
 class Ingestor:
@@ -87,7 +112,7 @@ class Ingestor:
 
     def __init__(self, db: Database, ledger: Ledger, schema_for: SchemaLookup, clock: Clock,
                  on_ingested: Subscriber | None = None, doctrines_for: DoctrineLookup | None = None,
-                 installed: Callable[[], Sequence[str]] | None = None) -> None:
+                 installed: Callable[[], Sequence[str]] | None = None, receipt_wait_s: float = 2.0) -> None:
         self.db = db
         self.ledger = ledger
         self.schema_for = schema_for
@@ -95,24 +120,26 @@ class Ingestor:
         self.on_ingested = on_ingested
         self.doctrines_for = doctrines_for  # the sector's resource_limit doctrines hold on ingest, sector-wide
         self.installed = installed  # the installed sectors, named when an observation's sector is not one
+        self.receipt_wait_s = receipt_wait_s
         self.guards = GuardEvaluator()
-        self._pending: queue.SimpleQueue[tuple[Observation, Future[IngestResult]]] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[tuple[Observation, bool, Future[IngestResult]]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
 
-    def ingest(self, raw: Any, client: str | None = None) -> IngestResult:
-        """Ingest one observation (group-committed with concurrent callers' observations)."""
+    def ingest(self, raw: Any, client: str | None = None, *, audit: bool = False) -> IngestResult:
+        """Ingest one observation (group-committed with concurrent callers' observations). ``audit``: count it
+        for the per-minute ingest audit of ``client`` (a pseudonym)."""
         obs = self._parse([raw], client, self.clock.now_us(), label=None)[0]
         future: Future[IngestResult] = Future()
         self._ensure_writer()
-        self._pending.put((obs, future))
+        self._pending.put((obs, audit, future))
         return future.result()
 
     @telemetry.ingest("batch")
     def ingest_batch(self, raws: Sequence[Any], client: str | None = None, *,
-                     label: Label = observation_label) -> list[IngestResult]:
+                     label: Label = observation_label, audit: bool = False) -> list[IngestResult]:
         """Ingest up to 10,000 observations atomically; results are in input order. A refusal names its item
-        through ``label`` (default ``observation N``)."""
+        through ``label`` (default ``observation N``); ``audit`` as for :meth:`ingest`."""
         self._check_size(raws)
         if not raws:
             return []
@@ -124,15 +151,15 @@ class Ingestor:
             if refusal is not None:
                 raise refusal
             fresh = self._insert(conn, [o for o, a in zip(parsed, admissions, strict=True) if a.new])
-        violations, receipt_ids, failure = self._after_commit(fresh)
-        if failure is not None:
-            raise failure
+            owed = self._stage(conn, fresh, fresh if audit else [])
+        receipt_ids, pending = self._after_commit(fresh, owed)
         by_id = {o.id: o for o in fresh}
         results: list[IngestResult] = []
         for index, (obs, admission) in enumerate(zip(parsed, admissions, strict=True)):
             if admission.new:
-                results.append(IngestResult(by_id[obs.id], violations=tuple(violations.get(obs.id, ())),
-                                            receipt_ids=tuple(receipt_ids.get(obs.id, ()))))
+                results.append(IngestResult(by_id[obs.id], violations=tuple(owed.violations.get(obs.id, ())),
+                                            receipt_ids=tuple(receipt_ids.get(obs.id, ())),
+                                            receipts_pending=pending.get(obs.id, 0)))
             else:
                 results.append(IngestResult(self._earlier(index, parsed, admissions, by_id), duplicate=True))
         return results
@@ -171,29 +198,30 @@ class Ingestor:
                 self._commit_group(group)
             except BaseException as exc:  # nothing of the group was stored
                 err = exc if isinstance(exc, KnhkError) else DependencyUnavailableError(f"ingest failed: {exc}")
-                for _, future in group:
+                for _, _, future in group:
                     if not future.done():
                         future.set_exception(err)
 
     @telemetry.ingest("group")
-    def _commit_group(self, group: list[tuple[Observation, Future[IngestResult]]]) -> None:
+    def _commit_group(self, group: list[tuple[Observation, bool, Future[IngestResult]]]) -> None:
         received_us = self.clock.now_us()
-        candidates = [obs for obs, _ in group]
+        candidates = [obs for obs, _, _ in group]
         with self.db.transaction(lock=LOCK) as conn:
             admissions = admit(candidates, self._stored(conn, candidates), received_us, batch=False)
             fresh = self._insert(conn, [o for o, a in zip(candidates, admissions, strict=True) if a.new])
+            audited = {obs.id for obs, audit, _ in group if audit}
+            owed = self._stage(conn, fresh, [o for o in fresh if o.id in audited])
         by_id = {o.id: o for o in fresh}
-        violations, receipt_ids, failure = self._after_commit(fresh)
-        for index, ((obs, future), admission) in enumerate(zip(group, admissions, strict=True)):
+        receipt_ids, pending = self._after_commit(fresh, owed)
+        for index, ((obs, _, future), admission) in enumerate(zip(group, admissions, strict=True)):
             if admission.refusal is not None:
                 future.set_exception(admission.refusal)
             elif not admission.new:
                 future.set_result(IngestResult(self._earlier(index, candidates, admissions, by_id), duplicate=True))
-            elif failure is not None and obs.id in violations:
-                future.set_exception(failure)
             else:
-                future.set_result(IngestResult(by_id[obs.id], violations=tuple(violations.get(obs.id, ())),
-                                               receipt_ids=tuple(receipt_ids.get(obs.id, ()))))
+                future.set_result(IngestResult(by_id[obs.id], violations=tuple(owed.violations.get(obs.id, ())),
+                                               receipt_ids=tuple(receipt_ids.get(obs.id, ())),
+                                               receipts_pending=pending.get(obs.id, 0)))
 
     # -- the steps ------------------------------------------------------------------------------------
     @staticmethod
@@ -254,20 +282,48 @@ class Ingestor:
             admission = admissions[index]
         return admission.stored if admission.stored is not None else fresh[candidates[index].id]
 
-    def _after_commit(self, fresh: list[Observation]) -> tuple[dict[str, list[GuardViolation]],
-                                                              dict[str, list[str]], KnhkError | None]:
-        """Guard the new observations (their receipts), then tell the subscriber (the detection engine)."""
-        violations, receipt_ids, failure = self._guard(fresh)
+    def _stage(self, conn: Connection, fresh: list[Observation], audited: list[Observation]) -> _Owed:
+        """In the ingest transaction: guard the new observations and owe their receipts, and owe the audit
+        counts of ``audited`` (per client, sector and minute of the ledger's clock)."""
+        violations, drafts, subjects = self._guard(fresh)
+        rows: dict[str, list[int]] = {}
+        for subject, row in zip(subjects, self.ledger.stage(conn, drafts), strict=True):
+            rows.setdefault(subject, []).append(row)
+        counts: dict[tuple[str, str], int] = {}
+        for obs in audited:
+            if obs.client is not None:
+                counts[(obs.client, obs.sector)] = counts.get((obs.client, obs.sector), 0) + 1
+        if counts:
+            minute = self.ledger.clock.now_us() // 60_000_000
+            drafts_counted = [(receipts.audit_event(action=INGESTED, resource=f"sector/{sector}", outcome="success",
+                                                    reason=None, metadata={"minute": str(minute * 60)},
+                                                    sector=sector, actor=client), n)
+                              for (client, sector), n in sorted(counts.items())]
+            self.ledger.stage_counts(conn, drafts_counted, (minute + 1) * 60_000_000 + AUDIT_GRACE_US)
+        return _Owed(violations, rows)
+
+    def _after_commit(self, fresh: list[Observation], owed: _Owed) -> tuple[dict[str, list[str]], dict[str, int]]:
+        """Drain the committed receipts (waiting at most ``receipt_wait_s``), then tell the subscriber (the
+        detection engine). Receipt ids and pending receipt counts by observation id."""
+        entries: dict[int, Entry] = {}
+        wanted = [r for rows in owed.rows.values() for r in rows]
+        if wanted:
+            try:
+                entries = self.ledger.receipts_of(wanted, self.receipt_wait_s)
+            except KnhkError as exc:  # stored and owed: the sequencer drains them within its interval
+                log.warning("guard receipts of %d violation(s) are committed to the outbox and follow: %s",
+                            len(wanted) // 2, exc)
         if fresh and self.on_ingested is not None:
             try:
                 self.on_ingested(fresh)
             except Exception:  # the observations are stored; a subscriber must not undo an acknowledged write
                 log.exception("an on_ingested subscriber failed for %d observations", len(fresh))
-        return violations, receipt_ids, failure
+        return owed.results(entries)
 
-    def _guard(self, fresh: list[Observation]) -> tuple[dict[str, list[GuardViolation]], dict[str, list[str]],
-                                                         KnhkError | None]:
-        """Evaluate hot-path guards on the new observations and write their receipts."""
+    def _guard(self, fresh: list[Observation]) -> tuple[dict[str, list[GuardViolation]], list[EntryDraft],
+                                                         list[str]]:
+        """Evaluate hot-path guards on the new observations: the violations, their receipts' drafts and the
+        observation id of each draft."""
         by_sector: dict[str, list[Observation]] = {}
         for obs in fresh:
             by_sector.setdefault(obs.sector, []).append(obs)
@@ -282,10 +338,8 @@ class Ingestor:
 
             found.extend((sector, v) for v in telemetry.evaluate_guards(evaluate, ordered, schema, sector))
         violations: dict[str, list[GuardViolation]] = {}
-        receipt_ids: dict[str, list[str]] = {}
-        if not found:
-            return violations, receipt_ids, None
         drafts: list[EntryDraft] = []
+        subjects: list[str] = []
         hashes = {o.id: o.content_hash for o in fresh}
         for sector, v in found:
             violations.setdefault(v.observation_id, []).append(v)
@@ -296,13 +350,5 @@ class Ingestor:
             drafts.append(receipts.guard_alert(sector=sector, observation_id=v.observation_id, level=v.level,
                                                reason=v.reason, guard_id=v.guard_id, criticality=v.criticality,
                                                event_type=v.event_type, commitment=committed))
-        try:
-            entries = self.ledger.append_many(drafts)
-        except KnhkError as exc:
-            log.error("guard receipts for %d violations were not written: %s", len(found), exc)
-            return violations, receipt_ids, DependencyUnavailableError(
-                f"the observations were stored, but the receipts of {len(found)} guard violation(s) could not"
-                f" be written to the ledger: {exc.message}")
-        for entry in entries:
-            receipt_ids.setdefault(str(entry.subject), []).append(entry.id)
-        return violations, receipt_ids, None
+            subjects.extend((v.observation_id, v.observation_id))
+        return violations, drafts, subjects

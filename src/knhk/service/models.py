@@ -40,6 +40,8 @@ class IngestResult(BaseModel):
     duplicate: bool
     violations: list[dict[str, Any]]
     receipts: list[str]
+    receipts_pending: int = Field(0, description="Receipts committed with the observation but not yet in the "
+                                                 "ledger; they follow within the drain interval.")
 
 
 class BatchResult(BaseModel):

@@ -5,8 +5,11 @@ there is at most one running instance:
   ago; the cycle itself holds the sector's cycle lease);
 * a full ledger verification every ``verify_interval_s``, setting ``knhk_receipt_chain_valid{log}``;
 * a checkpoint of each log every ``checkpoint_interval_s`` when it has grown;
-* the per-minute flush of aggregated ingest and authentication-failure audit entries, and the pool/tree-size
-  gauges.
+* the per-minute flush of aggregated ingest and authentication-failure audit entries, and the pool/tree-size/
+  outbox gauges.
+
+Starting the scheduler also starts the sequencer's outbox drain (every ``outbox_drain_interval_s``), so receipts
+owed by a process that died between its commit and its drain are written by the survivors.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def update_gauges(st: ServiceState) -> None:
         hot_path_ticks(sector, schema)
     for name, size in st.app.tree_sizes().items():
         metrics.TREE_SIZE.labels(name).set(size)
+    metrics.OUTBOX_PENDING.set(st.app.outbox_pending())
 
 
 def telemetry_check(st: ServiceState) -> None:
@@ -88,6 +92,7 @@ def _loop(st: ServiceState) -> None:
 
 
 def start(st: ServiceState) -> None:
+    st.app.start_outbox_drain()
     thread = threading.Thread(target=_loop, args=(st,), name="knhk-scheduler", daemon=True)
     thread.start()
     st.threads.append(thread)

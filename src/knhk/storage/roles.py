@@ -23,6 +23,7 @@ MUTABLE: dict[str, tuple[str, ...]] = {
     "subject_keys": ("DELETE",),
     "detector_thresholds": ("UPDATE",),  # learned confidence thresholds
     "leases": ("UPDATE",),  # job leases across replicas
+    "ledger_outbox": ("UPDATE",),  # a drained row's seq is set once (a trigger forbids anything else)
 }
 APPEND_ONLY: tuple[str, ...] = (
     "ledger_entries", "ledger_nodes", "ledger_checkpoints", "ledger_key_use", "observations", "snapshots",

@@ -26,7 +26,8 @@ def _count(results: list[IngestResult]) -> None:
 
 def _result(r: IngestResult) -> dict[str, Any]:
     return {"observation": r.observation.to_json(), "duplicate": r.duplicate,
-            "violations": [v.data() for v in r.violations], "receipts": list(r.receipt_ids)}
+            "violations": [v.data() for v in r.violations], "receipts": list(r.receipt_ids),
+            "receipts_pending": r.receipts_pending}
 
 
 @declare(router, "POST", "/observations", access.INGEST, response_model=models.IngestResult, status_code=201,
