@@ -12,8 +12,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from knhk.ops.cache import PREFIX, TEXT, ByteLRU, DerivedCache, RedisLayer
-from knhk.ops.resilience import breaker_for
+from knhk.ops.cache import PREFIX, REDIS_BREAKER, TEXT, ByteLRU, DerivedCache, RedisLayer
 from support.redisserver import PrivateRedis
 
 SECRET = b"s" * 32
@@ -25,14 +24,14 @@ def count(layer: str, result: str) -> float:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    breaker_for("redis").close()
+    REDIS_BREAKER.close()
     srv = PrivateRedis(tmp_path / "redis")
     srv.start()
     try:
         yield srv
     finally:
         srv.stop()
-        breaker_for("redis").close()
+        REDIS_BREAKER.close()
 
 
 def layer(server: PrivateRedis, max_bytes: int = 1 << 20, ttl_s: int = 60) -> RedisLayer:
@@ -95,7 +94,7 @@ def test_a_value_knhk_did_not_write_is_never_served(server: PrivateRedis) -> Non
 
 
 def test_redis_stopped_and_restarted_answers_stay_correct(server: PrivateRedis) -> None:
-    breaker = breaker_for("redis")
+    breaker = REDIS_BREAKER
     cache = DerivedCache(0, layer(server))  # no L1: every lookup asks Redis
     assert cache.get("export", "a", lambda: "A", codec=TEXT) == "A"
     server.stop()
@@ -105,7 +104,8 @@ def test_redis_stopped_and_restarted_answers_stay_correct(server: PrivateRedis) 
     assert count("l2", "error") - errors == 8
     assert breaker.current_state == "open"
     server.start()
-    breaker.close()  # what the half-open trials do after the open period (30 s by SPEC)
+    assert cache.l2 is not None
+    assert cache.l2.ping()  # a health probe: Redis answers, the breaker half-opens, the next call is its trial
     assert cache.get("export", "b", lambda: "B", codec=TEXT) == "B"
     hits = count("l2", "hit")
     assert cache.get("export", "b", lambda: pytest.fail("L2 should have answered"), codec=TEXT) == "B"
@@ -129,4 +129,4 @@ def test_a_hung_redis_adds_latency_only_until_the_breaker_opens(server: PrivateR
           f"then at most {max(rest) * 1000:.2f} ms")
     assert max(first) < 0.5  # one socket timeout (50 ms) per call, a generous bound for a loaded machine
     assert max(rest) < 0.005  # the breaker is open: Redis is not called at all
-    assert breaker_for("redis").current_state == "open"
+    assert REDIS_BREAKER.current_state == "open"

@@ -13,9 +13,10 @@ database and then looked up by id.
   least recently used of KNHK's own entries (a sorted set of last-use times) until the total fits, and every
   entry also carries a TTL (``KNHK_CACHE_L2_TTL_S``), so it works on a Redis shared with others whatever its
   ``maxmemory-policy``. Values carry an HMAC-SHA-256 tag under the installation's secret: anything else found
-  under a KNHK key is ignored, never served. Every Redis call goes through the ``redis`` circuit breaker with
-  a short timeout (``KNHK_REDIS_TIMEOUT_S``): a Redis that is down or hung costs at most that timeout for the
-  breaker's first failures, then nothing until its half-open trials.
+  under a KNHK key is ignored, never served. Every Redis call goes through the ``redis`` circuit breaker
+  (pybreaker; 5 failures open it for 30 s) with a short timeout (``KNHK_REDIS_TIMEOUT_S``): a Redis that is
+  down or hung costs at most that timeout for the breaker's first failures, then nothing until a health probe
+  or the 30 s let a trial call through.
 - **L3** — the loader the caller passes (a read of the database).
 
 ``knhk_cache_requests_total{layer,result}`` counts each lookup: ``l1``/``l2`` ``hit`` or ``miss`` (``error``:
@@ -35,12 +36,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import cachetools
+import pybreaker
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from knhk.errors import DependencyUnavailableError
-from knhk.ops.resilience import breaker_for
 from knhk.ops.telemetry.metrics import CACHE_REQUESTS
 
 log = logging.getLogger("knhk.cache")
@@ -117,9 +117,32 @@ class ByteLRU:
             return int(self._lru.currsize)
 
 
-def is_redis_failure(exc: BaseException) -> bool:
-    """What counts against the ``redis`` breaker: Redis failing, timing out or unreachable."""
-    return isinstance(exc, redis.RedisError)
+#: The process's one Redis circuit breaker (SPEC §11: open after 5 consecutive failures, 30 s open), shared by
+#: the L2 cache and the rate limits; a successful health probe (:func:`probe_redis`) half-opens it early.
+REDIS_BREAKER = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30, name="redis")
+
+
+def guarded_redis(fn: Callable[[], T]) -> T:
+    """``fn()`` (a Redis call) through the breaker; :class:`RedisUnavailable` when it fails or is refused."""
+    try:
+        result: T = REDIS_BREAKER.call(fn)
+    except pybreaker.CircuitBreakerError as exc:
+        raise RedisUnavailable("the Redis circuit breaker is open") from exc
+    except redis.RedisError as exc:
+        raise RedisUnavailable(f"Redis failed: {exc}") from exc
+    return result
+
+
+def probe_redis(ping: Callable[[], object]) -> bool:
+    """Ping Redis directly (bounded by the client's timeout, whatever the breaker's state); an answer while
+    the breaker is open half-opens it, so the next call is its trial and service resumes within one probe."""
+    try:
+        ping()
+    except redis.RedisError:
+        return False
+    if REDIS_BREAKER.current_state == pybreaker.STATE_OPEN:
+        REDIS_BREAKER.half_open()
+    return True
 
 
 def redis_options(timeout_s: float) -> dict[str, Any]:
@@ -141,8 +164,6 @@ class RedisLayer:
         self.ttl_s = ttl_s
         self._secret = hashlib.sha256(b"knhk cache l2\x00" + secret).digest()
         self._put = client.register_script(_PUT)
-        self.breaker = breaker_for("redis")
-        self.breaker.recover_with(client.ping)  # back within a probe interval of Redis answering again
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float, max_bytes: int, ttl_s: int, secret: bytes) -> RedisLayer:
@@ -153,12 +174,7 @@ class RedisLayer:
     INDEX, SIZES, TOTAL = PREFIX + "index", PREFIX + "sizes", PREFIX + "total"
 
     def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return self.breaker.run(fn, is_redis_failure)
-        except DependencyUnavailableError as exc:  # the breaker refused the call: open, or its trials running
-            raise RedisUnavailable("the Redis circuit breaker is open") from exc
-        except redis.RedisError as exc:
-            raise RedisUnavailable(f"Redis failed: {exc}") from exc
+        return guarded_redis(fn)
 
     def _tag(self, key: str, payload: bytes) -> bytes:
         return hmac.new(self._secret, key.encode() + b"\x00" + payload, hashlib.sha256).digest()
@@ -193,11 +209,8 @@ class RedisLayer:
         return int(self._call(lambda: self.client.get(self.TOTAL)) or 0)
 
     def ping(self) -> bool:
-        """Whether Redis answers now (``False`` at once while the breaker is open)."""
-        try:
-            return bool(self._call(self.client.ping))
-        except RedisUnavailable:
-            return False
+        """Whether Redis answers now (at most one timeout; an answer half-opens an open breaker)."""
+        return probe_redis(self.client.ping)
 
 
 class DerivedCache:

@@ -22,14 +22,12 @@ import time
 from collections.abc import Callable
 
 import cachetools
-import redis
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from knhk.errors import DependencyUnavailableError, RateLimitedError
-from knhk.ops.cache import is_redis_failure, redis_options
-from knhk.ops.resilience import Breaker, breaker_for
+from knhk.errors import RateLimitedError
+from knhk.ops.cache import RedisUnavailable, guarded_redis, probe_redis, redis_options
 
 log = logging.getLogger("knhk.service")
 
@@ -49,12 +47,9 @@ class RateLimiter:
         self._local = MovingWindowRateLimiter(MemoryStorage())
         self._shared: MovingWindowRateLimiter | None = None
         self._storage: RedisStorage | None = None
-        self.breaker: Breaker | None = None
         if redis_url:
             storage = RedisStorage(redis_url, key_prefix="{knhk}:rl", **redis_options(timeout_s))
             self._shared, self._storage = MovingWindowRateLimiter(storage), storage
-            self.breaker = breaker_for("redis")
-            self.breaker.recover_with(lambda: storage.get_connection().ping())
         self._lock = threading.Lock()
         self._seen: cachetools.TTLCache[str, int] = cachetools.TTLCache(_KEYS, 60)  # last shared count
         self._owed: cachetools.TTLCache[str, int] = cachetools.TTLCache(_KEYS, 60)  # admitted locally
@@ -63,11 +58,11 @@ class RateLimiter:
     def check(self, identity: str) -> None:
         """Count one request of ``identity``; :class:`RateLimitedError` (429, ``Retry-After``) past the limit."""
         key = self._keyed(identity)
-        if self._shared is not None and self.breaker is not None:
+        if self._shared is not None:
             try:
-                allowed, retry = self.breaker.run(lambda: self._shared_hit(key), is_redis_failure)
+                allowed, retry = guarded_redis(lambda: self._shared_hit(key))
                 self.redis_ok = True
-            except (redis.RedisError, DependencyUnavailableError) as exc:
+            except RedisUnavailable as exc:
                 if self.redis_ok:
                     log.warning("rate limits fall back to this worker's share (%d a minute): Redis: %s",
                                 self.local_item.amount, exc)
@@ -106,15 +101,12 @@ class RateLimiter:
 
 
     def ping(self) -> bool | None:
-        """Whether the shared counters' Redis answers (``None``: not configured; ``False`` at once while the
-        ``redis`` circuit breaker is open)."""
+        """Whether the shared counters' Redis answers now (``None``: not configured; an answer half-opens the
+        open ``redis`` circuit breaker)."""
         storage = self._storage
-        if storage is None or self.breaker is None:
+        if storage is None:
             return None
-        try:
-            self.redis_ok = bool(self.breaker.run(lambda: storage.get_connection().ping(), is_redis_failure))
-        except (redis.RedisError, DependencyUnavailableError):
-            self.redis_ok = False
+        self.redis_ok = probe_redis(lambda: storage.get_connection().ping())
         return self.redis_ok
 
 
