@@ -42,9 +42,11 @@ def test_phi_fields_are_sealed_at_rest_and_read_back_plain(runtime: Runtime) -> 
     with runtime.db.connection() as conn:
         stored = conn.fetchone("SELECT value FROM observations WHERE id='adm-3'")
         got = observation_store.get_observation(conn, "adm-3")
-    assert stored is not None and CANARY not in str(stored[0])
+    assert stored is not None
+    assert CANARY not in str(stored[0])
     assert '"ward":"B"' in str(stored[0])  # fields the pack does not mark as PHI stay readable
-    assert got is not None and got.value == {"patient_id": f"{CANARY}-3", "priority": 2, "ward": "B"}
+    assert got is not None
+    assert got.value == {"patient_id": f"{CANARY}-3", "priority": 2, "ward": "B"}
     recent = runtime.reader.recent("healthcare", 50)
     assert {o.value["patient_id"] for o in recent} == {f"{CANARY}-{i}" for i in range(20)}
     assert CANARY.encode() not in _raw_dump(runtime)
@@ -88,7 +90,9 @@ def test_key_rotation_rewraps_data_keys_and_rewrites_nothing_else(settings: Sett
             before_rows = conn.fetchall("SELECT id, value FROM observations ORDER BY seq")
             before_entries = conn.fetchone("SELECT COUNT(*) FROM ledger_entries WHERE log='receipts'")
         previous, new, rewrapped, retired = app.rotate_phi_key(ADMIN, retire=True, reason="annual rotation")
-        assert previous != new and rewrapped == 1 and retired == [previous]
+        assert previous != new
+        assert rewrapped == 1
+        assert retired == [previous]
         keys_dir = settings.resolved_keys_dir
         assert not (keys_dir / f"phi-{previous}.kek").exists()
         assert (keys_dir / "phi.active").read_text().strip() == new
@@ -97,7 +101,8 @@ def test_key_rotation_rewraps_data_keys_and_rewrites_nothing_else(settings: Sett
             assert conn.fetchone("SELECT kek_id FROM data_keys")[0] == new  # type: ignore[index]
             entries = conn.fetchone("SELECT COUNT(*) FROM ledger_entries WHERE log='receipts'")
         assert entries == before_entries  # receipts untouched (the rotation itself is audited)
-        assert verify_log(rt.db, "audit").ok and verify_log(rt.db, "receipts").ok
+        assert verify_log(rt.db, "audit").ok
+        assert verify_log(rt.db, "receipts").ok
     finally:
         rt.close()
     # A new process reads with the new key file only.
@@ -136,7 +141,7 @@ def test_the_key_can_come_from_configuration(settings: Settings) -> None:
         assert not list(settings.resolved_keys_dir.glob("phi-*.kek"))
     finally:
         rt.close()
-    with pytest.raises(ConfigurationError, match="wrapped by key .* missing"):
+    with pytest.raises(ConfigurationError, match=r"wrapped by key .* missing"):
         Runtime.open(settings)  # the key files of keys_dir do not open data wrapped by the configured key
     with pytest.raises(ConfigurationError, match="64 hex digits"):
         Runtime.open(settings.model_copy(update={"phi_key": SecretStr("not-hex")}))
@@ -148,7 +153,8 @@ def test_a_backup_carries_phi_sealed_and_restores_readable(tmp_path: Path) -> No
         rt.ingestor.ingest_batch(_admissions(5, "bk"))
         backup = Application(rt, LocalAccess()).create_backup(ADMIN)
     files = [p for p in (settings.resolved_backup_dir / backup.id).rglob("*") if p.is_file()]
-    assert files and all(CANARY.encode() not in p.read_bytes() for p in files)
+    assert files
+    assert all(CANARY.encode() not in p.read_bytes() for p in files)
     restored = Settings(data_dir=tmp_path / "new", keys_dir=settings.resolved_keys_dir,
                         backup_dir=settings.resolved_backup_dir)
     Recovery(restored, LocalAccess()).restore_backup(ADMIN, backup.id)
