@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     subject_hmac_key: SecretStr | None = Field(
         default=None, description="Secret for the blind index of subject identities; generated if absent."
     )
+    phi_key: SecretStr | None = Field(
+        default=None,
+        description="Key-encryption key of PHI at rest (64 hex digits); default: the phi-<id>.kek files of"
+        " keys_dir, the first generated on first start (docs/disaster-recovery.md).",
+    )
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"

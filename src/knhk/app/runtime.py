@@ -48,6 +48,7 @@ from knhk.sectors.detectors import where as pack_settings_file
 from knhk.sectors.pack import available_sectors, load_pack
 from knhk.storage import schema
 from knhk.storage.database import Database
+from knhk.storage.fields import FieldCipher, KekRing
 from knhk.validation.doctrines import Doctrine
 
 SYSTEM_ACTOR = "system:knhk"
@@ -92,6 +93,17 @@ def _written_secret(path: Path, wait_s: float = 5.0) -> bytes:
         if len(secret) >= 64 or time.monotonic() > deadline:
             return secret
         time.sleep(0.01)
+
+
+def phi_keys(settings: Settings) -> KekRing:
+    """The key-encryption keys of PHI at rest: KNHK_PHI_KEY, else the key files of the keys directory."""
+    if settings.phi_key is not None:
+        return KekRing.from_hex(settings.phi_key.get_secret_value(), settings.resolved_keys_dir)
+    return KekRing.load(settings.resolved_keys_dir)
+
+
+def _phi_fields() -> dict[str, frozenset[str]]:
+    return {sector: load_pack(sector).phi_fields for sector in available_sectors() if load_pack(sector).phi_fields}
 
 
 def doctrines_for(sector: str) -> list[Doctrine]:
@@ -160,6 +172,7 @@ class Runtime:
         try:
             if migrate:
                 schema.migrate(db)
+            db.fields = FieldCipher.load(db, phi_keys(settings), _phi_fields(), clock.now_us())
             keyring = Keyring(db, settings.resolved_keys_dir, _configured_key(settings), clock)
             keyring.ensure_active()
             policy = CheckpointPolicy(settings.checkpoint_every_entries, settings.checkpoint_every_seconds,
