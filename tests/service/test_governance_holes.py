@@ -142,3 +142,42 @@ def test_erasure_freezes_open_work_and_voids_votes(api_any: Api) -> None:
     voided = api.runtime.ledger.entries("receipts", kind="approval.voided")
     assert [e.subject for e in voided] == [other]
     assert decide(api, other, validator(api, "alice@bank.example", "finance")).json()["outcome"] == "promoted"
+
+
+# -- change classes through the API ---------------------------------------------------------------------------
+def test_change_classes_through_the_api(api_any: Api) -> None:
+    api = api_any
+    hc = "https://knhk.dev/ns/healthcare#"
+    pid = propose(api, "healthcare", comment(hc, "Patient", "a patient"), author="hal@hospital.example")
+    shown = api.client.get(f"{P}/proposals/{pid}", headers=api.token("observer")).json()
+    assert (shown["change_class"], shown["class_reason"].split(":")[0]) == ("standard", "standard")
+    v = api.client.post(f"{P}/proposals/{pid}/validate", headers=validator(api, "v@h", "healthcare")).json()
+    assert (v["outcome"], v["change_class"]) == ("held", "standard")
+    # a proposer may raise a class, never lower it
+    raised = api.client.post(f"{P}/proposals", headers=api.token("proposer", subject="hal@hospital.example"), json={
+        "sector": "healthcare", "rationale": "r", "additions": comment(hc, "MedicalRecord", "rec"),
+        "change_class": "major"}).json()
+    assert raised["change_class"] == "major"
+    bad = api.client.post(f"{P}/proposals", headers=api.token("proposer"), json={
+        "sector": "healthcare", "rationale": "r", "additions": comment(hc, "MedicalRecord", "x"),
+        "change_class": "emergency"})
+    assert bad.status_code == 422
+    # the emergency path: an operator with MFA, a justification
+    body = {"justification": "ward opening tonight"}
+    no_mfa = api.token("operator", subject="olga@hospital.example", sector="healthcare", mfa=False)
+    assert api.client.post(f"{P}/proposals/{pid}/emergency", json=body, headers=no_mfa).status_code == 403
+    validator_only = validator(api, "vera@hospital.example", "healthcare")
+    assert api.client.post(f"{P}/proposals/{pid}/emergency", json=body, headers=validator_only).status_code == 403
+    olga = api.token("operator", subject="olga@hospital.example", sector="healthcare")
+    done = api.client.post(f"{P}/proposals/{pid}/emergency", json=body, headers=olga)
+    assert done.status_code == 200, done.text
+    assert (done.json()["outcome"], done.json()["change_class"]) == ("promoted", "emergency")
+    assert api.client.post(f"{P}/proposals/{raised['id']}/emergency", json=body, headers=olga).status_code == 422
+    overdue = api.client.get(f"{P}/proposals?overdue=true", headers=api.token("observer")).json()["items"]
+    assert overdue == []
+    reviewed = api.client.post(f"{P}/proposals/{pid}/reviews", json={"verdict": "accepted"},
+                               headers=validator_only)
+    assert reviewed.status_code == 201, reviewed.text
+    again = api.client.post(f"{P}/proposals/{pid}/reviews", json={"verdict": "accepted"},
+                            headers=validator(api, "vic@hospital.example", "healthcare"))
+    assert again.status_code == 409

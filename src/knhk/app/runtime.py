@@ -43,12 +43,14 @@ from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.proof.signing import SigningKey, read_key_file
+from knhk.sectors.classes import pack_class_rules
 from knhk.sectors.detectors import pack_detector_settings
 from knhk.sectors.detectors import where as pack_settings_file
 from knhk.sectors.pack import available_sectors, load_pack
 from knhk.storage import schema
 from knhk.storage.database import Database
 from knhk.storage.fields import FieldCipher, KekRing
+from knhk.validation.classes import ClassRules
 from knhk.validation.doctrines import Doctrine
 
 SYSTEM_ACTOR = "system:knhk"
@@ -111,6 +113,12 @@ def doctrines_for(sector: str) -> list[Doctrine]:
     if sector not in available_sectors():
         return []
     return [Doctrine.from_json(raw) for raw in load_pack(sector).doctrines]
+
+
+def class_rules(sector: str, settings: Settings) -> ClassRules:
+    """A sector's change-class rules: the defaults < its pack's classes.json < KNHK_CHANGE_CLASSES."""
+    raw = {**pack_class_rules(sector), **settings.change_classes.get(sector, {})}
+    return ClassRules.from_json(raw, f"change classes of {sector} (classes.json, KNHK_CHANGE_CLASSES)")
 
 
 def detector_settings(sector: str, settings: Settings) -> SectorDetectors:
@@ -195,7 +203,12 @@ class Runtime:
                                 on_ingested=engine.observe if subscribe_engine else None,
                                 doctrines_for=doctrines_for, installed=registry.sectors)
             thresholds = ThresholdBook(db, clock)
-            proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
+            unknown = set(settings.change_classes) - set(available_sectors())
+            if unknown:
+                raise ConfigurationError(f"KNHK_CHANGE_CLASSES names sectors without a pack: {sorted(unknown)}")
+            rules = {sector: class_rules(sector, settings) for sector in available_sectors()}
+            proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy(),
+                                        classes_for=lambda sector: rules.get(sector, ClassRules()))
             proposals.on_outcome = thresholds.record
             coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock)
         except BaseException:

@@ -61,3 +61,12 @@ class ProposalStatus:
     reason: str | None
     held_at_us: int | None
     updated_us: int
+    change_class: str | None = None  # standard, normal, major, emergency (knhk.validation.classes)
+    class_reason: str | None = None
+
+    @property
+    def klass(self) -> dict[str, str]:
+        """The class and its reason as every receipt of the proposal carries them (empty before it has one)."""
+        if self.change_class is None:
+            return {}
+        return {"change_class": self.change_class, "class_reason": self.class_reason or ""}
