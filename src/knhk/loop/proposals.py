@@ -19,7 +19,7 @@ from typing import Any
 import uuid_utils
 
 from knhk.audit.log import AuditLog
-from knhk.errors import ConflictError, KnhkError, NotFoundError, StaleBaseError
+from knhk.errors import ConflictError, InvalidInputError, KnhkError, NotFoundError, StaleBaseError
 from knhk.governance.approvals import ApprovalRecord, check_approval
 from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
@@ -120,6 +120,22 @@ class ProposalService:
         if p is None or st is None:
             raise NotFoundError(f"no proposal {pid}")
         return p, st
+
+    def resolve(self, ref: str) -> str:
+        """A full proposal id from an id or a unique prefix (``prop_`` and at least 6 hex digits, as the demo
+        and the lists print them, with or without the trailing ``…``)."""
+        text = ref.strip().rstrip("…").lower()
+        hexpart = text.removeprefix("prop_")
+        if not text.startswith("prop_") or len(hexpart) < 6 or any(c not in "0123456789abcdef" for c in hexpart):
+            raise NotFoundError(f"no proposal {ref!r}: a proposal id is 'prop_' and hex digits (a unique prefix of"
+                                " ≥ 6 of them will do)")
+        with self.db.connection() as conn:
+            found = sql.find_proposals_by_prefix(conn, text)
+        if not found:
+            raise NotFoundError(f"no proposal {text}")
+        if len(found) > 1 and text not in found:
+            raise InvalidInputError(f"proposal prefix {text} is ambiguous; give more characters")
+        return text if text in found else found[0]
 
     def find(self, *, sector: str | None = None, status: str | None = None,
              limit: int = 100) -> list[tuple[Proposal, ProposalStatus]]:
