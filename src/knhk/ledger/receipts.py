@@ -30,6 +30,8 @@ PROPOSAL_HELD = "proposal.held"
 PROPOSAL_EXPIRED = "proposal.expired"
 APPROVAL_RECORDED = "approval.recorded"
 APPROVAL_REFUSED = "approval.refused"
+PROPOSAL_FROZEN = "proposal.frozen"
+APPROVAL_VOIDED = "approval.voided"
 SNAPSHOT_ROOT = "snapshot.root"
 SNAPSHOT_PROMOTED = "snapshot.promoted"
 SNAPSHOT_ROLLED_BACK = "snapshot.rolled_back"
@@ -41,8 +43,8 @@ CYCLE_COMPLETED = "cycle.completed"
 #: Every kind of the ``receipts`` log, in the order a cycle writes them (the audit log's kinds are actions).
 KINDS: tuple[str, ...] = (
     CYCLE_STARTED, PATTERN_DETECTED, PROPOSAL_CREATED, PROPOSAL_VALIDATED, PROPOSAL_HELD, PROPOSAL_EXPIRED,
-    APPROVAL_RECORDED, APPROVAL_REFUSED, SNAPSHOT_ROOT, SNAPSHOT_PROMOTED, SNAPSHOT_ROLLED_BACK,
-    SNAPSHOT_COLLECTED, GUARD_VIOLATED, ALERT_RAISED, CYCLE_COMPLETED,
+    APPROVAL_RECORDED, APPROVAL_REFUSED, PROPOSAL_FROZEN, APPROVAL_VOIDED, SNAPSHOT_ROOT, SNAPSHOT_PROMOTED,
+    SNAPSHOT_ROLLED_BACK, SNAPSHOT_COLLECTED, GUARD_VIOLATED, ALERT_RAISED, CYCLE_COMPLETED,
 )
 
 
@@ -146,6 +148,23 @@ def approval_refused(*, sector: str, proposal_id: str, approver: str, roles: Seq
                       reason=_reason(reason),
                       data={"proposal_id": proposal_id, "approver": approver, "roles": sorted(roles),
                             "sector_attr": sector_attr, "decision": decision})
+
+
+def proposal_frozen(*, sector: str, proposal_id: str, snapshot_id: str, author: str, status: str) -> EntryDraft:
+    """An open proposal whose author's identity was erased: nobody can tell any more whether an approver or
+    promoter is its author, so it never moves again (``status``: where it stood)."""
+    return EntryDraft(log=RECEIPTS, kind=PROPOSAL_FROZEN, sector=sector, subject=proposal_id, outcome="frozen",
+                      reason="its author's identity was erased; open work of an erased subject is frozen",
+                      data={"proposal_id": proposal_id, "snapshot_id": snapshot_id, "author": author,
+                            "previous_status": status})
+
+
+def approval_voided(*, sector: str, proposal_id: str, approval_id: str, approver: str) -> EntryDraft:
+    """A vote on an open proposal by a subject whose identity was erased: it no longer counts (the same person
+    could otherwise vote again under a fresh pseudonym)."""
+    return EntryDraft(log=RECEIPTS, kind=APPROVAL_VOIDED, sector=sector, subject=proposal_id, outcome="void",
+                      reason="the approver's identity was erased; their vote no longer counts",
+                      data={"proposal_id": proposal_id, "approval_id": approval_id, "approver": approver})
 
 
 # -- snapshots --------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from knhk.ontology.snapshot import derive
 from knhk.ops.clock import Clock
 from knhk.proof.entry import Entry
 from knhk.proposals.delta import DeltaSigma
-from knhk.proposals.model import FINAL, Proposal, ProposalStatus, proposal_id
+from knhk.proposals.model import FINAL, OPEN, Proposal, ProposalStatus, proposal_id
 from knhk.proposals.proposer import Plan
 from knhk.storage.database import Database
 from knhk.validation.doctrines import Approver, Doctrine
@@ -192,8 +192,11 @@ class ProposalService:
 
     # -- validating and executing ---------------------------------------------------------------------
     def _approvers(self, pid: str) -> list[Approver]:
-        return [Approver(a["subject"], frozenset(a["roles"]), a["sector"])
-                for a in self.approvals(pid) if a["decision"] == "approve"]
+        """The approvals that count: a vote of a subject whose identity was erased is void (the same person could
+        otherwise vote again under a fresh pseudonym)."""
+        given = [a for a in self.approvals(pid) if a["decision"] == "approve"]
+        void = self.audit.subjects.erased([a["subject"] for a in given])
+        return [Approver(a["subject"], frozenset(a["roles"]), a["sector"]) for a in given if a["subject"] not in void]
 
     def _recent(self, sector: str) -> list[Observation]:
         """The sector's recent observations for Q2 and the shadow replay, reused while no new one arrives
@@ -226,10 +229,27 @@ class ProposalService:
             self._time_checked = (after, prev_ts)
             return []
 
+    def evaluate(self, pid: str) -> ValidationReport:
+        """Run the pipeline on a proposal now and record nothing (a forced promotion's check)."""
+        proposal, _ = self.get(pid)
+        return self._pipeline(proposal, self.clock.now_us())
+
     def validate(self, pid: str) -> tuple[ValidationReport, Entry]:
-        """Run the pipeline on a proposal now; record the validation receipt and the new status."""
+        """Run the pipeline on a proposal now; record the validation receipt and the new status. A proposal in
+        a final state (promoted, rejected, expired, superseded, frozen, no-op) is never validated again: its
+        status does not change (:class:`ConflictError`)."""
         proposal, status = self.get(pid)
+        if status.status in FINAL:
+            raise ConflictError(f"proposal {pid} is {status.status}, a final state: it is not validated again "
+                                "(propose the change anew)")
         now = self.clock.now_us()
+        report = self._pipeline(proposal, now)
+        vid = str(uuid_utils.uuid7())
+        entry = self._record_validation(proposal, status, report, vid, now)
+        return report, entry
+
+    def _pipeline(self, proposal: Proposal, now: int) -> ValidationReport:
+        pid = proposal.id
         base = self.registry.get(proposal.base_id)
         candidate = self.registry.get(proposal.candidate_id)
         current = self.registry.refresh(proposal.sector)
@@ -263,13 +283,16 @@ class ProposalService:
                                   base_schema=base_schema, candidate_schema=cand_schema, delta=proposal.delta,
                                   observations=observations, limits=self.policy.limits, memory_mb=memory_mb),
             ledger_time_problems=self._ledger_time_problems, limits=self.policy.limits, overlay=overlay, near=near)
-        report = validate(inp)
-        vid = str(uuid_utils.uuid7())
+        return validate(inp)
+
+    def _record_validation(self, proposal: Proposal, status: ProposalStatus, report: ValidationReport, vid: str,
+                           now: int) -> Entry:
+        pid, candidate_id = proposal.id, proposal.candidate_id
         outcome = report.outcome
         new_status = {"approved": "approved", "rejected": "rejected", "held": "held", "no_op": "no_op"}[outcome]
         held_at = now if outcome == "held" and status.held_at_us is None else None
         draft = receipts.proposal_validated(
-            sector=proposal.sector, proposal_id=pid, snapshot_id=candidate.id, validation_id=vid, outcome=outcome,
+            sector=proposal.sector, proposal_id=pid, snapshot_id=candidate_id, validation_id=vid, outcome=outcome,
             reason=report.reason, passed=report.passed_stages, failed=report.failed_stages,
             failed_stage=report.failed_stage, warnings=report.warnings,
             pending_approvals=[p["doctrine_id"] for p in report.pending_approvals],
@@ -278,9 +301,9 @@ class ProposalService:
         entry = self.ledger.append(draft)
 
         with self.db.transaction() as conn:
-            sql.insert_validation(conn, vid, pid, candidate.id, outcome, report.to_json(), entry.id, now)
+            sql.insert_validation(conn, vid, pid, candidate_id, outcome, report.to_json(), entry.id, now)
             sql.set_status(conn, pid, new_status, report.reason, now, held_at_us=held_at)
-        return report, entry
+        return entry
 
     def execute(self, pid: str, *, actor: str = LOOP_ACTOR, rebase: bool = True,
                 revalidate_held: bool = True) -> Execution:
@@ -421,10 +444,38 @@ class ProposalService:
             except Exception:
                 log.exception("recording the outcome of %s for learning failed", proposal.id)
 
-    def mark_promoted(self, pid: str) -> None:
-        """Record that an operator promoted this proposal's snapshot explicitly."""
+    def mark_promoted(self, pid: str, reason: str = "promoted by an operator") -> None:
+        """Record that an operator promoted this proposal's snapshot explicitly (again, after a rollback: it
+        stays promoted)."""
         with self.db.transaction() as conn:
-            sql.set_status(conn, pid, "promoted", "promoted by an operator", self.clock.now_us())
+            found = sql.get_status(conn, pid)
+            if found is not None and found.status == "promoted":
+                return
+            sql.set_status(conn, pid, "promoted", reason, self.clock.now_us())
+
+    # -- erasure --------------------------------------------------------------------------------------
+    def freeze_erased(self, pseudonym: str) -> list[str]:
+        """After ``pseudonym``'s identity was erased: freeze their open proposals and void their votes on open
+        proposals, each with a receipt (their ids are returned). Segregation of duties compares pseudonyms, and
+        the person gets a fresh one when they come back; frozen work and void votes keep them from approving or
+        promoting their own work, or voting twice, across the erasure."""
+        now = self.clock.now_us()
+        out: list[str] = []
+        with self.db.connection() as conn:
+            authored = sql.open_authored_by(conn, pseudonym, sorted(OPEN))
+        for proposal, previous in authored:
+            entry = self.ledger.append(receipts.proposal_frozen(
+                sector=proposal.sector, proposal_id=proposal.id, snapshot_id=proposal.candidate_id,
+                author=pseudonym, status=previous))
+            with self.db.transaction() as conn:
+                sql.set_status(conn, proposal.id, "frozen", "its author's identity was erased", now)
+            out.append(entry.id)
+        with self.db.connection() as conn:
+            votes = sql.open_votes_of(conn, pseudonym, sorted(OPEN))
+        for approval_id, pid, sector in votes:
+            out.append(self.ledger.append(receipts.approval_voided(
+                sector=sector, proposal_id=pid, approval_id=approval_id, approver=pseudonym)).id)
+        return out
 
     def reject_by(self, pid: str, *, identity: str, roles: Sequence[str], sector_attr: str | None,
                   comment: str | None = None) -> Execution:

@@ -12,8 +12,9 @@ from typing import Any
 
 import orjson
 
+from knhk.errors import ConflictError
 from knhk.proposals.delta import DeltaSigma
-from knhk.proposals.model import Proposal, ProposalStatus
+from knhk.proposals.model import FINAL, Proposal, ProposalStatus
 from knhk.storage.database import Connection
 
 _PROPOSAL_COLS = "id, sector, base_id, candidate_id, delta, pattern, rationale, author, proposer, cost, created_us"
@@ -69,10 +70,17 @@ def list_proposals(conn: Connection, *, sector: str | None = None, status: str |
 
 def set_status(conn: Connection, proposal_id: str, status: str, reason: str | None, now_us: int,
                held_at_us: int | None = None) -> None:
+    """Set a proposal's status, unless it is final already (:class:`ConflictError`: a final status is never
+    rewritten, whoever races for it)."""
+    final = sorted(FINAL)
     updated = conn.execute(
         "UPDATE proposal_status SET status=?, reason=?, updated_us=?, held_at_us=COALESCE(?, held_at_us) "
-        "WHERE proposal_id=?", (status, reason, now_us, held_at_us, proposal_id))
+        f"WHERE proposal_id=? AND status NOT IN ({','.join('?' * len(final))})",
+        (status, reason, now_us, held_at_us, proposal_id, *final))
     if updated == 0:
+        found = get_status(conn, proposal_id)
+        if found is not None:
+            raise ConflictError(f"proposal {proposal_id} is {found.status}, a final state: it does not change again")
         conn.execute("INSERT INTO proposal_status (proposal_id, status, reason, held_at_us, updated_us) "
                      "VALUES (?,?,?,?,?)", (proposal_id, status, reason, held_at_us, now_us))
 
@@ -113,6 +121,26 @@ def approvals_of(conn: Connection, proposal_id: str) -> list[dict[str, Any]]:
                          "WHERE proposal_id=? ORDER BY at_us", (proposal_id,))
     return [{"id": r[0], "subject": r[1], "roles": orjson.loads(r[2]), "sector": r[3], "decision": r[4],
              "comment": r[5], "at_us": int(r[6])} for r in rows]
+
+
+def open_authored_by(conn: Connection, author: str, open_statuses: Sequence[str]) -> list[tuple[Proposal, str]]:
+    """The proposals of ``author`` in one of ``open_statuses``, with their status."""
+    cols = ", ".join(f"p.{c.strip()}" for c in _PROPOSAL_COLS.split(","))
+    rows = conn.fetchall(
+        f"SELECT {cols}, s.status FROM proposals p JOIN proposal_status s ON s.proposal_id = p.id "
+        f"WHERE p.author=? AND s.status IN ({','.join('?' * len(open_statuses))}) ORDER BY p.created_us",
+        (author, *open_statuses))
+    return [(_proposal(r[:11]), str(r[11])) for r in rows]
+
+
+def open_votes_of(conn: Connection, subject: str, open_statuses: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(approval id, proposal id, sector) of ``subject``'s votes on proposals in one of ``open_statuses``."""
+    rows = conn.fetchall(
+        "SELECT a.id, a.proposal_id, p.sector FROM approvals a JOIN proposals p ON p.id = a.proposal_id "
+        "JOIN proposal_status s ON s.proposal_id = a.proposal_id "
+        f"WHERE a.subject=? AND s.status IN ({','.join('?' * len(open_statuses))}) ORDER BY a.at_us",
+        (subject, *open_statuses))
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
 def promoted_cost_since(conn: Connection, sector: str, since_us: int) -> int:

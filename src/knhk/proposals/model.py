@@ -12,8 +12,14 @@ from typing import Any
 
 from knhk.proposals.delta import DeltaSigma
 
-STATUSES = ("created", "held", "approved", "promoted", "rejected", "no_op", "expired", "superseded")
-FINAL = frozenset({"promoted", "rejected", "no_op", "expired", "superseded"})
+STATUSES = ("created", "held", "approved", "promoted", "rejected", "no_op", "expired", "superseded", "frozen")
+#: Final states: no validation, decision or promotion changes them again (``frozen``: its author's identity was
+#: erased while it was open, so nobody can tell whether its approvers are the author).
+FINAL = frozenset({"promoted", "rejected", "no_op", "expired", "superseded", "frozen"})
+#: Final states whose snapshot may never become current (a promoted one may again, after a rollback).
+CLOSED = frozenset({"rejected", "expired", "superseded", "frozen"})
+#: Where people may still act.
+OPEN = frozenset({"created", "held", "approved"})
 PROPOSERS = ("rule", "llm", "human")
 
 
