@@ -52,7 +52,8 @@ def tighter_quality_limit() -> tuple[list[Triple], list[Triple]]:
 @pytest.mark.parametrize(("sector", "change", "expected", "why"), [
     ("finance", lambda: (new_event_type("finance", "RefundIssued", "refund.issued", [("amount", "decimal", True)]), []),
      "standard", "new nodes"),
-    ("finance", lambda: ([(term("finance", "Account"), COMMENT, literal("an account"))], []), "standard", "annotations"),
+    ("finance", lambda: ([(term("finance", "Account"), COMMENT, literal("an account"))], []), "standard",
+     "annotations"),
     ("manufacturing", lambda: (guard("manufacturing", "MFG-RATE-9", "MachineReading", ticks=1), []), "normal",
      "adds a guard"),
     ("manufacturing", lambda: ([(term("manufacturing", "MachineReading"), SUBCLASS, iri(KNHK + "Event"))], []),
@@ -83,9 +84,11 @@ def test_size_rules_and_requests() -> None:
     assert "more than 20" in reason
     assert klass("logistics", event, rules=ClassRules(standard=False))[0] == "normal"
     raised = klass("logistics", event, requested="major")
-    assert raised[0] == "major" and "raised by its proposer" in raised[1]
+    assert raised[0] == "major"
+    assert "raised by its proposer" in raised[1]
     kept = klass("manufacturing", *tighter_quality_limit(), requested="standard")
-    assert kept[0] == "major" and "never lowered" in kept[1]
+    assert kept[0] == "major"
+    assert "never lowered" in kept[1]
     with pytest.raises(InvalidInputError, match="emergency"):
         klass("logistics", event, requested="emergency")
 
@@ -136,7 +139,8 @@ def test_major_needs_two_approvers_and_its_review_window(loop_runtime: Runtime, 
     assert status.change_class == "major"
     first = rt.proposals.execute(proposal.id)
     assert first.outcome == "held"
-    assert first.report is not None and "CLASS-MAJOR: 0/2" in (first.report.reason or "")
+    assert first.report is not None
+    assert "CLASS-MAJOR: 0/2" in (first.report.reason or "")
     steps = [("ann@plant.example", ["validator"]), ("ben@plant.example", ["validator"])]
     outcomes = [rt.proposals.decide(proposal.id, identity=who, roles=roles, sector_attr="manufacturing").outcome
                 for who, roles in steps]

@@ -64,7 +64,7 @@ class ProposalOps(Operations):
     def proposal(self, actor: Principal, proposal_id: str) -> ProposalDetails:
         """A proposal with its ΔΣ, validations and approvals."""
         self._allow(actor, READ_PROPOSALS)
-        return self._details(proposal_id)
+        return self._details(self.runtime.proposals.resolve(proposal_id))
 
     def create_proposal(self, actor: Principal, sector: str, rationale: str, *, additions: Sequence[Sequence[str]],
                         removals: Sequence[Sequence[str]], change_class: str | None = None) -> ProposalDetails:
@@ -87,6 +87,7 @@ class ProposalOps(Operations):
         """Run the seven-stage pipeline now and record the validation (promotion is a separate step)."""
         self._allow(actor, VALIDATE_PROPOSAL)
         rt = self.runtime
+        proposal_id = rt.proposals.resolve(proposal_id)
         proposal, _ = rt.proposals.get(proposal_id)
         report, entry = rt.proposals.validate(proposal_id)
         rt.audit.record(actor.identity, "proposal.validated", f"proposal/{proposal_id}", "success",
@@ -102,6 +103,7 @@ class ProposalOps(Operations):
         """Approve or reject a held proposal as ``actor``; a reached quorum is validated again and promoted by
         the loop itself. Refusals (segregation of duties, the author, twice, expired) are receipted and audited."""
         self._allow(actor, DECIDE_PROPOSAL)
+        proposal_id = self.runtime.proposals.resolve(proposal_id)
         return self._classed(self.runtime.proposals.decide(
             proposal_id, identity=actor.identity, roles=sorted(actor.roles), sector_attr=actor.sector,
             decision=decision, comment=comment))
@@ -116,6 +118,7 @@ class ProposalOps(Operations):
                                       reason="an emergency promotion needs the operator role with MFA")
             raise ForbiddenError("an emergency promotion needs the operator (or administrator) role and "
                                  "multi-factor authentication")
+        proposal_id = self.runtime.proposals.resolve(proposal_id)
         return self._classed(self.runtime.proposals.emergency(
             proposal_id, identity=actor.identity, roles=sorted(actor.roles), sector_attr=actor.sector,
             justification=justification))
@@ -123,4 +126,5 @@ class ProposalOps(Operations):
     def review_proposal(self, actor: Principal, proposal_id: str, verdict: str, comment: str | None = None) -> Entry:
         """The post-hoc review of an emergency change by a distinct validator (``accepted`` / ``rejected``)."""
         self._allow(actor, REVIEW_PROPOSAL)
+        proposal_id = self.runtime.proposals.resolve(proposal_id)
         return self.runtime.proposals.review(proposal_id, identity=actor.identity, verdict=verdict, comment=comment)

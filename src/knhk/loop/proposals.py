@@ -134,6 +134,22 @@ class ProposalService:
             raise NotFoundError(f"no proposal {pid}")
         return p, st
 
+    def resolve(self, ref: str) -> str:
+        """A full proposal id from an id or a unique prefix (``prop_`` and at least 6 hex digits, as the demo
+        and the lists print them, with or without the trailing ``…``)."""
+        text = ref.strip().rstrip("…").lower()
+        hexpart = text.removeprefix("prop_")
+        if not text.startswith("prop_") or len(hexpart) < 6 or any(c not in "0123456789abcdef" for c in hexpart):
+            raise NotFoundError(f"no proposal {ref!r}: a proposal id is 'prop_' and hex digits (a unique prefix of"
+                                " ≥ 6 of them will do)")
+        with self.db.connection() as conn:
+            found = sql.find_proposals_by_prefix(conn, text)
+        if not found:
+            raise NotFoundError(f"no proposal {text}")
+        if len(found) > 1 and text not in found:
+            raise InvalidInputError(f"proposal prefix {text} is ambiguous; give more characters")
+        return text if text in found else found[0]
+
     def find(self, *, sector: str | None = None, status: str | None = None, limit: int = 100,
              overdue: bool = False) -> list[tuple[Proposal, ProposalStatus]]:
         """Proposals, newest first; ``overdue``: emergency changes whose post-hoc review is past due."""

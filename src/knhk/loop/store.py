@@ -40,6 +40,12 @@ def get_proposal(conn: Connection, proposal_id: str) -> Proposal | None:
     return None if row is None else _proposal(row)
 
 
+def find_proposals_by_prefix(conn: Connection, prefix: str, limit: int = 2) -> list[str]:
+    """Ids starting with ``prefix`` (lowercase hex after ``prop_``: no LIKE wildcard can occur in it)."""
+    rows = conn.fetchall("SELECT id FROM proposals WHERE id LIKE ? ORDER BY id LIMIT ?", (prefix + "%", limit))
+    return [str(r[0]) for r in rows]
+
+
 def list_proposals(conn: Connection, *, sector: str | None = None, status: str | None = None,
                    limit: int = 100, before_us: int | None = None,
                    overdue_at_us: int | None = None) -> list[tuple[Proposal, ProposalStatus]]:

@@ -199,11 +199,15 @@ class Database:
             name="knhk",
         )
         try:
+            # one direct connection first: a refused or unresolvable server is named at once, in the driver's
+            # words, instead of after the pool's whole wait as "pool initialization incomplete"
+            psycopg.connect(self.url, connect_timeout=max(1, int(connect_timeout_s)), options=options).close()
             self._pool.open(wait=True, timeout=connect_timeout_s)
         except Exception as exc:
             self._pool.close()
+            reason = " ".join(str(exc).split()) or type(exc).__name__
             raise DependencyUnavailableError(
-                f"PostgreSQL at {_redact(self.url)} is unreachable: {exc}"
+                f"PostgreSQL at {_redact(self.url)} is unreachable: {reason}"
             ) from exc
 
     def pool_stats(self) -> dict[str, int]:
