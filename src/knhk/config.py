@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     subject_hmac_key: SecretStr | None = Field(
         default=None, description="Secret for the blind index of subject identities; generated if absent."
     )
+    phi_key: SecretStr | None = Field(
+        default=None,
+        description="Key-encryption key of PHI at rest (64 hex digits); default: the phi-<id>.kek files of"
+        " keys_dir, the first generated on first start (docs/disaster-recovery.md).",
+    )
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
@@ -75,6 +80,12 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="Telemetry self-check against the registry (knhk_telemetry_check_ok); 0 off.")
     phi_sectors: list[str] = Field(default_factory=lambda: ["healthcare"],
                                    description="Sectors whose reads need an X-Access-Justification header.")
+    change_classes: dict[str, dict[str, object]] = Field(
+        default_factory=dict,
+        description=("Per-sector change-class rules as JSON {sector: {setting: value}} over the sector pack's "
+                     "classes.json: standard, standard_triples, major_triples, major_approvers, review_window_s, "
+                     "emergency_review_s (knhk.validation.classes; docs/change-governance.md)."),
+    )
     detector_settings: dict[str, dict[str, object]] = Field(
         default_factory=dict,
         description=("Per-sector detector thresholds as JSON {sector: {setting: value}}, over the sector pack's "

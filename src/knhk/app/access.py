@@ -42,6 +42,9 @@ CREATE_PROPOSAL = Operation("proposals.create", "proposals:create", mutating=Tru
 READ_PROPOSALS = Operation("proposals.read", "proposals:read")
 VALIDATE_PROPOSAL = Operation("proposals.validate", "proposals:validate", mutating=True)
 DECIDE_PROPOSAL = Operation("proposals.decide", "proposals:approve", mutating=True)
+# an operator's expedited promotion of an open proposal (the emergency change class): promote rights, with MFA
+EMERGENCY_PROMOTE = Operation("proposals.emergency", "snapshots:promote", mutating=True)
+REVIEW_PROPOSAL = Operation("proposals.review", "proposals:approve", mutating=True)
 READ_SNAPSHOTS = Operation("snapshots.read", "snapshots:read")
 PROMOTE = Operation("snapshots.promote", "snapshots:promote", mutating=True)
 ROLLBACK = Operation("snapshots.rollback", "snapshots:rollback", mutating=True)
@@ -75,6 +78,10 @@ class Access(Protocol):
         """May this principal promote without a validation receipt?"""
         ...
 
+    def may_expedite(self, principal: Principal) -> bool:
+        """May this principal take the emergency path (promote an open proposal at once)?"""
+        ...
+
 
 class RoleBasedAccess:
     """The RBAC matrix with this installation's MFA-required roles."""
@@ -92,6 +99,9 @@ class RoleBasedAccess:
     def may_force(self, principal: Principal) -> bool:
         return "administrator" in principal.roles and principal.mfa
 
+    def may_expedite(self, principal: Principal) -> bool:
+        return bool({"operator", "administrator"} & principal.roles) and principal.mfa
+
 
 class LocalAccess:
     """The operator at the terminal: every operation is allowed (the domain's own rules still apply)."""
@@ -100,6 +110,9 @@ class LocalAccess:
         return None
 
     def may_force(self, principal: Principal) -> bool:
+        return True
+
+    def may_expedite(self, principal: Principal) -> bool:
         return True
 
 

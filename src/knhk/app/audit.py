@@ -55,4 +55,6 @@ class AuditOps(Operations):
         be linked, and the erasure itself is audited by pseudonym."""
         self._allow(actor, ERASE_SUBJECT)
         rt = self.runtime
-        return erase_subject(rt.subjects, rt.audit, subject, actor=actor.identity, references=rt.references)
+        report = erase_subject(rt.subjects, rt.audit, subject, actor=actor.identity, references=rt.references)
+        rt.proposals.freeze_erased(report.pseudonym)  # erasure must not reopen segregation of duties
+        return report

@@ -14,6 +14,7 @@ from typing import Any
 
 from knhk.app import demo
 from knhk.cli.output import print_json, say, table
+from knhk.errors import UsageError
 
 
 def print_sector(sector: str, r: dict[str, Any]) -> None:
@@ -58,6 +59,9 @@ def _command_name() -> str:
 def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix="knhk-demo-"))
+    elif data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise UsageError(f"knhk demo builds a fresh store, and {data_dir} is not an empty directory: name a new"
+                         " or empty one with --data-dir (or unset KNHK_DATA_DIR for a temporary one)")
     if not as_json:
         say(f"KNHK demo: a fresh embedded store in {data_dir}")
         say("Replaying the four sector packs' recorded scenarios through the loop (a cycle per minute of "

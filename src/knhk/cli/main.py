@@ -111,10 +111,16 @@ def demo(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where to create the demo store.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Run the main job: a fresh embedded store, walked through end to end, with a report."""
+    """Run the main job: a fresh embedded store, walked through end to end, with a report.
+
+    The store goes in --data-dir (this option, else the global one, else KNHK_DATA_DIR, else a new temporary
+    directory), which must be empty or absent: the demo never writes into an existing store."""
     from knhk.cli.demo import run_demo
 
-    code = run_demo(data_dir, as_json=as_json)
+    chosen = data_dir or state(ctx).data_dir
+    if chosen is None and os.environ.get("KNHK_DATA_DIR"):
+        chosen = Path(os.environ["KNHK_DATA_DIR"])
+    code = run_demo(chosen, as_json=as_json)
     raise typer.Exit(code)
 
 
