@@ -155,6 +155,25 @@ class Settings(BaseSettings):
         default=None, description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
     )
 
+    # -- the operator console (SPEC §10 /console; read by knhk.console)
+    console_session_max_s: int = Field(
+        default=3600, ge=1, description="A console session ends this long after sign-in.")
+    console_session_idle_s: int = Field(
+        default=3600, ge=1, description="A console session ends after this long without a request.")
+    console_session_idle_phi_s: int = Field(
+        default=900, ge=1, description="Idle timeout of sessions whose principal's sector is a PHI sector (HIPAA).")
+    console_session_prefix: str = Field(default="knhk:console:", min_length=1,
+                                        description="Prefix of the console's session keys in Redis.")
+    console_cookie_secure: bool = Field(default=True, description="Mark console cookies Secure (keep on).")
+    console_oidc_issuer: str | None = Field(
+        default=None, description="The issuer (of KNHK_OIDC_ISSUERS) people sign in with; default the first.")
+    console_oidc_client_id: str | None = Field(default=None, description="The console's OIDC client id.")
+    console_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="The console's OIDC client secret (none: a public client, PKCE only).")
+    console_oidc_scopes: str = Field(default="openid", description="Scopes the console asks for at sign-in.")
+    console_public_url: str | None = Field(
+        default=None, description="External base URL of the service (for the redirect URI); default: the request's.")
+
     # -- backups and restores (SPEC §11; read by knhk.backup)
     backup_dir: Path | None = Field(default=None, description="Backups and their manifests; default data_dir/backups.")
     backup_key: SecretStr | None = Field(

@@ -47,10 +47,15 @@ class SigningKeyInfo:
 
 class LedgerOps(Operations):
     def receipts(self, actor: Principal, log: str = "receipts", *, after_seq: int = -1, limit: int = 100,
-                 kind: str | None = None, sector: str | None = None) -> list[Entry]:
-        """Entries of a log in seq order after ``after_seq``."""
+                 kind: str | None = None, sector: str | None = None, subject: str | None = None,
+                 since_us: int | None = None, until_us: int | None = None, newest_first: bool = False,
+                 before_seq: int | None = None) -> list[Entry]:
+        """Entries of a log in seq order after ``after_seq`` (``newest_first``: descending, before ``before_seq``),
+        filtered by kind, sector, subject and time (``since_us`` ≤ ts_us < ``until_us``)."""
         self._allow(actor, READ_RECEIPTS)
-        return self.runtime.ledger.entries(log, after_seq=after_seq, limit=limit, kind=kind, sector=sector)
+        return self.runtime.ledger.entries(log, after_seq=after_seq, limit=limit, kind=kind, sector=sector,
+                                           subject=subject, since_us=since_us, until_us=until_us,
+                                           descending=newest_first, before_seq=before_seq)
 
     def receipt(self, actor: Principal, log: str, seq: int) -> Entry:
         self._allow(actor, READ_RECEIPTS)
