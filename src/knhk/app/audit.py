@@ -38,6 +38,13 @@ class AuditOps(Operations):
         (:mod:`knhk.app.auth_audit`)."""
         self.auth_audit.failed(who, resource, reason, code)
 
+    def record_session(self, actor: Principal, event: str, method: str) -> None:
+        """Audit a console session starting or ending (``session.started`` / ``session.ended``) for a principal
+        the face has just verified (``method``: ``oidc`` or ``local``)."""
+        if event not in ("session.started", "session.ended"):
+            raise ValueError(f"unknown session event {event!r}")
+        self.runtime.audit.record(actor.identity, event, "console", "success", metadata={"method": method})
+
     def identity_of(self, actor: Principal, pseudonym: str) -> str | None:
         """The identity behind a pseudonym, or None once it was erased."""
         self._allow(actor, RESOLVE_IDENTITY)
@@ -48,4 +55,6 @@ class AuditOps(Operations):
         be linked, and the erasure itself is audited by pseudonym."""
         self._allow(actor, ERASE_SUBJECT)
         rt = self.runtime
-        return erase_subject(rt.subjects, rt.audit, subject, actor=actor.identity, references=rt.references)
+        report = erase_subject(rt.subjects, rt.audit, subject, actor=actor.identity, references=rt.references)
+        rt.proposals.freeze_erased(report.pseudonym)  # erasure must not reopen segregation of duties
+        return report

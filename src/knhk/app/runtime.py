@@ -44,11 +44,14 @@ from knhk.ontology.schema import SectorSchema
 from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.proof.signing import SigningKey, read_key_file
+from knhk.sectors.classes import pack_class_rules
 from knhk.sectors.detectors import pack_detector_settings
 from knhk.sectors.detectors import where as pack_settings_file
 from knhk.sectors.pack import available_sectors, load_pack
 from knhk.storage import schema
 from knhk.storage.database import Database
+from knhk.storage.fields import FieldCipher, KekRing
+from knhk.validation.classes import ClassRules
 from knhk.validation.doctrines import Doctrine
 
 SYSTEM_ACTOR = "system:knhk"
@@ -104,11 +107,28 @@ def derived_cache(settings: Settings, secret: bytes) -> DerivedCache:
     return DerivedCache(settings.cache_l1_bytes, l2)
 
 
+def phi_keys(settings: Settings) -> KekRing:
+    """The key-encryption keys of PHI at rest: KNHK_PHI_KEY, else the key files of the keys directory."""
+    if settings.phi_key is not None:
+        return KekRing.from_hex(settings.phi_key.get_secret_value(), settings.resolved_keys_dir)
+    return KekRing.load(settings.resolved_keys_dir)
+
+
+def _phi_fields() -> dict[str, frozenset[str]]:
+    return {sector: load_pack(sector).phi_fields for sector in available_sectors() if load_pack(sector).phi_fields}
+
+
 def doctrines_for(sector: str) -> list[Doctrine]:
     """The doctrines of a sector's bundled pack."""
     if sector not in available_sectors():
         return []
     return [Doctrine.from_json(raw) for raw in load_pack(sector).doctrines]
+
+
+def class_rules(sector: str, settings: Settings) -> ClassRules:
+    """A sector's change-class rules: the defaults < its pack's classes.json < KNHK_CHANGE_CLASSES."""
+    raw = {**pack_class_rules(sector), **settings.change_classes.get(sector, {})}
+    return ClassRules.from_json(raw, f"change classes of {sector} (classes.json, KNHK_CHANGE_CLASSES)")
 
 
 def detector_settings(sector: str, settings: Settings) -> SectorDetectors:
@@ -171,6 +191,7 @@ class Runtime:
         try:
             if migrate:
                 schema.migrate(db)
+            db.fields = FieldCipher.load(db, phi_keys(settings), _phi_fields(), clock.now_us())
             keyring = Keyring(db, settings.resolved_keys_dir, _configured_key(settings), clock)
             keyring.ensure_active()
             policy = CheckpointPolicy(settings.checkpoint_every_entries, settings.checkpoint_every_seconds,
@@ -195,7 +216,12 @@ class Runtime:
                                 on_ingested=engine.observe if subscribe_engine else None,
                                 doctrines_for=doctrines_for, installed=registry.sectors)
             thresholds = ThresholdBook(db, clock)
-            proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
+            unknown = set(settings.change_classes) - set(available_sectors())
+            if unknown:
+                raise ConfigurationError(f"KNHK_CHANGE_CLASSES names sectors without a pack: {sorted(unknown)}")
+            rules = {sector: class_rules(sector, settings) for sector in available_sectors()}
+            proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy(),
+                                        classes_for=lambda sector: rules.get(sector, ClassRules()))
             proposals.on_outcome = thresholds.record
             coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock)
         except BaseException:

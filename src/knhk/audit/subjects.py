@@ -105,6 +105,11 @@ class Subjects:
         with self.db.connection() as conn:
             return sql.find_by_index(conn, self._index(identity))
 
+    def erased(self, pseudonyms: list[str]) -> set[str]:
+        """Those of ``pseudonyms`` whose subject was erased (never cached: an erasure counts at once)."""
+        with self.db.connection() as conn:
+            return sql.erased_among(conn, sorted(set(pseudonyms)))
+
     def erase(self, pseudonym: str) -> bool:
         """Crypto-shred a subject; True when there was something to erase."""
         if not PSEUDONYM.match(pseudonym):

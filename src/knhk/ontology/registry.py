@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -407,7 +407,7 @@ class SnapshotRegistry:
 
     def promote(self, sector: str, snapshot_id: str, *, actor: str, expected_current: str | None = None,
                 validation_receipt_id: str | None = None, force: bool = False,
-                reason: str | None = None) -> PointerMove:
+                reason: str | None = None, klass: Mapping[str, str] | None = None) -> PointerMove:
         """Make a validated child of the current snapshot current (compare-and-set; SPEC §4).
 
         Raises :class:`StaleBaseError` when the candidate's parent is not current (rebase and re-validate),
@@ -438,7 +438,7 @@ class SnapshotRegistry:
                               else "failure", reason=exc.message[:4096], sector=sector)
             raise
         return self._move(sector, snapshot, pointer, action="promote", actor=actor, forced=force,
-                          validation_receipt_id=validation_receipt_id, reason=reason)
+                          validation_receipt_id=validation_receipt_id, reason=reason, klass=klass)
 
     def rollback(self, sector: str, *, actor: str, reason: str | None = None) -> PointerMove:
         """Move the sector's pointer to the current snapshot's parent (an error at the root)."""
@@ -453,7 +453,8 @@ class SnapshotRegistry:
                           validation_receipt_id=None, reason=reason)
 
     def _move(self, sector: str, target: Snapshot, pointer: sql.Pointer, *, action: str, actor: str,
-              forced: bool, validation_receipt_id: str | None, reason: str | None) -> PointerMove:
+              forced: bool, validation_receipt_id: str | None, reason: str | None,
+              klass: Mapping[str, str] | None = None) -> PointerMove:
         version = pointer.version + 1
         previous = pointer.snapshot_id
         pseudonym = self.audit.subjects.pseudonym(actor)
@@ -471,7 +472,7 @@ class SnapshotRegistry:
         kind = receipts.pointer_kind(action)
         draft = receipts.pointer_moved(action=action, sector=sector, snapshot_id=target.id, previous=previous,
                                        version=version, forced=forced, content_digest=target.content_digest,
-                                       validation_receipt_id=validation_receipt_id, reason=reason)
+                                       validation_receipt_id=validation_receipt_id, reason=reason, klass=klass)
         try:
             entry = self.ledger.append(draft, hook=hook)
         except (StaleBaseError, NotFoundError) as exc:
