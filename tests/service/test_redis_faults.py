@@ -25,7 +25,7 @@ from support.serve import serve
 
 API = "/api/v1"
 LIMIT = 60  # requests per principal per minute
-FIN = "https://knhk.dev/ns/finance#"
+MFG = "https://knhk.dev/ns/manufacturing#"
 RDF, RDFS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#", "http://www.w3.org/2000/01/rdf-schema#"
 
 
@@ -80,47 +80,47 @@ def _until(check: Any, timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-def _current(svc: Service) -> str:
-    response = svc.get(f"{API}/snapshots/current?sector=finance")
+def _current(svc: Service, sector: str = "finance") -> str:
+    response = svc.get(f"{API}/snapshots/current?sector={sector}")
     assert response.status_code == 200, response.text
     return str(response.json()["id"])
 
 
 def test_no_worker_serves_a_stale_read_after_a_promotion(service: Service) -> None:
     svc = service
-    root = _current(svc)
+    root = _current(svc, "manufacturing")
     for _ in range(12):  # warm both workers' L1 and the shared L2
-        assert svc.get(f"{API}/snapshots/current/export?sector=finance").status_code == 200
+        assert svc.get(f"{API}/snapshots/current/export?sector=manufacturing").status_code == 200
         assert svc.get(f"{API}/snapshots/{root}").json()["id"] == root
-    refunded = f"<{FIN}PaymentRefunded>"
-    body = {"sector": "finance", "rationale": "payments can be refunded", "additions": [
-        [refunded, f"<{RDF}type>", f"<{RDFS}Class>"],
-        [refunded, f"<{RDFS}subClassOf>", "<https://knhk.dev/ns/core#Event>"],
-        [refunded, f"<{RDFS}label>", '"Payment refunded"'],
-        [refunded, "<https://knhk.dev/ns/core#eventType>", '"payment.refunded"']]}
+    recalibrated = f"<{MFG}MachineRecalibrated>"
+    body = {"sector": "manufacturing", "rationale": "machines are recalibrated", "additions": [
+        [recalibrated, f"<{RDF}type>", f"<{RDFS}Class>"],
+        [recalibrated, f"<{RDFS}subClassOf>", "<https://knhk.dev/ns/core#Event>"],
+        [recalibrated, f"<{RDFS}label>", '"Machine recalibrated"'],
+        [recalibrated, "<https://knhk.dev/ns/core#eventType>", '"machine.recalibrated"']]}
     created = httpx.post(f"{svc.url}{API}/proposals", json=body, timeout=30,
-                         headers=svc.token("proposer", who="pat@bank.example"))
+                         headers=svc.token("proposer", who="pat@plant.example"))
     assert created.status_code == 201, created.text
     candidate = created.json()["candidate_snapshot_id"]
     promoted = httpx.post(f"{svc.url}{API}/snapshots/{candidate}/promote", json={"force": True, "reason": "drill"},
-                          headers=svc.token("administrator", who="root@bank.example", mfa=True), timeout=30)
+                          headers=svc.token("administrator", who="root@plant.example", mfa=True), timeout=30)
     assert promoted.status_code == 200, promoted.text
     # at once, on whichever worker answers: the new snapshot, its export, its schema for ingest
-    ingestor = svc.token("ingestor", who="gateway@bank.example")
+    ingestor = svc.token("ingestor", who="gateway@plant.example")
     for i in range(12):
-        assert _current(svc) == candidate
-        export = svc.get(f"{API}/snapshots/current/export?sector=finance")
-        assert "payment.refunded" in export.text
+        assert _current(svc, "manufacturing") == candidate
+        export = svc.get(f"{API}/snapshots/current/export?sector=manufacturing")
+        assert "machine.recalibrated" in export.text
         stored = httpx.post(f"{svc.url}{API}/observations", headers=ingestor, timeout=10, json={
-            "id": f"refund-{i}", "sector": "finance", "event_type": "payment.refunded",
+            "id": f"recal-{i}", "sector": "manufacturing", "event_type": "machine.recalibrated",
             "value": {}})
         assert stored.status_code == 201, stored.text
-        seen = svc.get(f"{API}/observations/refund-{i}", who="auditor@bank.example").json()
+        seen = svc.get(f"{API}/observations/recal-{i}", who="auditor@plant.example").json()
         assert seen["conforming"], seen  # checked against the promoted snapshot, not the old one
     # the old snapshot's own results are still its own (an id names one content forever)
     old = svc.get(f"{API}/snapshots/{root}/export")
     assert old.status_code == 200
-    assert "payment.refunded" not in old.text
+    assert "machine.recalibrated" not in old.text
 
 
 def test_redis_stopped_hung_and_back_answers_stay_correct(service: Service) -> None:
