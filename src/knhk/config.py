@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     subject_hmac_key: SecretStr | None = Field(
         default=None, description="Secret for the blind index of subject identities; generated if absent."
     )
+    token: SecretStr | None = Field(
+        default=None,
+        description=("KNHK_TOKEN: the bearer token the CLI acts with (like --token): from a configured OIDC "
+                     "issuer, or in dev mode (no KNHK_OIDC_ISSUERS) the local dev issuer (knhk token mint)."),
+    )
     phi_key: SecretStr | None = Field(
         default=None,
         description="Key-encryption key of PHI at rest (64 hex digits); default: the phi-<id>.kek files of"

@@ -116,6 +116,35 @@ class LocalAccess:
         return True
 
 
+class TerminalAccess:
+    """The CLI's policy (SPEC §13): the same authorization as the API for a principal authenticated by a bearer
+    token (``--token`` / ``KNHK_TOKEN``); a name typed at the terminal is trusted only in dev mode (the
+    installation trusts no identity provider, only the local dev issuer), and never for a forced or emergency
+    promotion. Local-only operations (backups, gc, audit append, resolving a pseudonym) stay the terminal's.
+    """
+
+    def __init__(self, *, dev_mode: bool, mfa_required_roles: Collection[str] = DEFAULT_MFA_REQUIRED_ROLES) -> None:
+        self.dev_mode = dev_mode
+        self.roles = RoleBasedAccess(mfa_required_roles)
+
+    def authorize(self, principal: Principal, operation: Operation) -> None:
+        if operation.permission is None:
+            return None
+        if principal.issuer == LOCAL_ISSUER:
+            if self.dev_mode:
+                return None
+            raise ForbiddenError(f"{operation.name} needs an authenticated subject: this installation trusts an "
+                                 "identity provider, so pass --token or KNHK_TOKEN", permission=operation.name,
+                                 reason="unauthenticated_terminal")
+        return self.roles.authorize(principal, operation)
+
+    def may_force(self, principal: Principal) -> bool:
+        return principal.issuer != LOCAL_ISSUER and self.roles.may_force(principal)
+
+    def may_expedite(self, principal: Principal) -> bool:
+        return principal.issuer != LOCAL_ISSUER and self.roles.may_expedite(principal)
+
+
 def local_principal(name: str, roles: Iterable[str] = (), sector: str | None = None) -> Principal:
     """A principal named by the operator at the terminal (``--actor``, ``--approver`` …): its identity is the
     name as given (stored only as a pseudonym), its roles and sector attribute the ones claimed with it."""

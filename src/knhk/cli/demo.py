@@ -75,6 +75,7 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
             "sectors": {s: {k: r[k] for k in ("cycles", "patterns", "proposals", "promoted", "rejected", "held",
                                                "current_snapshot")} for s, r in done.reports.items()},
             "ledger": {**receipts.to_json(), "checkpoint": receipts_cp.note, "audit": audit.to_json()},
+            "change_classes": done.changes,
             "elapsed_s": round(done.elapsed_s, 2),
         })
         return 0 if done.ok else 1
@@ -82,6 +83,12 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     table(None, ["sector", "cycles", "patterns", "proposals", "promoted", "rejected", "held", "current snapshot"],
           [[s, r["cycles"], r["patterns"], r["proposals"], r["promoted"], r["rejected"], r["held"],
             r["current_snapshot"][:16]] for s, r in done.reports.items()])
+    say("\n[bold]Change classes[/bold] (three people's changes after the replays; docs/change-governance.md)")
+    for c in done.changes:
+        say(f"  {c['change_class']:<9} {c['sector']:<13} {c['proposal_id'][:16]}… {c['status']}: {c['story']}")
+        say(f"            why: {c['class_reason']}")
+        say("            receipts: " + ", ".join(f"#{r['seq']} {r['kind']} {r['outcome']} ({r['change_class']})"
+                                              for r in c["receipts"]))
     verdict = "[green]VERIFIED[/green]" if done.ok else "[red]FAILED[/red]"
     say(f"\nLedger: {verdict} — receipts {receipts.verified_count}/{receipts.total_count} entries, audit "
         f"{audit.verified_count}/{audit.total_count}; every id, signature, parent link, timestamp, Merkle node "

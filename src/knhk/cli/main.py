@@ -57,12 +57,15 @@ def root(
     ctx: typer.Context,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (env KNHK_DATA_DIR).")] = None,
     database_url: Annotated[str | None, typer.Option(help="Database URL (env KNHK_DATABASE_URL).")] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token to act with (env KNHK_TOKEN): from the configured "
+                                              "issuer, or in dev mode `knhk token mint`.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version.")] = False,
 ) -> None:
     st = state(ctx)
     st.data_dir = data_dir
     st.database_url = database_url
+    st.token = token
     settings = st.settings()
     configure_logging(settings.log_level if os.environ.get("KNHK_LOG_LEVEL") else "WARNING", settings.log_format)
     ctx.call_on_close(st.close)

@@ -1,8 +1,8 @@
-"""``knhk proposals …``: list, show, approve and reject proposals.
+"""``knhk proposals …``: list, show, approve, reject, object, the emergency path and its review.
 
-In embedded mode the approver is named on the command line (``--approver NAME --approver-sector SECTOR
---approver-role ROLE``) and acts as that principal; the service takes identity from the authenticated token
-instead. Both go through the same operation (:meth:`knhk.app.application.Application.decide`).
+Who decides is the subject of ``--token`` / ``KNHK_TOKEN`` (authorized as in the API). In dev mode only, the
+approver may instead be named on the command line (``--approver NAME --approver-sector SECTOR --approver-role
+ROLE``). Both go through the same operations (:meth:`knhk.app.application.Application.decide` …).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from knhk.ops.clock import format_rfc3339
 
 app = typer.Typer(help="Proposals (ΔΣ) and their approval.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json")]
-Approver = Annotated[str, typer.Option("--approver", help="Who decides (stored as a pseudonym).")]
+Approver = Annotated[str | None, typer.Option("--approver", help="Who decides (stored as a pseudonym); dev mode "
+                                              "only: otherwise the --token's subject decides.")]
 ApproverSector = Annotated[str | None, typer.Option("--approver-sector", help="The approver's sector attribute.")]
 ApproverRole = Annotated[list[str], typer.Option("--approver-role", help="A role the approver holds (repeatable).")]
 
@@ -72,7 +73,7 @@ def _report(result: Execution, as_json: bool) -> None:
 
 
 @app.command("approve")
-def approve(ctx: typer.Context, proposal_id: str, approver: Approver, approver_sector: ApproverSector = None,
+def approve(ctx: typer.Context, proposal_id: str, approver: Approver = None, approver_sector: ApproverSector = None,
             approver_role: ApproverRole = [], comment: Annotated[str | None, typer.Option()] = None,  # noqa: B006
             as_json: Json = False) -> None:
     """Approve a held proposal; when the quorum is reached it is validated again and promoted."""
@@ -81,7 +82,7 @@ def approve(ctx: typer.Context, proposal_id: str, approver: Approver, approver_s
 
 
 @app.command("reject")
-def reject(ctx: typer.Context, proposal_id: str, approver: Approver, approver_sector: ApproverSector = None,
+def reject(ctx: typer.Context, proposal_id: str, approver: Approver = None, approver_sector: ApproverSector = None,
            approver_role: ApproverRole = [], comment: Annotated[str | None, typer.Option()] = None,  # noqa: B006
            as_json: Json = False) -> None:
     """Reject a held proposal."""
@@ -90,7 +91,7 @@ def reject(ctx: typer.Context, proposal_id: str, approver: Approver, approver_se
 
 
 @app.command("object")
-def object_(ctx: typer.Context, proposal_id: str, approver: Approver, approver_sector: ApproverSector = None,
+def object_(ctx: typer.Context, proposal_id: str, approver: Approver = None, approver_sector: ApproverSector = None,
             approver_role: ApproverRole = [], comment: Annotated[str | None, typer.Option()] = None,  # noqa: B006
             as_json: Json = False) -> None:
     """Object to a held proposal (a major change in its review window): an objection is a rejection."""
@@ -105,16 +106,17 @@ def emergency(ctx: typer.Context, proposal_id: str, justification: Annotated[str
               operator_sector: ApproverSector = None, as_json: Json = False) -> None:
     """Promote an open proposal at once as an emergency change (operator with MFA); a distinct validator owes
     a post-hoc review (`knhk proposals review`)."""
-    who = actor(operator, ["operator"], operator_sector)
+    who = actor(operator, ["operator"] if operator else (), operator_sector)
     _report(application(ctx).emergency_promote(who, proposal_id, justification), as_json)
 
 
 @app.command("review")
 def review(ctx: typer.Context, proposal_id: str,
-           verdict: Annotated[str, typer.Option(help="accepted or rejected")], approver: Approver,
+           verdict: Annotated[str, typer.Option(help="accepted or rejected")], approver: Approver = None,
            comment: Annotated[str | None, typer.Option()] = None, as_json: Json = False) -> None:
     """The post-hoc review of an emergency change, by a validator who is neither its author nor its operator."""
-    entry = application(ctx).review_proposal(actor(approver, ["validator"]), proposal_id, verdict, comment)
+    who = actor(approver, ["validator"] if approver else ())
+    entry = application(ctx).review_proposal(who, proposal_id, verdict, comment)
     if as_json:
         print_json({"proposal_id": proposal_id, "verdict": verdict, "receipt": entry.id})
     else:

@@ -395,8 +395,10 @@ class ProposalService:
     def _rebase(self, proposal: Proposal, result: Execution) -> Execution:
         now = self.clock.now_us()
         plan = Plan(proposal.delta, proposal.rationale + " (rebased on the new current snapshot)")
+        old_class = self.get(proposal.id)[1].change_class
         new, created = self.create(proposal.sector, plan, pattern=proposal.pattern, author=proposal.author,
-                                   proposer=proposal.proposer)
+                                   proposer=proposal.proposer,  # rebased, a class is still never lowered
+                                   requested_class=old_class if old_class in (STANDARD, NORMAL, MAJOR) else None)
         with self.db.transaction() as conn:
             sql.set_status(conn, proposal.id, "superseded", f"rebased as {new.id}", now)
         again = self.execute(new.id, rebase=False)
