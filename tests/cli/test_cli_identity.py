@@ -102,3 +102,36 @@ def test_outside_dev_mode_typed_identities_are_refused(tmp_path: Path, database_
     code, _, err = cli("--token", observer, "proposals", "approve", pid)
     assert code == 1
     assert "missing permission proposals:approve" in err
+
+
+def test_emergency_and_overdue_reviews_on_the_cli(tmp_path: Path, database_url: str) -> None:
+    data = tmp_path / "data"
+    hc = "https://knhk.dev/ns/healthcare#"
+    env = {"KNHK_CHANGE_CLASSES": orjson.dumps({"healthcare": {"emergency_review_s": 0}}).decode()}
+    pid, _ = _propose(data, database_url, "healthcare", hc, "Patient", change_classes={
+        "healthcare": {"emergency_review_s": 0}})
+    issuer = LocalIssuer.from_settings(make_settings(database_url, data))
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        done = run_cli(list(args), data, database_url, env=env)
+        return done.returncode, done.stdout, done.stderr
+
+    code, _, err = cli("proposals", "emergency", pid, "--justification", "tonight")
+    assert code == 1, err  # not without an operator's token with MFA
+    operator = issuer.mint(["operator"], subject="olga@hospital.example", sector="healthcare", mfa=True).token
+    code, out, err = cli("--token", operator, "proposals", "emergency", pid, "--justification", "tonight", "--json")
+    assert code == 0, err
+    assert (orjson.loads(out)["outcome"], orjson.loads(out)["change_class"]) == ("promoted", "emergency")
+    code, out, err = cli("proposals", "show", pid)
+    assert "class emergency: emergency: tonight (was standard)" in out, out
+    code, out, _ = cli("cycle", "--sector", "healthcare", "--json")
+    assert code in (0, 1)
+    code, out, err = cli("proposals", "list", "--overdue", "--json")
+    assert [p["id"] for p in orjson.loads(out)] == [pid], err
+    alerts = [e for e in orjson.loads(cli("receipts", "list", "--kind", "alert.raised", "--json")[1])]
+    assert any((a.get("data") or {}).get("source") == "review" for a in alerts), alerts
+    vera = issuer.mint(["validator"], subject="vera@hospital.example", sector="healthcare").token
+    code, _, err = cli("--token", vera, "proposals", "review", pid, "--verdict", "accepted")
+    assert code == 0, err
+    code, out, _ = cli("proposals", "list", "--overdue", "--json")
+    assert orjson.loads(out) == []

@@ -26,7 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from knhk.config import Settings
 from knhk.console import local_sign_in_code
 from knhk.identity import LocalIssuer
-from support.serve import serve
+from support.serve import free_port, serve
 
 HERE = Path(__file__).resolve().parent
 SHOTS = HERE.parent.parent / "docs" / "console"
@@ -182,3 +182,54 @@ def test_console_flows_in_chromium(live: tuple[str, Settings], browser: WebDrive
     problems["login"] = check_accessibility(browser, axe)
     shoot(browser, "login")
     assert {page: found for page, found in problems.items() if found} == {}
+
+
+def _text(driver: WebDriver) -> str:
+    return str(driver.find_element(By.TAG_NAME, "body").text[:1500])
+
+
+def test_oidc_sign_in_with_pkce_against_a_real_provider(browser: WebDriver) -> None:
+    """The authorization code flow (PKCE, state, nonce) against the real oidc-provider of the service tests:
+    the provider's login page, back to the console as a compliance validator with the roles of the token."""
+    from service.auth.oidc_support import ISSUER_GROUP_ROLES, OidcProvider
+
+    port = free_port()
+    client = {"client_id": "knhk-console", "client_secret": "console-" + "s" * 32,
+              "redirect_uris": [f"http://127.0.0.1:{port}/console/login/callback"]}
+    accounts = {"carl": {"groups": ["knhk-validators"], "sector": "compliance", "amr": ["pwd"]}}
+    provider = OidcProvider.start(code_clients=[client], accounts=accounts)
+    data = Path(tempfile.mkdtemp(prefix="knhk-console-oidc-"))
+    issuers = [{"issuer": provider.issuer, "audience": "urn:knhk:api", "group_roles": ISSUER_GROUP_ROLES}]
+    env = {"KNHK_DATA_DIR": str(data), "KNHK_CYCLE_INTERVAL_S": "0", "KNHK_VERIFY_INTERVAL_S": "0",
+           "KNHK_CHECKPOINT_INTERVAL_S": "0", "KNHK_OIDC_ISSUERS": json.dumps(issuers),
+           "KNHK_CONSOLE_OIDC_CLIENT_ID": client["client_id"],
+           "KNHK_CONSOLE_OIDC_CLIENT_SECRET": client["client_secret"],
+           "KNHK_CONSOLE_OIDC_SCOPES": "openid knhk"}
+    try:
+        with serve(env, port=port) as (url, _proc):
+            browser.delete_all_cookies()
+            browser.get(f"{url}/console/receipts")
+            browser.find_element(By.ID, "sign-in").click()
+            try:
+                WebDriverWait(browser, 15).until(lambda d: d.current_url.startswith(provider.issuer))
+            except Exception:
+                raise AssertionError(f"{browser.current_url}: {_text(browser)}") from None
+            assert "code_challenge_method=S256" in browser.current_url or "/interaction/" in browser.current_url
+            browser.find_element(By.NAME, "login").send_keys("carl")
+            browser.find_element(By.NAME, "password").send_keys("any")
+            browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            try:
+                WebDriverWait(browser, 15).until(lambda d: d.current_url.startswith(f"{url}/console/receipts"))
+            except Exception:
+                raise AssertionError(f"{browser.current_url}: {_text(browser)}") from None
+            who = browser.find_element(By.ID, "who").text
+            assert who == "carl · validator · compliance", who
+            # the session cookie is the console's own; no token is kept in the browser's storage
+            storage = browser.execute_script("return [localStorage.length, sessionStorage.length, document.cookie]")
+            assert storage == [0, 0, ""]
+            # a replayed callback (state used up) is refused
+            browser.get(f"{url}/console/login/callback?state=replayed&code=x")
+            assert "401" in browser.find_element(By.ID, "error").text
+    finally:
+        provider.stop()
+        shutil.rmtree(data, ignore_errors=True)
