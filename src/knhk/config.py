@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(default=30.0, ge=1, description="Loop leases (cycles, verifier, checkpointer) lapse "
                                                                "this long after their holder stops renewing them.")
     checkpoint_interval_s: float = Field(default=60.0, ge=0, description="Periodic checkpoints; 0 disables.")
+    relaxation_max_window_s: int = Field(default=7 * 86400, ge=1, le=30 * 86400,
+                                         description="The longest window a guard relaxation may ask for.")
     telemetry_check_interval_s: float = Field(
         default=60.0, ge=0, description="Telemetry self-check against the registry (knhk_telemetry_check_ok); 0 off.")
     phi_sectors: list[str] = Field(default_factory=lambda: ["healthcare"],

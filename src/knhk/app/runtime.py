@@ -28,6 +28,7 @@ from knhk.detection.pattern import DetectorConfig
 from knhk.detection.settings import SectorDetectors, layered
 from knhk.detection.thresholds import ThresholdBook
 from knhk.errors import ConfigurationError
+from knhk.governance.relaxations import RelaxationService
 from knhk.ledger import store as ledger_store
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
@@ -138,6 +139,7 @@ class Runtime:
     proposals: ProposalService
     coordinator: Coordinator
     leases: Leases
+    relaxations: RelaxationService
     subscribed: bool = True
     _cursors: dict[str, int] = field(default_factory=dict)
 
@@ -178,9 +180,12 @@ class Runtime:
             def schema_for(sector: str) -> SectorSchema | None:
                 return registry.current_schema(sector) if registry.current(sector) is not None else None
 
+            relaxations = RelaxationService(db, ledger, audit, registry, doctrines_for, lclock,
+                                            max_window_s=settings.relaxation_max_window_s)
             ingestor = Ingestor(db, ledger, schema_for, lclock,
                                 on_ingested=engine.observe if subscribe_engine else None,
-                                doctrines_for=doctrines_for, installed=registry.sectors)
+                                doctrines_for=doctrines_for, installed=registry.sectors,
+                                relaxed_for=relaxations.relaxed)
             thresholds = ThresholdBook(db, clock)
             proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
             proposals.on_outcome = thresholds.record
@@ -190,7 +195,7 @@ class Runtime:
             raise
         leases = Leases(db, ttl_s=settings.lease_ttl_s)
         return cls(settings, db, keyring, ledger, subjects, audit, clock, lclock, registry, reader, engine,
-                   ingestor, thresholds, proposals, coordinator, leases, subscribe_engine)
+                   ingestor, thresholds, proposals, coordinator, leases, relaxations, subscribe_engine)
 
     def catch_up(self, sector: str) -> int:
         """Feed the sector's detection windows with observations stored since the last catch-up (by ingest
@@ -232,6 +237,7 @@ class Runtime:
         """One cycle of ``sector``, holding the sector's database lease (one running cycle per sector across
         every process and replica; a second caller gets a ConflictError)."""
         with self.leases.hold(f"knhk.cycle.{sector}", what=f"a cycle of sector {sector}"):
+            self.relaxations.sweep(sector)  # receipt the guard relaxations time has ended or expired
             self.catch_up(sector)
             return self.coordinator.run_cycle(sector)
 

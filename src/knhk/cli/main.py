@@ -16,7 +16,21 @@ import typer
 from knhk import __version__
 from knhk.app.system import grant_app_role as grant_role
 from knhk.app.system import migrate_database
-from knhk.cli import audit, backup, keys, loop, proposals, receipts, sectors, serve, sigma, subjects, telemetry, token
+from knhk.cli import (
+    audit,
+    backup,
+    guards,
+    keys,
+    loop,
+    proposals,
+    receipts,
+    sectors,
+    serve,
+    sigma,
+    subjects,
+    telemetry,
+    token,
+)
 from knhk.cli.context import application, state
 from knhk.cli.output import print_json, say
 from knhk.errors import KnhkError
@@ -39,6 +53,7 @@ app.add_typer(subjects.app, name="subjects")
 app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(sectors.app, name="sectors")
 app.add_typer(backup.app, name="backup")
+app.add_typer(guards.app, name="guards")
 app.command("ingest")(loop.ingest)
 app.command("serve")(serve.serve)
 app.command("cycle")(loop.cycle)

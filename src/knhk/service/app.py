@@ -26,7 +26,7 @@ from knhk.ops import telemetry
 from knhk.ops.telemetry import setup as telemetry_setup
 from knhk.service import metrics, problems, scheduler
 from knhk.service.guards import RequestGuards
-from knhk.service.routes import PREFIX, audit, cycles, observations, patterns, proposals, receipts, snapshots
+from knhk.service.routes import PREFIX, audit, cycles, guards, observations, patterns, proposals, receipts, snapshots
 from knhk.service.routes import health as health_routes
 from knhk.service.state import RateLimiter, ServiceState
 
@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
                   description="Provable, autonomic change control for a knowledge model.",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     problems.install(app)
-    for module in (observations, patterns, proposals, snapshots, cycles, receipts, audit):
+    for module in (observations, patterns, proposals, snapshots, guards, cycles, receipts, audit):
         app.include_router(module.router)
     app.include_router(health_routes.router)
     limits = {f"{PREFIX}/observations/batch": settings.max_batch_body_bytes}

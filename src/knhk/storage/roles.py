@@ -23,11 +23,12 @@ MUTABLE: dict[str, tuple[str, ...]] = {
     "subject_keys": ("DELETE",),
     "detector_thresholds": ("UPDATE",),  # learned confidence thresholds
     "leases": ("UPDATE",),  # job leases across replicas
+    "relaxation_status": ("UPDATE",),  # a guard relaxation's current status and window
 }
 APPEND_ONLY: tuple[str, ...] = (
     "ledger_entries", "ledger_nodes", "ledger_checkpoints", "ledger_key_use", "observations", "snapshots",
     "snapshot_history", "snapshot_collections", "proposals", "validations", "approvals", "cycles",
-    "subject_erasures", "schema_migrations", "evidence_sets",
+    "subject_erasures", "schema_migrations", "evidence_sets", "relaxations", "relaxation_approvals",
 )
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
