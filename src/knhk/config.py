@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(default=50, ge=1)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    migration_lock_timeout_ms: int = Field(
+        default=5_000, ge=1, description="PostgreSQL: how long a migration statement may wait for a table lock.")
+    migration_statement_timeout_ms: int = Field(
+        default=600_000, ge=0, description="PostgreSQL: how long one migration statement may run (0: no limit).")
 
     subject_hmac_key: SecretStr | None = Field(
         default=None, description="Secret for the blind index of subject identities; generated if absent."

@@ -159,7 +159,8 @@ class Runtime:
         )
         try:
             if migrate:
-                schema.migrate(db)
+                schema.migrate(db, lock_timeout_ms=settings.migration_lock_timeout_ms,
+                               statement_timeout_ms=settings.migration_statement_timeout_ms)
             keyring = Keyring(db, settings.resolved_keys_dir, _configured_key(settings), clock)
             keyring.ensure_active()
             policy = CheckpointPolicy(settings.checkpoint_every_entries, settings.checkpoint_every_seconds,
