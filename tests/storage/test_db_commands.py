@@ -76,7 +76,8 @@ def test_grant_app_role_with_password_file_as_documented(pg_url: str, role: str,
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout)["role"] == role
     verifier = _verifier(pg_url, role)
-    assert verifier is not None and verifier.startswith("SCRAM-SHA-256$")
+    assert verifier is not None
+    assert verifier.startswith("SCRAM-SHA-256$")
     assert password not in verifier
     assert scram_matches(verifier, password)
     assert not scram_matches(verifier, password + "x")
@@ -92,12 +93,14 @@ def test_grant_app_role_with_password_file_as_documented(pg_url: str, role: str,
     missing = knhk("db", "grant-app-role", role, "--password-file", str(tmp_path / "nope"),
                    url=pg_url, data=tmp_path / "data")
     assert missing.returncode == 2
-    assert "nope" in missing.stderr and "Traceback" not in missing.stderr
+    assert "nope" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
     empty = tmp_path / "empty"
     empty.write_text("\n")
     refused = knhk("db", "grant-app-role", role, "--password-file", str(empty), url=pg_url, data=tmp_path / "data")
-    assert refused.returncode == 2 and "password" in refused.stderr
+    assert refused.returncode == 2
+    assert "password" in refused.stderr
     assert scram_matches(_verifier(pg_url, role) or "", password)  # unchanged
 
 
@@ -107,7 +110,8 @@ def test_migrate_dry_run_prints_the_plan_and_applies_nothing(database_url: str, 
     plan = knhk("db", "migrate", "--dry-run", "--json", url=database_url, data=tmp_path / "data")
     assert plan.returncode == 0, plan.stderr
     body = orjson.loads(plan.stdout)
-    assert body["schema_version"] == 0 and body["applied"] == []
+    assert body["schema_version"] == 0
+    assert body["applied"] == []
     assert [m["version"] for m in body["pending"]] == [m.version for m in everything]
     assert [m["sql"] for m in body["pending"]] == [m.sql for m in everything]
     assert all(m["digest"] == hashlib.sha256(m["sql"].encode()).hexdigest() for m in body["pending"])

@@ -107,29 +107,33 @@ def migrate(db: Database, *, lock_timeout_ms: int = 5_000, statement_timeout_ms:
         return done
     import psycopg
 
-    with db.transaction() as conn:
-        # wait as long as another migrator takes (it holds the lock for its whole run) ...
-        conn.execute("SET LOCAL lock_timeout = 0")
-        conn.execute("SET LOCAL statement_timeout = 0")
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("knhk.migrations"),))
-        # ... but never queue a table lock of the running service behind a long transaction for long
-        conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
-        conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
-        conn.execute(_BOOKKEEPING)
-        have = {int(r[0]) for r in conn.fetchall("SELECT version FROM schema_migrations")}
-        for migration in available("postgresql"):
-            if migration.version in have:
-                continue
-            try:
+    current = "the bookkeeping"
+    try:
+        with db.transaction() as conn:
+            # wait as long as another migrator takes (it holds the lock for its whole run) ...
+            conn.execute("SET LOCAL lock_timeout = 0")
+            conn.execute("SET LOCAL statement_timeout = 0")
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("knhk.migrations"),))
+            # ... but never queue a table lock of the running service behind a long transaction for long
+            conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+            conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
+            conn.execute(_BOOKKEEPING)
+            have = {int(r[0]) for r in conn.fetchall("SELECT version FROM schema_migrations")}
+            for migration in available("postgresql"):
+                if migration.version in have:
+                    continue
+                current = f"migration {migration.version:04d}_{migration.name}"
                 conn.raw.execute(migration.sql.encode())  # type: ignore[attr-defined]
-            except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
-                raise DependencyUnavailableError(
-                    f"migration {migration.version:04d}_{migration.name} was rolled back: {exc}".strip()
-                    + "; a long transaction holds a lock it needs (see pg_stat_activity); nothing was applied, "
-                    "run `knhk db migrate` again") from exc
-            conn.execute("INSERT INTO schema_migrations VALUES (?,?,?,?)",
-                         (migration.version, migration.name, migration.digest, time.time_ns() // 1000))
-            done.append(migration)
+                conn.execute("INSERT INTO schema_migrations VALUES (?,?,?,?)",
+                             (migration.version, migration.name, migration.digest, time.time_ns() // 1000))
+                done.append(migration)
+    except DependencyUnavailableError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+            raise DependencyUnavailableError(
+                f"{current} was rolled back ({str(cause).strip()}): a long transaction holds a lock it needs "
+                "(see pg_stat_activity); nothing was applied, run `knhk db migrate` again") from cause
+        raise
     return done
 
 
