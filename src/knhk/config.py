@@ -74,8 +74,17 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request body limit (413 above).")
     max_batch_body_bytes: int = Field(default=33_554_432, ge=1024, description="Body limit of the batch ingest.")
-    redis_url: str | None = Field(default=None, description="Optional Redis for rate limits (redis://…).")
-    rate_limit_per_minute: int = Field(default=100_000, ge=1, description="Requests per principal per minute.")
+    redis_url: str | None = Field(default=None, description="Optional Redis (redis://…): the L2 cache of derived "
+                                  "results and the rate limits shared by every worker and replica.")
+    redis_timeout_s: float = Field(default=0.05, gt=0, le=5, description="Connect and socket timeout of each Redis "
+                                   "call; a slower Redis counts as a failure of its circuit breaker.")
+    rate_limit_per_minute: int = Field(default=100_000, ge=1, description="Requests per principal per minute "
+                                       "(a moving window, counted in Redis across workers and replicas).")
+    cache_l1_bytes: int = Field(default=10_485_760, ge=0, description="In-process LRU of derived results (L1), "
+                                "bounded in bytes; 0 disables it.")
+    cache_l2_bytes: int = Field(default=104_857_600, ge=0, description="Bytes of derived results KNHK keeps in "
+                                "Redis (L2, least recently used evicted first by KNHK itself); 0 disables it.")
+    cache_l2_ttl_s: int = Field(default=3600, ge=1, description="Every L2 entry also expires after this long.")
     cycle_interval_s: float = Field(default=60.0, ge=0, description="Scheduled cycles per sector; 0 disables.")
     verify_interval_s: float = Field(default=300.0, ge=0, description="Periodic full ledger verification; 0 off.")
     lease_ttl_s: float = Field(default=30.0, ge=1, description="Loop leases (cycles, verifier, checkpointer) lapse "

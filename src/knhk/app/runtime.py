@@ -41,6 +41,7 @@ from knhk.observations.ingest import Ingestor
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
+from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.proof.signing import SigningKey, read_key_file
 from knhk.sectors.classes import pack_class_rules
@@ -95,6 +96,15 @@ def _written_secret(path: Path, wait_s: float = 5.0) -> bytes:
         if len(secret) >= 64 or time.monotonic() > deadline:
             return secret
         time.sleep(0.01)
+
+
+def derived_cache(settings: Settings, secret: bytes) -> DerivedCache:
+    """The process's cache of derived results: L1 always (unless sized 0), L2 when Redis is configured."""
+    l2 = None
+    if settings.redis_url and settings.cache_l2_bytes > 0:
+        l2 = RedisLayer.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s,
+                                 max_bytes=settings.cache_l2_bytes, ttl_s=settings.cache_l2_ttl_s, secret=secret)
+    return DerivedCache(settings.cache_l1_bytes, l2)
 
 
 def phi_keys(settings: Settings) -> KekRing:
@@ -158,6 +168,7 @@ class Runtime:
     proposals: ProposalService
     coordinator: Coordinator
     leases: Leases
+    cache: DerivedCache
     subscribed: bool = True
     _cursors: dict[str, int] = field(default_factory=dict)
 
@@ -185,11 +196,13 @@ class Runtime:
             keyring.ensure_active()
             policy = CheckpointPolicy(settings.checkpoint_every_entries, settings.checkpoint_every_seconds,
                                       settings.log_origin_prefix)
+            secret = _index_secret(settings)
+            cache = derived_cache(settings, secret)
             ledger = Ledger(db, keyring, policy=policy, clock=clock, max_batch=settings.sequencer_max_batch)
-            subjects = Subjects(db, _index_secret(settings), clock)
+            subjects = Subjects(db, secret, clock)
             audit = AuditLog(ledger, subjects)
             lclock = loop_clock or clock
-            registry = SnapshotRegistry(db, ledger, audit, clock)
+            registry = SnapshotRegistry(db, ledger, audit, clock, cache=cache)
             if install_packs:
                 for sector in available_sectors():
                     registry.install_root(sector, load_pack(sector).sigma, SYSTEM_ACTOR)
@@ -216,7 +229,7 @@ class Runtime:
             raise
         leases = Leases(db, ttl_s=settings.lease_ttl_s)
         return cls(settings, db, keyring, ledger, subjects, audit, clock, lclock, registry, reader, engine,
-                   ingestor, thresholds, proposals, coordinator, leases, subscribe_engine)
+                   ingestor, thresholds, proposals, coordinator, leases, cache, subscribe_engine)
 
     def catch_up(self, sector: str) -> int:
         """Feed the sector's detection windows with observations stored since the last catch-up (by ingest

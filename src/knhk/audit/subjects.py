@@ -45,6 +45,13 @@ class Subjects:
     def _index(self, identity: str) -> str:
         return hmac.new(self._secret, identity.encode(), hashlib.sha256).hexdigest()
 
+    def keyed_hash(self, purpose: str, identity: str) -> str:
+        """A stable keyed hash of ``identity`` for ``purpose`` (HMAC-SHA-256 under a key derived from the index
+        secret per purpose), for keys kept outside the database — e.g. rate-limit counters in Redis — that
+        must neither reveal the identity nor match the blind index."""
+        key = hmac.new(self._secret, b"knhk keyed hash\x00" + purpose.encode(), hashlib.sha256).digest()
+        return hmac.new(key, identity.encode(), hashlib.sha256).hexdigest()
+
     def pseudonym(self, identity: str) -> str:
         """The pseudonym of ``identity``, created (with its encrypted identity) on first sight."""
         if not identity or len(identity) > 512:

@@ -26,9 +26,10 @@ from knhk.ops import telemetry
 from knhk.ops.telemetry import setup as telemetry_setup
 from knhk.service import metrics, problems, scheduler
 from knhk.service.guards import RequestGuards
+from knhk.service.ratelimit import RateLimiter
 from knhk.service.routes import PREFIX, audit, cycles, observations, patterns, proposals, receipts, snapshots
 from knhk.service.routes import health as health_routes
-from knhk.service.state import RateLimiter, ServiceState
+from knhk.service.state import ServiceState
 
 log = logging.getLogger("knhk.service")
 
@@ -48,8 +49,9 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
                 application_.close()
             raise
         application_.refresh_snapshots()
-        st = ServiceState(settings, application_, auth, RateLimiter(settings.rate_limit_per_minute, settings.redis_url),
-                          application_.ingest_audit)
+        limiter = RateLimiter(settings.rate_limit_per_minute, settings.redis_url, workers=settings.workers,
+                              keyed=application_.rate_limit_key, timeout_s=settings.redis_timeout_s)
+        st = ServiceState(settings, application_, auth, limiter, application_.ingest_audit)
         app.state.knhk = st
         console.bind(console_app, settings, application_, auth)
 
