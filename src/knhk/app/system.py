@@ -121,6 +121,25 @@ class SystemOps(Operations):
         with self.runtime.db.connection() as conn:
             conn.fetchone("SELECT 1")
 
+    def redis_up(self) -> bool | None:
+        """Whether the Redis of the L2 cache answers (``None``: no L2 configured; ``False`` at once while the
+        ``redis`` circuit breaker is open)."""
+        l2 = self.runtime.cache.l2
+        return None if l2 is None else l2.ping()
+
+    def cache_stats(self) -> dict[str, int]:
+        """Bytes held by the L1 cache of this process (and by KNHK's L2 keyspace, when Redis answers)."""
+        cache = self.runtime.cache
+        stats = {"l1_bytes": cache.l1.bytes_used, "l1_max_bytes": cache.l1.max_bytes}
+        if cache.l2 is not None:
+            stats["l2_max_bytes"] = cache.l2.max_bytes
+        return stats
+
+    def rate_limit_key(self, identity: str) -> str:
+        """The key a principal's requests are counted under outside the database (Redis): a keyed hash of its
+        identity, never the identity."""
+        return self.runtime.subjects.keyed_hash("rate-limit", identity)
+
     def migrations_pending(self) -> bool:
         return bool(schema.pending(self.runtime.db))
 

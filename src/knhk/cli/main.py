@@ -57,12 +57,15 @@ def root(
     ctx: typer.Context,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (env KNHK_DATA_DIR).")] = None,
     database_url: Annotated[str | None, typer.Option(help="Database URL (env KNHK_DATABASE_URL).")] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token to act with (env KNHK_TOKEN): from the configured "
+                                              "issuer, or in dev mode `knhk token mint`.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version.")] = False,
 ) -> None:
     st = state(ctx)
     st.data_dir = data_dir
     st.database_url = database_url
+    st.token = token
     settings = st.settings()
     configure_logging(settings.log_level if os.environ.get("KNHK_LOG_LEVEL") else "WARNING", settings.log_format)
     ctx.call_on_close(st.close)
@@ -130,10 +133,16 @@ def demo(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where to create the demo store.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Run the main job: a fresh embedded store, walked through end to end, with a report."""
+    """Run the main job: a fresh embedded store, walked through end to end, with a report.
+
+    The store goes in --data-dir (this option, else the global one, else KNHK_DATA_DIR, else a new temporary
+    directory), which must be empty or absent: the demo never writes into an existing store."""
     from knhk.cli.demo import run_demo
 
-    code = run_demo(data_dir, as_json=as_json)
+    chosen = data_dir or state(ctx).data_dir
+    if chosen is None and os.environ.get("KNHK_DATA_DIR"):
+        chosen = Path(os.environ["KNHK_DATA_DIR"])
+    code = run_demo(chosen, as_json=as_json)
     raise typer.Exit(code)
 
 

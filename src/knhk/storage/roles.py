@@ -23,6 +23,9 @@ MUTABLE: dict[str, tuple[str, ...]] = {
     "subject_keys": ("DELETE",),
     "detector_thresholds": ("UPDATE",),  # learned confidence thresholds
     "leases": ("UPDATE",),  # job leases across replicas
+    "proposal_classes": ("UPDATE",),  # a proposal's change class (normal → emergency at an emergency promotion)
+    "proposal_reviews": ("UPDATE",),  # an emergency change's post-hoc review and its overdue alert
+    "data_keys": ("UPDATE",),  # PHI data keys, re-wrapped when the key-encryption key rotates
 }
 APPEND_ONLY: tuple[str, ...] = (
     "ledger_entries", "ledger_nodes", "ledger_checkpoints", "ledger_key_use", "observations", "snapshots",
