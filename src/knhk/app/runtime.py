@@ -41,6 +41,7 @@ from knhk.observations.ingest import Ingestor
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
+from knhk.ops import resilience
 from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.proof.signing import SigningKey, read_key_file
@@ -148,6 +149,15 @@ def _detector_configs(settings: Settings) -> dict[str, DetectorConfig]:
     return {sector: detector_settings(sector, settings).config for sector in installed}
 
 
+def configure_resilience(settings: Settings) -> None:
+    """The process's circuit breakers and retries take the configured numbers (``KNHK_BREAKER_*``, ``KNHK_RETRY_*``)."""
+    resilience.configure(
+        resilience.BreakerPolicy(settings.breaker_fail_max, settings.breaker_open_s, settings.breaker_half_open_trials,
+                                 settings.breaker_probe_interval_s),
+        resilience.RetryPolicy(settings.retry_attempts, settings.retry_base_s, 2.0, settings.retry_cap_s,
+                               settings.retry_jitter))
+
+
 @dataclass
 class Runtime:
     """The wired-up objects of one KNHK process."""
@@ -181,6 +191,7 @@ class Runtime:
         A service with several workers or replicas passes False; each cycle then catches the windows up from
         the database by ingest sequence (:meth:`catch_up`), so every process sees every observation once.
         """
+        configure_resilience(settings)
         db = Database(
             settings.resolved_database_url,
             pool_min=settings.db_pool_min,
