@@ -114,16 +114,17 @@ class Ingestor:
 
     @telemetry.ingest("batch")
     def ingest_batch(self, raws: Sequence[Any], client: str | None = None, *,
-                     label: Label = observation_label) -> list[IngestResult]:
+                     label: Label = observation_label, backfill: bool = False) -> list[IngestResult]:
         """Ingest up to 10,000 observations atomically; results are in input order. A refusal names its item
-        through ``label`` (default ``observation N``)."""
+        through ``label`` (default ``observation N``); ``backfill``: recorded data (see :func:`admit`)."""
         self._check_size(raws)
         if not raws:
             return []
         received_us = self.clock.now_us()
         parsed = self._parse(raws, client, received_us, label=label)
         with self.db.transaction(lock=LOCK) as conn:
-            admissions = admit(parsed, self._stored(conn, parsed), received_us, batch=True, label=label)
+            admissions = admit(parsed, self._stored(conn, parsed), received_us, batch=True, label=label,
+                               backfill=backfill)
             refusal = first_refusal(admissions)
             if refusal is not None:
                 raise refusal
@@ -142,7 +143,7 @@ class Ingestor:
         return results
 
     def check_batch(self, raws: Sequence[Any], client: str | None = None, *,
-                    label: Label = observation_label) -> None:
+                    label: Label = observation_label, backfill: bool = False) -> None:
         """Refuse what :meth:`ingest_batch` would refuse, storing nothing (any number of observations: the CLI
         checks a whole file before it stores its first 10,000)."""
         if not isinstance(raws, list | tuple):
@@ -151,7 +152,7 @@ class Ingestor:
         parsed = self._parse(raws, client, received_us, label=label)
         with self.db.connection() as conn:
             stored = self._stored(conn, parsed)
-        refusal = first_refusal(admit(parsed, stored, received_us, batch=True, label=label))
+        refusal = first_refusal(admit(parsed, stored, received_us, batch=True, label=label, backfill=backfill))
         if refusal is not None:
             raise refusal
 

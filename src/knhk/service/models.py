@@ -75,6 +75,17 @@ class ProposalIn(_Model):
     rationale: str = Field(min_length=1, max_length=4096)
     additions: list[list[str]] = Field(default_factory=list, description="[subject, predicate, object] N-Triples terms")
     removals: list[list[str]] = Field(default_factory=list)
+    change_class: Literal["standard", "normal", "major"] | None = Field(
+        default=None, description="Ask for a class at least this high (never lowers the class decided from ΔΣ).")
+
+
+class EmergencyIn(_Model):
+    justification: str = Field(min_length=1, max_length=4096)
+
+
+class ReviewIn(_Model):
+    verdict: Literal["accepted", "rejected"]
+    comment: str | None = Field(default=None, max_length=4096)
 
 
 class Proposal(BaseModel):
@@ -92,6 +103,8 @@ class Proposal(BaseModel):
     receipt_id: str | None
     status: str
     reason: str | None
+    change_class: str | None = None
+    class_reason: str | None = None
     delta: dict[str, Any] | None = None
     validations: list[dict[str, Any]] | None = None
     approvals: list[dict[str, Any]] | None = None
@@ -105,6 +118,8 @@ class ApprovalIn(_Model):
 class Execution(BaseModel):
     proposal_id: str
     outcome: str
+    change_class: str | None = None
+    class_reason: str | None = None
     promoted_snapshot: str | None
     receipts: list[str]
     report: dict[str, Any] | None
