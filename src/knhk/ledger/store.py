@@ -150,6 +150,9 @@ def list_entries(
     sector: str | None = None,
     descending: bool = False,
     before_seq: int | None = None,
+    subject: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
 ) -> list[Entry]:
     where = ["log=?"]
     params: list[Any] = [log]
@@ -166,6 +169,15 @@ def list_entries(
     if sector is not None:
         where.append("sector=?")
         params.append(sector)
+    if subject is not None:
+        where.append("subject=?")
+        params.append(subject)
+    if since_us is not None:
+        where.append("ts_us>=?")
+        params.append(since_us)
+    if until_us is not None:
+        where.append("ts_us<?")
+        params.append(until_us)
     order = "DESC" if descending else "ASC"
     params.append(limit)
     rows = conn.fetchall(
