@@ -39,7 +39,8 @@ def test_overlay_builds_and_every_object_validates(overlay: str) -> None:
         kubernetes_validate.validate(obj, "1.32.0", strict=True)
     rule = next(o for o in objects if o["kind"] == "PrometheusRule")
     for group in rule["spec"]["groups"]:
-        assert group["name"] and group["rules"]
+        assert group["name"]
+        assert group["rules"]
         for r in group["rules"]:
             assert ("record" in r) != ("alert" in r) and r["expr"], r
 
@@ -56,7 +57,8 @@ def test_every_pod_is_non_root_with_a_read_only_root_filesystem(overlay: str) ->
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         for c in pod["containers"]:
             sc = c["securityContext"]
-            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["allowPrivilegeEscalation"] is False
             assert sc["capabilities"]["drop"] == ["ALL"]
             assert ":" in c["image"].rsplit("/", 1)[-1] and not c["image"].endswith(":latest"), c["image"]
             assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
