@@ -42,7 +42,8 @@ def test_overlay_builds_and_every_object_validates(overlay: str) -> None:
         assert group["name"]
         assert group["rules"]
         for r in group["rules"]:
-            assert ("record" in r) != ("alert" in r) and r["expr"], r
+            assert ("record" in r) != ("alert" in r), r
+            assert r["expr"], r
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -60,7 +61,8 @@ def test_every_pod_is_non_root_with_a_read_only_root_filesystem(overlay: str) ->
             assert sc["readOnlyRootFilesystem"] is True
             assert sc["allowPrivilegeEscalation"] is False
             assert sc["capabilities"]["drop"] == ["ALL"]
-            assert ":" in c["image"].rsplit("/", 1)[-1] and not c["image"].endswith(":latest"), c["image"]
+            assert ":" in c["image"].rsplit("/", 1)[-1], c["image"]
+            assert not c["image"].endswith(":latest"), c["image"]
             assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
 
 
