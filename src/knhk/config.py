@@ -50,6 +50,24 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(default=50, ge=1)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    migration_lock_timeout_ms: int = Field(
+        default=5_000, ge=1, description="PostgreSQL: how long a migration statement may wait for a table lock.")
+    migration_statement_timeout_ms: int = Field(
+        default=600_000, ge=0, description="PostgreSQL: how long one migration statement may run (0: no limit).")
+
+    # -- resilience (SPEC §11; applied by knhk.app.runtime to knhk.ops.resilience)
+    breaker_fail_max: int = Field(default=5, ge=1, description="A dependency's circuit breaker opens after this "
+                                                               "many consecutive failures.")
+    breaker_open_s: float = Field(default=30.0, gt=0, description="How long an open breaker refuses calls (a "
+                                                                  "successful probe of the dependency ends it early).")
+    breaker_half_open_trials: int = Field(default=3, ge=1, description="Trial calls a half-open breaker lets "
+                                                                       "through; all must succeed to close it.")
+    breaker_probe_interval_s: float = Field(default=0.5, gt=0, description="While a breaker is open, its dependency "
+                                                                           "is probed this often.")
+    retry_attempts: int = Field(default=5, ge=1, description="Attempts of an idempotent operation (first included).")
+    retry_base_s: float = Field(default=0.1, gt=0, description="Wait before the first retry; ×2 each retry.")
+    retry_cap_s: float = Field(default=30.0, gt=0, description="Longest wait between two attempts.")
+    retry_jitter: float = Field(default=0.25, ge=0, lt=1, description="Each wait varies by ± this fraction.")
 
     subject_hmac_key: SecretStr | None = Field(
         default=None, description="Secret for the blind index of subject identities; generated if absent."
@@ -90,6 +108,8 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(default=30.0, ge=1, description="Loop leases (cycles, verifier, checkpointer) lapse "
                                                                "this long after their holder stops renewing them.")
     checkpoint_interval_s: float = Field(default=60.0, ge=0, description="Periodic checkpoints; 0 disables.")
+    relaxation_max_window_s: int = Field(default=7 * 86400, ge=1, le=30 * 86400,
+                                         description="The longest window a guard relaxation may ask for.")
     telemetry_check_interval_s: float = Field(
         default=60.0, ge=0, description="Telemetry self-check against the registry (knhk_telemetry_check_ok); 0 off.")
     phi_sectors: list[str] = Field(default_factory=lambda: ["healthcare"],

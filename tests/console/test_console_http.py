@@ -251,3 +251,34 @@ def test_sessions_in_redis_expire_there_and_fail_closed_when_it_is_down(tmp_path
 
     with pytest.raises(DependencyUnavailableError, match="console sessions are unavailable"):
         dead.touch("whatever")
+
+
+def test_audit_and_erasure_for_administrators(service: TestClient) -> None:
+    sign_in(service, "olga@bank.example", "observer")
+    sign_in(service, "ada@bank.example", "administrator")
+    audit = service.get("/console/audit?action=session.started")
+    assert audit.status_code == 200
+    assert audit.text.count("session.started") >= 2
+    page = service.get("/console/erasure")
+    refused = service.post("/console/erasure", data={"csrf": _csrf(page.text), "subject": "olga@bank.example"})
+    assert refused.status_code == 403
+    assert "multi-factor" in refused.text
+    sign_in(service, "ada@bank.example", "administrator", mfa=True)
+    page = service.get("/console/erasure")
+    erased = service.post("/console/erasure",
+                          data={"csrf": _csrf(page.text), "subject": "urn:knhk:local#olga@bank.example"})
+    assert erased.status_code == 200
+    assert 'id="erased"' in erased.text
+    assert "subject/sub_" in service.get("/console/erasure").text
+
+
+def test_receipts_explorer_searches_by_kind_sector_subject_and_time(service: TestClient) -> None:
+    pid = held_proposal(service)
+    sign_in(service, "olga@bank.example", "observer")
+    held = service.get(f"/console/receipts?kind=proposal.validated&sector=finance&subject={pid}")
+    assert held.text.count("<td>proposal.validated</td>") == 1
+    assert service.get(f"/console/receipts?kind=proposal.validated&sector=healthcare&subject={pid}").text.count(
+        "<td>proposal.validated</td>") == 0
+    future = service.get("/console/receipts?kind=proposal.held&since=2999-01-01T00:00")
+    assert "No receipts match." in future.text
+    assert service.get("/console/receipts?since=yesterday").status_code == 422

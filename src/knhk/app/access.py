@@ -59,6 +59,10 @@ RESOLVE_IDENTITY = Operation("subjects.resolve", None)
 ERASE_SUBJECT = Operation("subjects.erase", "subjects:erase", mutating=True)
 READ_KEYS = Operation("keys.read", "receipts:read")
 ROTATE_KEYS = Operation("keys.rotate", "keys:rotate", mutating=True)
+READ_RELAXATIONS = Operation("relaxations.read", "guards:read")
+REQUEST_RELAXATION = Operation("relaxations.request", "guards:relax", mutating=True)
+DECIDE_RELAXATION = Operation("relaxations.decide", "guards:approve", mutating=True)
+REVOKE_RELAXATION = Operation("relaxations.revoke", "guards:revoke", mutating=True)
 # Backups act on the host (backup and data directories, pgBackRest as the cluster's OS user) and a restore
 # replaces the store under any running service: the operator or administrator at the host's terminal only.
 CREATE_BACKUP = Operation("backups.create", None, mutating=True)

@@ -19,10 +19,10 @@ class AuditOps(Operations):
     auth_audit: AuthFailureAudit
 
     def audit_events(self, actor: Principal, *, after_seq: int = -1, limit: int = 100,
-                     action: str | None = None) -> list[AuditEvent]:
-        """Audit entries (actors as pseudonyms) in seq order after ``after_seq``."""
+                     action: str | None = None, newest_first: bool = False) -> list[AuditEvent]:
+        """Audit entries (actors as pseudonyms) in seq order after ``after_seq`` (``newest_first``: the latest)."""
         self._allow(actor, READ_AUDIT)
-        return self.runtime.audit.events(after_seq=after_seq, limit=limit, action=action)
+        return self.runtime.audit.events(after_seq=after_seq, limit=limit, action=action, newest_first=newest_first)
 
     def record_audit(self, actor: Principal, action: str, resource: str, outcome: str, *, reason: str | None = None,
                      metadata: Mapping[str, Any] | None = None) -> Entry:

@@ -28,6 +28,7 @@ from knhk.detection.pattern import DetectorConfig
 from knhk.detection.settings import SectorDetectors, layered
 from knhk.detection.thresholds import ThresholdBook
 from knhk.errors import ConfigurationError
+from knhk.governance.relaxations import RelaxationService
 from knhk.ledger import store as ledger_store
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
@@ -41,6 +42,7 @@ from knhk.observations.ingest import Ingestor
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
+from knhk.ops import resilience
 from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.proof.signing import SigningKey, read_key_file
@@ -148,6 +150,15 @@ def _detector_configs(settings: Settings) -> dict[str, DetectorConfig]:
     return {sector: detector_settings(sector, settings).config for sector in installed}
 
 
+def configure_resilience(settings: Settings) -> None:
+    """The process's circuit breakers and retries take the configured numbers (``KNHK_BREAKER_*``, ``KNHK_RETRY_*``)."""
+    resilience.configure(
+        resilience.BreakerPolicy(settings.breaker_fail_max, settings.breaker_open_s, settings.breaker_half_open_trials,
+                                 settings.breaker_probe_interval_s),
+        resilience.RetryPolicy(settings.retry_attempts, settings.retry_base_s, 2.0, settings.retry_cap_s,
+                               settings.retry_jitter))
+
+
 @dataclass
 class Runtime:
     """The wired-up objects of one KNHK process."""
@@ -168,6 +179,7 @@ class Runtime:
     proposals: ProposalService
     coordinator: Coordinator
     leases: Leases
+    relaxations: RelaxationService
     cache: DerivedCache
     subscribed: bool = True
     _cursors: dict[str, int] = field(default_factory=dict)
@@ -181,6 +193,7 @@ class Runtime:
         A service with several workers or replicas passes False; each cycle then catches the windows up from
         the database by ingest sequence (:meth:`catch_up`), so every process sees every observation once.
         """
+        configure_resilience(settings)
         db = Database(
             settings.resolved_database_url,
             pool_min=settings.db_pool_min,
@@ -190,7 +203,8 @@ class Runtime:
         )
         try:
             if migrate:
-                schema.migrate(db)
+                schema.migrate(db, lock_timeout_ms=settings.migration_lock_timeout_ms,
+                               statement_timeout_ms=settings.migration_statement_timeout_ms)
             db.fields = FieldCipher.load(db, phi_keys(settings), _phi_fields(), clock.now_us())
             keyring = Keyring(db, settings.resolved_keys_dir, _configured_key(settings), clock)
             keyring.ensure_active()
@@ -212,9 +226,12 @@ class Runtime:
             def schema_for(sector: str) -> SectorSchema | None:
                 return registry.current_schema(sector) if registry.current(sector) is not None else None
 
+            relaxations = RelaxationService(db, ledger, audit, registry, doctrines_for, lclock,
+                                            max_window_s=settings.relaxation_max_window_s)
             ingestor = Ingestor(db, ledger, schema_for, lclock,
                                 on_ingested=engine.observe if subscribe_engine else None,
-                                doctrines_for=doctrines_for, installed=registry.sectors)
+                                doctrines_for=doctrines_for, installed=registry.sectors,
+                                relaxed_for=relaxations.relaxed)
             thresholds = ThresholdBook(db, clock)
             unknown = set(settings.change_classes) - set(available_sectors())
             if unknown:
@@ -229,7 +246,7 @@ class Runtime:
             raise
         leases = Leases(db, ttl_s=settings.lease_ttl_s)
         return cls(settings, db, keyring, ledger, subjects, audit, clock, lclock, registry, reader, engine,
-                   ingestor, thresholds, proposals, coordinator, leases, cache, subscribe_engine)
+                   ingestor, thresholds, proposals, coordinator, leases, relaxations, cache, subscribe_engine)
 
     def catch_up(self, sector: str) -> int:
         """Feed the sector's detection windows with observations stored since the last catch-up (by ingest
@@ -271,6 +288,7 @@ class Runtime:
         """One cycle of ``sector``, holding the sector's database lease (one running cycle per sector across
         every process and replica; a second caller gets a ConflictError)."""
         with self.leases.hold(f"knhk.cycle.{sector}", what=f"a cycle of sector {sector}"):
+            self.relaxations.sweep(sector)  # receipt the guard relaxations time has ended or expired
             self.catch_up(sector)
             return self.coordinator.run_cycle(sector)
 

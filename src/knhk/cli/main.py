@@ -15,8 +15,22 @@ import typer
 
 from knhk import __version__
 from knhk.app.system import grant_app_role as grant_role
-from knhk.app.system import migrate_database
-from knhk.cli import audit, backup, keys, loop, proposals, receipts, sectors, serve, sigma, subjects, telemetry, token
+from knhk.app.system import migrate_database, migration_plan
+from knhk.cli import (
+    audit,
+    backup,
+    guards,
+    keys,
+    loop,
+    proposals,
+    receipts,
+    sectors,
+    serve,
+    sigma,
+    subjects,
+    telemetry,
+    token,
+)
 from knhk.cli.context import application, state
 from knhk.cli.output import print_json, say
 from knhk.errors import KnhkError
@@ -39,6 +53,7 @@ app.add_typer(subjects.app, name="subjects")
 app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(sectors.app, name="sectors")
 app.add_typer(backup.app, name="backup")
+app.add_typer(guards.app, name="guards")
 app.command("ingest")(loop.ingest)
 app.command("serve")(serve.serve)
 app.command("cycle")(loop.cycle)
@@ -82,8 +97,25 @@ def init(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = 
 
 
 @db_app.command("migrate")
-def migrate(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Apply pending schema migrations."""
+def migrate(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (pending migrations and their SQL); "
+                                                            "apply nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Apply pending schema migrations (in order, once, however many processes run it at once)."""
+    if dry_run:
+        plan = migration_plan(state(ctx).settings())
+        if as_json:
+            print_json({"applied": [], "schema_version": plan.schema_version,
+                        "pending": [{"version": m.version, "name": m.name, "digest": m.digest, "sql": m.sql}
+                                    for m in plan.pending]})
+            return
+        say(f"schema version {plan.schema_version}; {len(plan.pending)} pending migration(s)"
+            + (" (nothing to do)" if not plan.pending else ", to be applied in this order:"))
+        for m in plan.pending:  # plain print: SQL is not console markup
+            print(f"\n-- {m.version:04d}_{m.name} (sha256 {m.digest})\n{m.sql.rstrip()}")
+        return
     result = migrate_database(state(ctx).settings())
     if as_json:
         print_json({"applied": result.applied, "schema_version": result.schema_version})
@@ -95,7 +127,9 @@ def migrate(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")]
 def grant_app_role(
     ctx: typer.Context,
     role: Annotated[str, typer.Argument(help="The login role the service will connect as.")] = "knhk_app",
-    password_file: Annotated[Path | None, typer.Option(help="Set the role's password from this file.")] = None,
+    password_file: Annotated[Path | None, typer.Option(
+        help="Set the role's password from this file (its content, surrounding whitespace ignored).",
+        exists=True, dir_okay=False, readable=True)] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create the least-privilege application role (PostgreSQL; run as the schema owner after migrating)."""

@@ -102,8 +102,10 @@ def snapshots(request: Request, sector: str = "finance", a: str | None = None, b
 
 @router.get("/receipts")
 def receipts(request: Request, kind: str = "", sector: str = "", subject: str = "", since: str = "",
-             until: str = "", log: str = "receipts") -> Response:
-    """Search receipts by kind, sector, subject and time, newest first."""
+             until: str = "") -> Response:
+    """Search receipts by kind, sector, subject and time, newest first (the receipts log; the audit log is the
+    audit page's, for ``audit:read``)."""
+    log = "receipts"
     session = session_of(request)
     app = face_of(request).application
     entries = app.receipts(session.principal, log, kind=kind or None, sector=sector or None,
@@ -128,20 +130,20 @@ def bundle(request: Request, seq: int, log: str = "receipts") -> dict[str, Any]:
 
 
 @router.get("/audit")
-def audit(request: Request, action: str = "", before: int | None = None) -> Response:
-    """The audit log, newest page first (administrators: ``audit:read``)."""
+def audit(request: Request, action: str = "") -> Response:
+    """The audit log, the latest 200 entries first (administrators: ``audit:read``)."""
     session = session_of(request)
-    app = face_of(request).application
-    events = app.audit_events(session.principal, action=action or None, limit=1000)
-    return render(request, "audit.html", title="Audit log", events=list(reversed(events))[:200], action=action)
+    events = face_of(request).application.audit_events(session.principal, action=action or None, limit=200,
+                                                       newest_first=True)
+    return render(request, "audit.html", title="Audit log", events=events, action=action)
 
 
 @router.get("/erasure")
 def erasure_page(request: Request) -> Response:
     session = session_of(request)
     app = face_of(request).application
-    done = app.audit_events(session.principal, action="subject.erased", limit=1000)
-    return render(request, "erasure.html", title="Erasure requests", done=list(reversed(done)))
+    done = app.audit_events(session.principal, action="subject.erased", limit=200, newest_first=True)
+    return render(request, "erasure.html", title="Erasure requests", done=done)
 
 
 @router.post("/erasure")
@@ -154,8 +156,8 @@ def erase(request: Request, csrf: Annotated[str, Form()],
     try:
         report = app.erase_subject(session.principal, subject.strip())
     except KnhkError as exc:
-        done = app.audit_events(session.principal, action="subject.erased", limit=1000)
-        return render(request, "erasure.html", status_code=exc.http_status, title="Erasure requests",
-                      done=list(reversed(done)), refused=exc)
-    done = app.audit_events(session.principal, action="subject.erased", limit=1000)
-    return render(request, "erasure.html", title="Erasure requests", done=list(reversed(done)), report=report)
+        done = app.audit_events(session.principal, action="subject.erased", limit=200, newest_first=True)
+        return render(request, "erasure.html", status_code=exc.http_status, title="Erasure requests", done=done,
+                      refused=exc)
+    done = app.audit_events(session.principal, action="subject.erased", limit=200, newest_first=True)
+    return render(request, "erasure.html", title="Erasure requests", done=done, report=report)

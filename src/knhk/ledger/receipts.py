@@ -40,6 +40,13 @@ SNAPSHOT_COLLECTED = "snapshot.collected"
 GUARD_VIOLATED = "guard.violated"
 ALERT_RAISED = "alert.raised"
 CYCLE_COMPLETED = "cycle.completed"
+RELAXATION_REQUESTED = "relaxation.requested"
+RELAXATION_DECIDED = "relaxation.decided"
+RELAXATION_REFUSED = "relaxation.refused"
+RELAXATION_GRANTED = "relaxation.granted"
+RELAXATION_REVOKED = "relaxation.revoked"
+RELAXATION_ENDED = "relaxation.ended"
+RELAXATION_EXPIRED = "relaxation.expired"
 
 #: Every kind of the ``receipts`` log, in the order a cycle writes them (the audit log's kinds are actions).
 KINDS: tuple[str, ...] = (
@@ -47,6 +54,8 @@ KINDS: tuple[str, ...] = (
     APPROVAL_RECORDED, APPROVAL_REFUSED, PROPOSAL_FROZEN, APPROVAL_VOIDED, PROPOSAL_REVIEWED, SNAPSHOT_ROOT,
     SNAPSHOT_PROMOTED,
     SNAPSHOT_ROLLED_BACK, SNAPSHOT_COLLECTED, GUARD_VIOLATED, ALERT_RAISED, CYCLE_COMPLETED,
+    RELAXATION_REQUESTED, RELAXATION_DECIDED, RELAXATION_REFUSED, RELAXATION_GRANTED, RELAXATION_REVOKED,
+    RELAXATION_ENDED, RELAXATION_EXPIRED,
 )
 
 
@@ -247,6 +256,70 @@ def guard_alert(*, sector: str, observation_id: str, level: str, reason: str, gu
                       reason=reason, evidence=[observation_id],
                       data={"level": level, "source": "guard", "guard_id": guard_id, "criticality": criticality,
                             "event_type": event_type, **(commitment or {})})
+
+
+# -- guard relaxations (SPEC §7) ---------------------------------------------------------------------------
+def relaxation_requested(*, sector: str, relaxation_id: str, guard_id: str, criticality: str, snapshot_id: str,
+                         author: str, reason: str, duration_s: int, quorum: int, min_review_s: int) -> EntryDraft:
+    """A request to switch ``guard_id`` off in ``sector`` for ``duration_s``; ``author``: the pseudonym."""
+    return EntryDraft(log=RECEIPTS, kind=RELAXATION_REQUESTED, sector=sector, subject=relaxation_id,
+                      outcome="requested", reason=_reason(reason),
+                      data={"relaxation_id": relaxation_id, "guard_id": guard_id, "criticality": criticality,
+                            "snapshot_id": snapshot_id, "author": author, "duration_s": duration_s,
+                            "quorum": quorum, "min_review_s": min_review_s})
+
+
+def relaxation_decided(*, sector: str, relaxation_id: str, guard_id: str, approval_id: str, approver: str,
+                       roles: Sequence[str], sector_attr: str | None, decision: str, comment: str | None,
+                       approvals: int, quorum: int) -> EntryDraft:
+    """A person's decision on a pending relaxation (``outcome``: approve or reject; a reject ends the request);
+    ``approvals``: the distinct approvals counted so far, this one included."""
+    return EntryDraft(log=RECEIPTS, kind=RELAXATION_DECIDED, sector=sector, subject=relaxation_id,
+                      outcome=decision, reason=_reason(comment),
+                      data={"relaxation_id": relaxation_id, "guard_id": guard_id, "approval_id": approval_id,
+                            "approver": approver, "roles": sorted(roles), "sector_attr": sector_attr,
+                            "decision": decision, "approvals": approvals, "quorum": quorum})
+
+
+def relaxation_refused(*, sector: str, relaxation_id: str | None, guard_id: str, actor: str, action: str,
+                       reason: str) -> EntryDraft:
+    """A refused request (an immutable guard) or decision (the author, twice, segregation of duties, expired)."""
+    return EntryDraft(log=RECEIPTS, kind=RELAXATION_REFUSED, sector=sector, subject=relaxation_id or guard_id,
+                      outcome="refused", reason=_reason(reason),
+                      data={"relaxation_id": relaxation_id, "guard_id": guard_id, "actor": actor, "action": action})
+
+
+def relaxation_granted(*, sector: str, relaxation_id: str, guard_id: str, starts_us: int, ends_us: int,
+                       approvals: int) -> EntryDraft:
+    """The quorum is reached: the guard is off in ``sector`` during ``[starts_us, ends_us)`` (once)."""
+    return EntryDraft(log=RECEIPTS, kind=RELAXATION_GRANTED, sector=sector, subject=relaxation_id, outcome="granted",
+                      reason=f"guard {guard_id} off from {starts_us} to {ends_us} (µs since the epoch)",
+                      data={"relaxation_id": relaxation_id, "guard_id": guard_id, "starts_us": starts_us,
+                            "ends_us": ends_us, "approvals": approvals})
+
+
+def relaxation_revoked(*, sector: str, relaxation_id: str, guard_id: str, actor: str, reason: str | None,
+                       was: str, at_us: int) -> EntryDraft:
+    """Revoked while ``was`` (pending, scheduled or active): the guard holds again from ``at_us``."""
+    return EntryDraft(log=RECEIPTS, kind=RELAXATION_REVOKED, sector=sector, subject=relaxation_id, outcome="revoked",
+                      reason=_reason(reason),
+                      data={"relaxation_id": relaxation_id, "guard_id": guard_id, "actor": actor, "was": was,
+                            "at_us": at_us})
+
+
+def relaxation_ended(*, sector: str, relaxation_id: str, guard_id: str, starts_us: int, ends_us: int) -> EntryDraft:
+    """The window is over and the guard is restored (it held again from ``ends_us``; this receipt may follow)."""
+    return EntryDraft(log=RECEIPTS, kind=RELAXATION_ENDED, sector=sector, subject=relaxation_id, outcome="restored",
+                      reason=f"guard {guard_id} restored at the end of its window",
+                      data={"relaxation_id": relaxation_id, "guard_id": guard_id, "starts_us": starts_us,
+                            "ends_us": ends_us})
+
+
+def relaxation_expired(*, sector: str, relaxation_id: str, guard_id: str, expiry_s: int) -> EntryDraft:
+    """A pending request found no quorum within ``expiry_s``: it ends unused."""
+    return EntryDraft(log=RECEIPTS, kind=RELAXATION_EXPIRED, sector=sector, subject=relaxation_id, outcome="expired",
+                      reason=f"no quorum within {expiry_s // 86400} days",
+                      data={"relaxation_id": relaxation_id, "guard_id": guard_id})
 
 
 # -- the audit log ----------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ transaction, so throughput is not bounded by one commit (and its fsync) per obse
 refusal fails only its own caller; a database failure fails the whole group, and nothing of it is stored.
 
 After the commit the sector's hot-path guards (and its resource-limit doctrines, sector-wide, fail closed:
-:mod:`knhk.observations.limits`) are evaluated on the new observations; each violation appends a
+:mod:`knhk.observations.limits`) — except those a granted guard relaxation switches off for the sector at this
+moment (``relaxed_for``) — are evaluated on the new observations; each violation appends a
 ``guard.violated`` and an ``alert.raised`` receipt committing to the observation's content (one
 ``append_many``), and ``on_ingested`` is called with
 the new observations (the detection engine subscribes). The receipts are appended after the observations
@@ -59,6 +60,7 @@ LOCK = "knhk.observations"
 SchemaLookup = Callable[[str], SectorSchema | None]
 Subscriber = Callable[[list[Observation]], None]
 DoctrineLookup = Callable[[str], Sequence[DoctrineLike]]
+RelaxedLookup = Callable[[str, int], frozenset[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,8 @@ class Ingestor:
 
     def __init__(self, db: Database, ledger: Ledger, schema_for: SchemaLookup, clock: Clock,
                  on_ingested: Subscriber | None = None, doctrines_for: DoctrineLookup | None = None,
-                 installed: Callable[[], Sequence[str]] | None = None) -> None:
+                 installed: Callable[[], Sequence[str]] | None = None,
+                 relaxed_for: RelaxedLookup | None = None) -> None:
         self.db = db
         self.ledger = ledger
         self.schema_for = schema_for
@@ -95,6 +98,7 @@ class Ingestor:
         self.on_ingested = on_ingested
         self.doctrines_for = doctrines_for  # the sector's resource_limit doctrines hold on ingest, sector-wide
         self.installed = installed  # the installed sectors, named when an observation's sector is not one
+        self.relaxed_for = relaxed_for  # guard ids a granted guard relaxation switches off (sector, now)
         self.guards = GuardEvaluator()
         self._pending: queue.SimpleQueue[tuple[Observation, Future[IngestResult]]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -277,9 +281,11 @@ class Ingestor:
             schema = self.schema_for(sector)
             ordered = sorted(observations, key=lambda o: o.ts_us)
             doctrines = self.doctrines_for(sector) if self.doctrines_for is not None else ()
+            relaxed = self.relaxed_for(sector, self.clock.now_us()) if self.relaxed_for is not None else frozenset()
 
-            def evaluate(obs: Any, sch: Any, doctrines: Sequence[DoctrineLike] = doctrines) -> list[GuardViolation]:
-                return self.guards.evaluate(obs, sch, doctrines)
+            def evaluate(obs: Any, sch: Any, doctrines: Sequence[DoctrineLike] = doctrines,
+                         relaxed: frozenset[str] = relaxed) -> list[GuardViolation]:
+                return self.guards.evaluate(obs, sch, doctrines, relaxed)
 
             found.extend((sector, v) for v in telemetry.evaluate_guards(evaluate, ordered, schema, sector))
         violations: dict[str, list[GuardViolation]] = {}

@@ -27,7 +27,7 @@ from knhk.ops.telemetry import setup as telemetry_setup
 from knhk.service import metrics, problems, scheduler
 from knhk.service.guards import RequestGuards
 from knhk.service.ratelimit import RateLimiter
-from knhk.service.routes import PREFIX, audit, cycles, observations, patterns, proposals, receipts, snapshots
+from knhk.service.routes import PREFIX, audit, cycles, guards, observations, patterns, proposals, receipts, snapshots
 from knhk.service.routes import health as health_routes
 from knhk.service.state import ServiceState
 
@@ -73,7 +73,7 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
                   description="Provable, autonomic change control for a knowledge model.",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     problems.install(app)
-    for module in (observations, patterns, proposals, snapshots, cycles, receipts, audit):
+    for module in (observations, patterns, proposals, snapshots, guards, cycles, receipts, audit):
         app.include_router(module.router)
     app.include_router(health_routes.router)
     console_app = console.create_console(settings)

@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlparse
 
 from knhk.errors import ConfigurationError, DependencyUnavailableError
+from knhk.ops import resilience
 from knhk.ops.telemetry import db_bulk, db_call
 from knhk.storage.fields import FieldCipher
 
@@ -174,6 +175,7 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
+            self._breaker = resilience.breaker_for("postgresql")
             self._open_pool(pool_min, pool_max, statement_timeout_ms, connect_timeout_s)
         else:
             raise ConfigurationError(f"unsupported database URL {url!r}")
@@ -250,19 +252,20 @@ class Database:
         import psycopg
         import psycopg_pool
 
-        try:
-            ctx = self._pool.connection()
-            raw = ctx.__enter__()
-        except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
-            raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
-        try:
-            yield raw
-        except BaseException as exc:
-            ctx.__exit__(type(exc), exc, exc.__traceback__)
-            if isinstance(exc, psycopg.OperationalError):
+        with self._breaker.guard():
+            try:
+                ctx = self._pool.connection()
+                raw = ctx.__enter__()
+            except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
                 raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
-            raise
-        ctx.__exit__(None, None, None)
+            try:
+                yield raw
+            except BaseException as exc:
+                ctx.__exit__(type(exc), exc, exc.__traceback__)
+                if isinstance(exc, psycopg.OperationalError):
+                    raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
+                raise
+            ctx.__exit__(None, None, None)
 
     @contextmanager
     def transaction(self, *, lock: str | None = None, write: bool = True) -> Iterator[Connection]:

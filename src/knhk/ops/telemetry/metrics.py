@@ -67,3 +67,8 @@ BUILD_INFO = Gauge("knhk_build_info", "Always 1; the version label names the run
 BUILD_INFO.labels(__version__).set(1)
 for _signal in ("span", "metric"):
     TELEMETRY_VIOLATIONS.labels(_signal)
+BREAKER_STATE = Gauge("knhk_circuit_breaker_state",
+                      "State of the circuit breaker of each dependency: 0 closed, 1 open, 2 half-open.",
+                      ["dependency"], multiprocess_mode="max")
+RETRIES = Counter("knhk_retries_total", "Retries of idempotent operations after a transient failure, by operation.",
+                  ["operation"])
