@@ -17,10 +17,18 @@ import pytest
 
 from knhk.app.runtime import Runtime
 from knhk.config import Settings
+from knhk.ops import resilience
 from knhk.storage.database import Database
 
 PG_ADMIN_URL = os.environ.get("KNHK_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(autouse=True)
+def _closed_breakers() -> None:
+    """Each test starts with the process's circuit breakers closed (a fault one test injects into its own
+    database must not refuse the next test's calls)."""
+    resilience.reset()
 
 
 def _pg_base(url: str) -> str:

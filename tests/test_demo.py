@@ -59,6 +59,14 @@ def test_report_has_the_documented_shape(demo: tuple[Path, dict[str, Any]]) -> N
     assert ledger["verified_count"] == ledger["total_count"] == ledger["tree_size"] > 0
     assert (ledger["signature_failures"], ledger["chain_breaks"], ledger["retrocausation_violations"]) == (0, 0, 0)
     assert ledger["checkpoint_consistent"] is True
+    # one standard, one major and one emergency change, each promoted, its class in every one of its receipts
+    changes = {c["change_class"]: c for c in report["change_classes"]}
+    assert sorted(changes) == ["emergency", "major", "standard"]
+    assert {c["status"] for c in changes.values()} == {"promoted"}
+    assert {r["change_class"] for r in changes["major"]["receipts"]} == {"major"}
+    assert "approval.recorded" not in {r["kind"] for r in changes["standard"]["receipts"]}
+    assert "proposal.reviewed" in {r["kind"] for r in changes["emergency"]["receipts"]}
+    assert all(r["change_class"] for c in changes.values() for r in c["receipts"])
 
 
 def proposals_by_pattern(rt: Runtime, sector: str) -> dict[str, tuple[Any, Any]]:

@@ -56,9 +56,37 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(default=50, ge=1)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    migration_lock_timeout_ms: int = Field(
+        default=5_000, ge=1, description="PostgreSQL: how long a migration statement may wait for a table lock.")
+    migration_statement_timeout_ms: int = Field(
+        default=600_000, ge=0, description="PostgreSQL: how long one migration statement may run (0: no limit).")
+
+    # -- resilience (SPEC §11; applied by knhk.app.runtime to knhk.ops.resilience)
+    breaker_fail_max: int = Field(default=5, ge=1, description="A dependency's circuit breaker opens after this "
+                                                               "many consecutive failures.")
+    breaker_open_s: float = Field(default=30.0, gt=0, description="How long an open breaker refuses calls (a "
+                                                                  "successful probe of the dependency ends it early).")
+    breaker_half_open_trials: int = Field(default=3, ge=1, description="Trial calls a half-open breaker lets "
+                                                                       "through; all must succeed to close it.")
+    breaker_probe_interval_s: float = Field(default=0.5, gt=0, description="While a breaker is open, its dependency "
+                                                                           "is probed this often.")
+    retry_attempts: int = Field(default=5, ge=1, description="Attempts of an idempotent operation (first included).")
+    retry_base_s: float = Field(default=0.1, gt=0, description="Wait before the first retry; ×2 each retry.")
+    retry_cap_s: float = Field(default=30.0, gt=0, description="Longest wait between two attempts.")
+    retry_jitter: float = Field(default=0.25, ge=0, lt=1, description="Each wait varies by ± this fraction.")
 
     subject_hmac_key: SecretStr | None = Field(
         default=None, description="Secret for the blind index of subject identities; generated if absent."
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description=("KNHK_TOKEN: the bearer token the CLI acts with (like --token): from a configured OIDC "
+                     "issuer, or in dev mode (no KNHK_OIDC_ISSUERS) the local dev issuer (knhk token mint)."),
+    )
+    phi_key: SecretStr | None = Field(
+        default=None,
+        description="Key-encryption key of PHI at rest (64 hex digits); default: the phi-<id>.kek files of"
+        " keys_dir, the first generated on first start (docs/disaster-recovery.md).",
     )
 
     log_level: str = "INFO"
@@ -70,17 +98,34 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request body limit (413 above).")
     max_batch_body_bytes: int = Field(default=33_554_432, ge=1024, description="Body limit of the batch ingest.")
-    redis_url: str | None = Field(default=None, description="Optional Redis for rate limits (redis://…).")
-    rate_limit_per_minute: int = Field(default=100_000, ge=1, description="Requests per principal per minute.")
+    redis_url: str | None = Field(default=None, description="Optional Redis (redis://…): the L2 cache of derived "
+                                  "results and the rate limits shared by every worker and replica.")
+    redis_timeout_s: float = Field(default=0.05, gt=0, le=5, description="Connect and socket timeout of each Redis "
+                                   "call; a slower Redis counts as a failure of its circuit breaker.")
+    rate_limit_per_minute: int = Field(default=100_000, ge=1, description="Requests per principal per minute "
+                                       "(a moving window, counted in Redis across workers and replicas).")
+    cache_l1_bytes: int = Field(default=10_485_760, ge=0, description="In-process LRU of derived results (L1), "
+                                "bounded in bytes; 0 disables it.")
+    cache_l2_bytes: int = Field(default=104_857_600, ge=0, description="Bytes of derived results KNHK keeps in "
+                                "Redis (L2, least recently used evicted first by KNHK itself); 0 disables it.")
+    cache_l2_ttl_s: int = Field(default=3600, ge=1, description="Every L2 entry also expires after this long.")
     cycle_interval_s: float = Field(default=60.0, ge=0, description="Scheduled cycles per sector; 0 disables.")
     verify_interval_s: float = Field(default=300.0, ge=0, description="Periodic full ledger verification; 0 off.")
     lease_ttl_s: float = Field(default=30.0, ge=1, description="Loop leases (cycles, verifier, checkpointer) lapse "
                                                                "this long after their holder stops renewing them.")
     checkpoint_interval_s: float = Field(default=60.0, ge=0, description="Periodic checkpoints; 0 disables.")
+    relaxation_max_window_s: int = Field(default=7 * 86400, ge=1, le=30 * 86400,
+                                         description="The longest window a guard relaxation may ask for.")
     telemetry_check_interval_s: float = Field(
         default=60.0, ge=0, description="Telemetry self-check against the registry (knhk_telemetry_check_ok); 0 off.")
     phi_sectors: list[str] = Field(default_factory=lambda: ["healthcare"],
                                    description="Sectors whose reads need an X-Access-Justification header.")
+    change_classes: dict[str, dict[str, object]] = Field(
+        default_factory=dict,
+        description=("Per-sector change-class rules as JSON {sector: {setting: value}} over the sector pack's "
+                     "classes.json: standard, standard_triples, major_triples, major_approvers, review_window_s, "
+                     "emergency_review_s (knhk.validation.classes; docs/change-governance.md)."),
+    )
     detector_settings: dict[str, dict[str, object]] = Field(
         default_factory=dict,
         description=("Per-sector detector thresholds as JSON {sector: {setting: value}}, over the sector pack's "
@@ -144,6 +189,25 @@ class Settings(BaseSettings):
     tls_client_ca_file: Path | None = Field(
         default=None, description="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."
     )
+
+    # -- the operator console (SPEC §10 /console; read by knhk.console)
+    console_session_max_s: int = Field(
+        default=3600, ge=1, description="A console session ends this long after sign-in.")
+    console_session_idle_s: int = Field(
+        default=3600, ge=1, description="A console session ends after this long without a request.")
+    console_session_idle_phi_s: int = Field(
+        default=900, ge=1, description="Idle timeout of sessions whose principal's sector is a PHI sector (HIPAA).")
+    console_session_prefix: str = Field(default="knhk:console:", min_length=1,
+                                        description="Prefix of the console's session keys in Redis.")
+    console_cookie_secure: bool = Field(default=True, description="Mark console cookies Secure (keep on).")
+    console_oidc_issuer: str | None = Field(
+        default=None, description="The issuer (of KNHK_OIDC_ISSUERS) people sign in with; default the first.")
+    console_oidc_client_id: str | None = Field(default=None, description="The console's OIDC client id.")
+    console_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="The console's OIDC client secret (none: a public client, PKCE only).")
+    console_oidc_scopes: str = Field(default="openid", description="Scopes the console asks for at sign-in.")
+    console_public_url: str | None = Field(
+        default=None, description="External base URL of the service (for the redirect URI); default: the request's.")
 
     # -- backups and restores (SPEC §11; read by knhk.backup)
     backup_dir: Path | None = Field(default=None, description="Backups and their manifests; default data_dir/backups.")

@@ -157,3 +157,9 @@ class DependencyUnavailableError(KnhkError):
     def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class CircuitOpenError(DependencyUnavailableError):
+    """A dependency's circuit breaker is open: the call was refused without trying (SPEC §11)."""
+
+    code = "circuit_open"

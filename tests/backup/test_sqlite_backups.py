@@ -192,3 +192,22 @@ def test_encrypted_backup_holds_no_plaintext_and_needs_its_key(tmp_path: Path) -
 
     listed = recovery(plain_settings).list_backups(OPERATOR)
     assert [(r["id"], r["encrypted"]) for r in listed] == sorted([(sealed.id, True), (plain.id, False)], reverse=True)
+
+
+def test_latest_names_the_newest_complete_backup(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    env = env_for(settings)
+    done = cli(["backup", "verify", "latest"], env)
+    assert done.returncode != 0
+    assert "no complete backup in" in done.stderr, done.stderr
+    with Runtime.open(settings) as rt:
+        write(rt, "a", 5)
+        create_backup(rt)
+        write(rt, "b", 5)
+        newest = create_backup(rt)
+    # a newer directory without a manifest (an interrupted copy) is passed over, not verified
+    (settings.resolved_backup_dir / "zzzz-incomplete").mkdir()
+    report = cli_json(["backup", "verify", "latest"], env)
+    assert report["backup"] == newest.id
+    assert report["ok"]
+    assert report["tables"]["observations"] == 10

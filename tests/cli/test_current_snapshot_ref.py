@@ -39,7 +39,10 @@ def test_the_cli_takes_current_with_a_sector_for_a_snapshot_id(tmp_path: Path) -
     diff = orjson.loads(ok("sigma", "diff", "current", current.id[:12], "--sector", "finance", "--json"))
     assert diff["added"] == []
     assert diff["removed"] == []
-    moved = orjson.loads(ok("sigma", "promote", "current", "--sector", "finance", "--force", "--json"))
+    admin = LocalIssuer.from_settings(make_settings(database_url, data)).mint(
+        ["administrator"], subject="root@example.org", mfa=True).token  # --force needs an administrator with MFA
+    moved = orjson.loads(ok("--token", admin, "sigma", "promote", "current", "--sector", "finance", "--force",
+                            "--json"))
     assert moved["noop"] is True
     missing = run_cli(["sigma", "export", "current"], data, database_url)
     assert missing.returncode == 2

@@ -87,10 +87,12 @@ def test_a_failed_ledger_write_after_the_commit_loses_no_receipt(app: Applicatio
     guard, alert = guard_receipts(rt, "p-2")
     assert (guard.kind, alert.kind, guard.outcome, alert.outcome) == ("guard.violated", "alert.raised",
                                                                       "violated", "critical")
-    assert guard.data["evidence_count"] == 1 and guard.data["evidence_root"] == alert.data["evidence_root"]
+    assert guard.data["evidence_count"] == 1
+    assert guard.data["evidence_root"] == alert.data["evidence_root"]
     assert rt.ledger.flush_outbox() == 0  # exactly once
     again = app.ingest_batch(ALICE, [payment("p-2", 2_000_000)])[0]
-    assert again.duplicate and app.outbox_pending() == 1
+    assert again.duplicate
+    assert app.outbox_pending() == 1
     assert len(guard_receipts(rt, "p-2")) == 2
     assert rt.ledger.verify("receipts").ok
 
@@ -106,9 +108,14 @@ def test_a_rolled_back_transaction_owes_nothing(app: Application) -> None:
     rt = app.runtime
     draft = receipts.audit_event(action="test.staged", resource="r/1", outcome="success", reason=None,
                                  metadata={}, sector=None, actor="sub_x")
-    with pytest.raises(RuntimeError), rt.db.transaction() as conn:
-        rt.ledger.stage(conn, [draft])
-        raise RuntimeError("the change fails")
+
+    def failing_change() -> None:
+        with rt.db.transaction() as conn:
+            rt.ledger.stage(conn, [draft])
+            raise RuntimeError("the change fails")
+
+    with pytest.raises(RuntimeError):
+        failing_change()
     assert app.outbox_pending() == 0
 
 

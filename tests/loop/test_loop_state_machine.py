@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
@@ -22,9 +23,10 @@ from loop_support import LABEL, MONDAY_10, TYPE, observation, open_runtime, plan
 
 from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.errors import KnhkError
+from knhk.errors import ConflictError, KnhkError
 from knhk.ontology.namespaces import RDFS_CLASS, iri, literal
 from knhk.ops.clock import ManualClock
+from knhk.proposals.model import FINAL
 
 SECTORS = ("finance", "manufacturing")
 APPROVERS = [("alice@bank.example", "finance", ["validator"]), ("carol@bank.example", "compliance", ["validator"]),
@@ -69,7 +71,13 @@ class SnapshotDag(RuleBasedStateMachine):
     def validate(self, pid: str) -> None:
         if pid != "none":
             self.clock.advance(1)
-            self.rt.proposals.validate(pid)
+            before = self.rt.proposals.get(pid)[1].status
+            if before in FINAL:  # a final state is never validated again, and never changes
+                with pytest.raises(ConflictError):
+                    self.rt.proposals.validate(pid)
+                assert self.rt.proposals.get(pid)[1].status == before
+            else:
+                self.rt.proposals.validate(pid)
 
     @rule(pid=proposals)
     def execute(self, pid: str) -> None:

@@ -108,7 +108,7 @@ def test_batch_with_a_conflict_against_stored_data_stores_nothing(h: Harness) ->
 def test_batch_with_a_skewed_item_stores_nothing_and_names_it(h: Harness) -> None:
     batch = [payment(i) for i in range(5)]
     batch[3]["timestamp"] = format_rfc3339(T0 + 61 * US)
-    with pytest.raises(InvalidInputError, match=r"^observation 3: timestamp is 61.000000 s ahead"):
+    with pytest.raises(InvalidInputError, match=r"^observation 3: timestamp \S+ is 61 s ahead of the server.s clock"):
         h.ingestor.ingest_batch(batch)
     assert h.reader.count() == 0
 
@@ -201,9 +201,9 @@ def test_a_failing_subscriber_does_not_undo_the_ingest(runtime: Runtime) -> None
 
 def test_skew_without_a_client_id_is_rejected_before_anything_is_stored(h: Harness) -> None:
     raw = {"event_type": "user.login", "sector": "finance", "timestamp": format_rfc3339(T0 - 60 * US - 1)}
-    with pytest.raises(InvalidInputError, match=r"^timestamp is 60.000001 s behind server time"):
+    with pytest.raises(InvalidInputError, match=r"^timestamp \S+ is 60.000001 s behind the server.s clock"):
         h.ingestor.ingest(raw)
-    with pytest.raises(InvalidInputError, match=r"^observation 1: timestamp is 60.000001 s behind"):
+    with pytest.raises(InvalidInputError, match=r"^observation 1: timestamp \S+ is 60.000001 s behind"):
         h.ingestor.ingest_batch([payment(1), raw])
     assert h.reader.count() == 0
 

@@ -195,15 +195,21 @@ def test_rollback_walks_the_parent_chain(registry: SnapshotRegistry, clocked_run
     assert clocked_runtime.ledger.verify("receipts").ok
 
 
-def test_other_process_sees_promotion_after_refresh(registry: SnapshotRegistry, root: Snapshot,
-                                                    clock: ManualClock) -> None:
-    other = SnapshotRegistry(registry.db, registry.ledger, registry.audit, clock)
+def test_other_process_sees_a_promotion_at_once(registry: SnapshotRegistry, root: Snapshot,
+                                                clock: ManualClock) -> None:
+    other = SnapshotRegistry(registry.db, registry.ledger, registry.audit, clock)  # another worker's registry
     assert other.current("finance") == root
+    assert other.current_schema("finance").snapshot_id == root.id
+    before = other.export(root.id)
     a = child(registry, root, "A", clock)
     registry.promote("finance", a.id, actor="op", force=True)
-    assert other.current("finance") == root  # served from its cache until refreshed
-    assert other.refresh("finance") == a
-    assert other.current("finance") == a
+    assert other.current("finance") == a  # the pointer is read, never cached; the content is found by id
+    assert other.current_schema("finance").snapshot_id == a.id
+    assert other.export(a.id) != before
+    assert '"A"' in other.export(a.id)
+    assert other.export(root.id) == before  # a snapshot id names one content forever
+    registry.rollback("finance", actor="op")
+    assert other.current("finance") == root
     assert other.current("healthcare") is None
     with pytest.raises(NotFoundError, match="no current snapshot"):
         other.current_schema("healthcare")

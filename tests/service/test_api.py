@@ -148,18 +148,20 @@ def test_approval_flow_and_separation_of_duties(api: Api) -> None:
 
 
 def test_promote_stale_base_is_409(api: Api) -> None:
-    pid = _human_proposal(api, "paul@bank.example")
-    other = api.client.post("/api/v1/proposals", headers=api.token("proposer", subject="pia@bank.example"), json={
-        "sector": "finance", "rationale": "document transactions", "additions": [[
-            "<https://knhk.dev/ns/finance#Transaction>", "<http://www.w3.org/2000/01/rdf-schema#comment>",
-            '"A money movement."']]}).json()["id"]
-    admin = api.token("administrator", subject="root@bank.example")
-    for p in (pid, other):
+    # manufacturing asks for no approvals, so a forced promotion (no validation receipt) is allowed there
+    ids = []
+    for who, local in (("paul@plant.example", "QualityInspection"), ("pia@plant.example", "MachineReading")):
+        ids.append(api.client.post("/api/v1/proposals", headers=api.token("proposer", subject=who), json={
+            "sector": "manufacturing", "rationale": "document", "additions": [[
+                f"<https://knhk.dev/ns/manufacturing#{local}>", "<http://www.w3.org/2000/01/rdf-schema#comment>",
+                '"documented"']]}).json()["id"])
+    admin = api.token("administrator", subject="root@plant.example")
+    for p in ids:
         snap = api.client.get(f"/api/v1/proposals/{p}", headers=admin).json()["candidate_snapshot_id"]
         response = api.client.post(f"/api/v1/snapshots/{snap}/promote", json={"force": True, "reason": "drill"},
                                    headers=admin)
-        if p == pid:
-            assert response.status_code == 200
+        if p == ids[0]:
+            assert response.status_code == 200, response.text
             assert response.json()["forced"] is True
         else:
             assert problem(response, 409)["code"] == "stale_base"

@@ -24,6 +24,9 @@ BODIES = {
     "/api/v1/snapshots/{snapshot_id}/promote": {},
     "/api/v1/snapshots/rollback": {"sector": "finance"},
     "/api/v1/cycles": {"sector": "finance"},
+    "/api/v1/guards/{guard_id}/relaxations": {"sector": "finance", "duration_s": 60, "reason": "matrix test"},
+    "/api/v1/relaxations/{relaxation_id}/approvals": {"decision": "approve"},
+    "/api/v1/relaxations/{relaxation_id}/revoke": {},
 }
 QUERIES = {"/api/v1/observations": "?sector=finance", "/api/v1/snapshots/current": "?sector=finance",
            "/api/v1/receipts/consistency": "?first=1&second=1"}
@@ -67,7 +70,7 @@ def test_mutating_privileged_routes_need_mfa(api: Api) -> None:
     for method, template in ROUTES:
         permission, mutating = ROUTE_PERMISSIONS[(method, template)]
         if not mutating or permission not in ("snapshots:promote", "snapshots:rollback", "cycles:run",
-                                              "subjects:erase"):
+                                              "subjects:erase", "guards:relax"):
             continue
         path = re.sub(r"\{[a-z_]+\}", "0", template)
         response = api.client.request(method, path, json=BODIES.get(template, {}), headers=no_mfa)

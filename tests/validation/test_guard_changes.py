@@ -178,7 +178,12 @@ def test_the_loop_never_promotes_a_guard_relaxation_without_people(loop_runtime:
     assert "ISO9001-QUALITY-001" in validated.fields["reason"]
     for who in ("quinn@example.org", "rosa@example.org"):
         result = rt.proposals.decide(proposal.id, identity=who, roles=["validator"], sector_attr="manufacturing")
-    assert result.outcome == "promoted"
+    # a relaxation is a major change: after its approvers, its review window (24 h) for objections
+    assert result.outcome == "held"
+    assert rt.proposals.get(proposal.id)[1].change_class == "major"
+    clock.advance(24 * 3600 + 1)
+    (released,) = rt.proposals.release_due("manufacturing")
+    assert released.outcome == "promoted"
     # the people relaxed the Σ guard; the ISO 9001 doctrine still holds sector-wide on ingest
     clock.set(clock.now_us() + 1_000_000)
     stored = rt.ingestor.ingest(observation("manufacturing", "quality.inspection",

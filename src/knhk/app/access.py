@@ -42,6 +42,9 @@ CREATE_PROPOSAL = Operation("proposals.create", "proposals:create", mutating=Tru
 READ_PROPOSALS = Operation("proposals.read", "proposals:read")
 VALIDATE_PROPOSAL = Operation("proposals.validate", "proposals:validate", mutating=True)
 DECIDE_PROPOSAL = Operation("proposals.decide", "proposals:approve", mutating=True)
+# an operator's expedited promotion of an open proposal (the emergency change class): promote rights, with MFA
+EMERGENCY_PROMOTE = Operation("proposals.emergency", "snapshots:promote", mutating=True)
+REVIEW_PROPOSAL = Operation("proposals.review", "proposals:approve", mutating=True)
 READ_SNAPSHOTS = Operation("snapshots.read", "snapshots:read")
 PROMOTE = Operation("snapshots.promote", "snapshots:promote", mutating=True)
 ROLLBACK = Operation("snapshots.rollback", "snapshots:rollback", mutating=True)
@@ -56,6 +59,10 @@ RESOLVE_IDENTITY = Operation("subjects.resolve", None)
 ERASE_SUBJECT = Operation("subjects.erase", "subjects:erase", mutating=True)
 READ_KEYS = Operation("keys.read", "receipts:read")
 ROTATE_KEYS = Operation("keys.rotate", "keys:rotate", mutating=True)
+READ_RELAXATIONS = Operation("relaxations.read", "guards:read")
+REQUEST_RELAXATION = Operation("relaxations.request", "guards:relax", mutating=True)
+DECIDE_RELAXATION = Operation("relaxations.decide", "guards:approve", mutating=True)
+REVOKE_RELAXATION = Operation("relaxations.revoke", "guards:revoke", mutating=True)
 # Backups act on the host (backup and data directories, pgBackRest as the cluster's OS user) and a restore
 # replaces the store under any running service: the operator or administrator at the host's terminal only.
 CREATE_BACKUP = Operation("backups.create", None, mutating=True)
@@ -75,6 +82,10 @@ class Access(Protocol):
         """May this principal promote without a validation receipt?"""
         ...
 
+    def may_expedite(self, principal: Principal) -> bool:
+        """May this principal take the emergency path (promote an open proposal at once)?"""
+        ...
+
 
 class RoleBasedAccess:
     """The RBAC matrix with this installation's MFA-required roles."""
@@ -92,6 +103,9 @@ class RoleBasedAccess:
     def may_force(self, principal: Principal) -> bool:
         return "administrator" in principal.roles and principal.mfa
 
+    def may_expedite(self, principal: Principal) -> bool:
+        return bool({"operator", "administrator"} & principal.roles) and principal.mfa
+
 
 class LocalAccess:
     """The operator at the terminal: every operation is allowed (the domain's own rules still apply)."""
@@ -101,6 +115,38 @@ class LocalAccess:
 
     def may_force(self, principal: Principal) -> bool:
         return True
+
+    def may_expedite(self, principal: Principal) -> bool:
+        return True
+
+
+class TerminalAccess:
+    """The CLI's policy (SPEC §13): the same authorization as the API for a principal authenticated by a bearer
+    token (``--token`` / ``KNHK_TOKEN``); a name typed at the terminal is trusted only in dev mode (the
+    installation trusts no identity provider, only the local dev issuer), and never for a forced or emergency
+    promotion. Local-only operations (backups, gc, audit append, resolving a pseudonym) stay the terminal's.
+    """
+
+    def __init__(self, *, dev_mode: bool, mfa_required_roles: Collection[str] = DEFAULT_MFA_REQUIRED_ROLES) -> None:
+        self.dev_mode = dev_mode
+        self.roles = RoleBasedAccess(mfa_required_roles)
+
+    def authorize(self, principal: Principal, operation: Operation) -> None:
+        if operation.permission is None:
+            return None
+        if principal.issuer == LOCAL_ISSUER:
+            if self.dev_mode:
+                return None
+            raise ForbiddenError(f"{operation.name} needs an authenticated subject: this installation trusts an "
+                                 "identity provider, so pass --token or KNHK_TOKEN", permission=operation.name,
+                                 reason="unauthenticated_terminal")
+        return self.roles.authorize(principal, operation)
+
+    def may_force(self, principal: Principal) -> bool:
+        return principal.issuer != LOCAL_ISSUER and self.roles.may_force(principal)
+
+    def may_expedite(self, principal: Principal) -> bool:
+        return principal.issuer != LOCAL_ISSUER and self.roles.may_expedite(principal)
 
 
 def local_principal(name: str, roles: Iterable[str] = (), sector: str | None = None) -> Principal:

@@ -17,6 +17,7 @@ from knhk.app.audit import AuditOps
 from knhk.app.auth_audit import AuthFailureAudit
 from knhk.app.backup import BackupOps
 from knhk.app.cycles import CycleOps
+from knhk.app.guards import GuardOps
 from knhk.app.ledger import LedgerOps
 from knhk.app.observations import IngestAudit, ObservationOps
 from knhk.app.proposals import ProposalOps
@@ -31,8 +32,8 @@ from knhk.ops.clock import SYSTEM_CLOCK, Clock
 log = logging.getLogger("knhk")
 
 
-class Application(ObservationOps, ProposalOps, SnapshotOps, SectorOps, CycleOps, LedgerOps, AuditOps, BackupOps,
-                  SystemOps):
+class Application(ObservationOps, ProposalOps, SnapshotOps, SectorOps, GuardOps, CycleOps, LedgerOps, AuditOps,
+                  BackupOps, SystemOps):
     """The operations of one KNHK installation, for the principals of one face."""
 
     def __init__(self, runtime: Runtime, access: Access) -> None:

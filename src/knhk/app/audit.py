@@ -19,10 +19,10 @@ class AuditOps(Operations):
     auth_audit: AuthFailureAudit
 
     def audit_events(self, actor: Principal, *, after_seq: int = -1, limit: int = 100,
-                     action: str | None = None) -> list[AuditEvent]:
-        """Audit entries (actors as pseudonyms) in seq order after ``after_seq``."""
+                     action: str | None = None, newest_first: bool = False) -> list[AuditEvent]:
+        """Audit entries (actors as pseudonyms) in seq order after ``after_seq`` (``newest_first``: the latest)."""
         self._allow(actor, READ_AUDIT)
-        return self.runtime.audit.events(after_seq=after_seq, limit=limit, action=action)
+        return self.runtime.audit.events(after_seq=after_seq, limit=limit, action=action, newest_first=newest_first)
 
     def record_audit(self, actor: Principal, action: str, resource: str, outcome: str, *, reason: str | None = None,
                      metadata: Mapping[str, Any] | None = None) -> Entry:
@@ -38,6 +38,13 @@ class AuditOps(Operations):
         (:mod:`knhk.app.auth_audit`)."""
         self.auth_audit.failed(who, resource, reason, code)
 
+    def record_session(self, actor: Principal, event: str, method: str) -> None:
+        """Audit a console session starting or ending (``session.started`` / ``session.ended``) for a principal
+        the face has just verified (``method``: ``oidc`` or ``local``)."""
+        if event not in ("session.started", "session.ended"):
+            raise ValueError(f"unknown session event {event!r}")
+        self.runtime.audit.record(actor.identity, event, "console", "success", metadata={"method": method})
+
     def identity_of(self, actor: Principal, pseudonym: str) -> str | None:
         """The identity behind a pseudonym, or None once it was erased."""
         self._allow(actor, RESOLVE_IDENTITY)
@@ -48,4 +55,6 @@ class AuditOps(Operations):
         be linked, and the erasure itself is audited by pseudonym."""
         self._allow(actor, ERASE_SUBJECT)
         rt = self.runtime
-        return erase_subject(rt.subjects, rt.audit, subject, actor=actor.identity, references=rt.references)
+        report = erase_subject(rt.subjects, rt.audit, subject, actor=actor.identity, references=rt.references)
+        rt.proposals.freeze_erased(report.pseudonym)  # erasure must not reopen segregation of duties
+        return report

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,11 @@ from knhk.config import Settings
 from knhk.errors import KnhkError
 from knhk.ledger.store import StoredCheckpoint
 from knhk.ledger.verify import VerifyReport
+from knhk.ontology.namespaces import KNHK, OWL, RDF, RDF_TYPE, RDFS, SH, XSD, literal
 from knhk.ops.clock import ManualClock, parse_rfc3339
 from knhk.proof.entry import Entry
+from knhk.proposals.delta import DeltaSigma
+from knhk.proposals.proposer import Plan
 from knhk.sectors.pack import available_sectors
 from knhk.sectors.scenario import Scenario, load_scenario
 
@@ -41,6 +44,7 @@ class DemoRun:
     receipts: VerifyReport
     audit: VerifyReport
     elapsed_s: float
+    changes: list[dict[str, Any]] = field(default_factory=list)  # one standard, one major, one emergency change
 
     @property
     def ok(self) -> bool:
@@ -61,11 +65,85 @@ def run(data_dir: Path, *, on_sector: Callable[[str, dict[str, Any]], None] | No
             reports[sector] = sector_report(rt, scenario, replayed)
             if on_sector is not None:
                 on_sector(sector, reports[sector])
+        changes = change_classes(rt, clock)
+        for sector, sector_report_ in reports.items():  # the three changes moved two sectors on
+            now_current = rt.registry.current(sector)
+            if now_current is not None:
+                sector_report_["current_snapshot"] = now_current.id
         receipts_cp = rt.ledger.checkpoint("receipts")
         audit_cp = rt.ledger.checkpoint("audit")
         receipts = rt.ledger.verify("receipts")
         audit = rt.ledger.verify("audit")
-    return DemoRun(data_dir, reports, receipts_cp, audit_cp, receipts, audit, time.perf_counter() - started)
+    return DemoRun(data_dir, reports, receipts_cp, audit_cp, receipts, audit, time.perf_counter() - started,
+                   changes)
+
+
+def _receipts_of(rt: Runtime, pid: str, snapshot_id: str, after_seq: int) -> list[dict[str, Any]]:
+    out = []
+    for e in rt.ledger.entries("receipts", after_seq=after_seq, limit=10_000):
+        data = e.data or {}
+        if e.subject in (pid, snapshot_id) or data.get("proposal_id") == pid:
+            out.append({"seq": e.seq, "kind": e.kind, "outcome": e.outcome, "change_class": data.get("change_class")})
+    return out
+
+
+def change_classes(rt: Runtime, clock: ManualClock) -> list[dict[str, Any]]:
+    """Three people's changes after the replays, one per path (docs/change-governance.md): a standard one the
+    loop promotes alone, a major one held for two approvers and its 24 h review window, an emergency one an
+    operator promotes at once and a validator reviews after."""
+    svc = rt.proposals
+    head = rt.ledger.head("receipts")
+    start = -1 if head is None else head.seq
+    out: list[dict[str, Any]] = []
+
+    def report(pid: str, story: str) -> None:
+        proposal, status = svc.get(pid)
+        out.append({"proposal_id": pid, "sector": proposal.sector, "change_class": status.change_class,
+                    "class_reason": status.class_reason, "status": status.status, "story": story,
+                    "receipts": _receipts_of(rt, pid, proposal.candidate_id, start)})
+
+    mfg, hc = "https://knhk.dev/ns/manufacturing#", "https://knhk.dev/ns/healthcare#"
+    # standard: a new event type with an optional field; the next cycle promotes it, nobody approves
+    standard, _ = svc.create("manufacturing", Plan(DeltaSigma.of(_event_type(mfg, "ToolChanged", "tool.changed",
+                                                                             "tool_id")), "tool changes"),
+                             pattern=None, author="ines@plant.example", proposer="human")
+    rt.coordinator.run_cycle("manufacturing")
+    report(standard.id, "promoted by the loop's next cycle without people")
+    # major: a tighter ISO 9001 ceiling changes a guard: two approvers, then the 24 h window for objections
+    limit = next(t for t in rt.registry.current("manufacturing").triples  # type: ignore[union-attr]
+                 if t[0] == f"<{mfg}ISO9001-QUALITY-001>" and t[1] == f"<{KNHK}limit>")
+    tighter = (limit[0], limit[1], literal("0.0008", XSD + "decimal"))
+    major, _ = svc.create("manufacturing", Plan(DeltaSigma.of([tighter], [limit]), "a tighter defect ceiling"),
+                          pattern=None, author="ines@plant.example", proposer="human")
+    svc.execute(major.id)
+    for who in ("quality-lead@plant.example", "plant-manager@plant.example"):
+        svc.decide(major.id, identity=who, roles=["validator"], sector_attr="manufacturing",
+                   comment="scripted demo approval")
+    clock.set(clock.now_us() + rt.proposals.classes_for("manufacturing").review_window_s * 1_000_000 + 1_000_000)
+    rt.coordinator.run_cycle("manufacturing")
+    report(major.id, "two approvers, no objection in the 24 h window, then promoted by the loop")
+    # emergency: a new ward's event type cannot wait for a doctor; the operator promotes it, a validator reviews
+    ward, _ = svc.create("healthcare", Plan(DeltaSigma.of(_event_type(hc, "BedAssigned", "bed.assigned", "bed")),
+                                            "beds of the new ward"),
+                         pattern=None, author="hal@hospital.example", proposer="human")
+    svc.execute(ward.id)
+    svc.emergency(ward.id, identity="olga@hospital.example", roles=["operator"], sector_attr="healthcare",
+                  justification="the new ward opens tonight")
+    svc.review(ward.id, identity="vera@hospital.example", verdict="accepted", comment="scripted demo review")
+    report(ward.id, "promoted at once by an operator with MFA, reviewed after by a distinct validator")
+    return out
+
+
+def _event_type(ns: str, local: str, event_type: str, optional_field: str) -> list[tuple[str, str, str]]:
+    cls, shape, prop, ps = (f"<{ns}{local}>", f"<{ns}{local}Shape>", f"<{ns}{local}_{optional_field}>",
+                            f"<{ns}{local}Shape-{optional_field}>")
+    t = f"<{RDF_TYPE}>"
+    return [(cls, t, f"<{RDFS}Class>"), (cls, t, f"<{OWL}Class>"), (cls, f"<{RDFS}subClassOf>", f"<{KNHK}Event>"),
+            (cls, f"<{KNHK}eventType>", literal(event_type)), (shape, t, f"<{SH}NodeShape>"),
+            (shape, f"<{SH}targetClass>", cls), (prop, t, f"<{RDF}Property>"), (prop, t, f"<{OWL}DatatypeProperty>"),
+            (prop, f"<{RDFS}domain>", cls), (prop, f"<{RDFS}range>", f"<{XSD}string>"),
+            (prop, f"<{KNHK}fieldName>", literal(optional_field)), (shape, f"<{SH}property>", ps),
+            (ps, f"<{SH}path>", prop), (ps, f"<{SH}datatype>", f"<{XSD}string>")]
 
 
 def _approve_held(rt: Runtime, scenario: Scenario, log: list[dict[str, Any]]) -> None:

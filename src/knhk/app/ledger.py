@@ -12,7 +12,7 @@ from typing import Any
 
 from knhk.app.access import READ_KEYS, READ_RECEIPTS, ROTATE_KEYS
 from knhk.app.base import Operations
-from knhk.errors import ConflictError
+from knhk.errors import ConfigurationError, ConflictError
 from knhk.identity.rbac import Principal
 from knhk.ledger.store import StoredCheckpoint
 from knhk.ledger.verify import VerifyReport
@@ -47,10 +47,15 @@ class SigningKeyInfo:
 
 class LedgerOps(Operations):
     def receipts(self, actor: Principal, log: str = "receipts", *, after_seq: int = -1, limit: int = 100,
-                 kind: str | None = None, sector: str | None = None) -> list[Entry]:
-        """Entries of a log in seq order after ``after_seq``."""
+                 kind: str | None = None, sector: str | None = None, subject: str | None = None,
+                 since_us: int | None = None, until_us: int | None = None, newest_first: bool = False,
+                 before_seq: int | None = None) -> list[Entry]:
+        """Entries of a log in seq order after ``after_seq`` (``newest_first``: descending, before ``before_seq``),
+        filtered by kind, sector, subject and time (``since_us`` ≤ ts_us < ``until_us``)."""
         self._allow(actor, READ_RECEIPTS)
-        return self.runtime.ledger.entries(log, after_seq=after_seq, limit=limit, kind=kind, sector=sector)
+        return self.runtime.ledger.entries(log, after_seq=after_seq, limit=limit, kind=kind, sector=sector,
+                                           subject=subject, since_us=since_us, until_us=until_us,
+                                           descending=newest_first, before_seq=before_seq)
 
     def receipt(self, actor: Principal, log: str, seq: int) -> Entry:
         self._allow(actor, READ_RECEIPTS)
@@ -121,3 +126,24 @@ class LedgerOps(Operations):
         self.runtime.audit.record(actor.identity, "key.rotated", f"key/{public.key_id}", reason=reason,
                                   metadata={"previous_key_id": old or "", "key_id": public.key_id})
         return old, public
+
+    def rotate_phi_key(self, actor: Principal, *, retire: bool = False,
+                       reason: str | None = None) -> tuple[str, str, int, list[str]]:
+        """A new key-encryption key for PHI at rest: every data key re-wrapped under it in one transaction (no
+        observation row and no ledger entry is rewritten), then made active; with ``retire``, the files of
+        KEKs no data key uses any more are removed. Returns (previous KEK id, new KEK id, data keys re-wrapped,
+        KEK ids retired). Audited."""
+        self._allow(actor, ROTATE_KEYS)
+        cipher = self.runtime.db.fields
+        if cipher is None:
+            raise ConfigurationError("this installation has no PHI encryption at rest loaded")
+        if self.runtime.settings.phi_key is not None:
+            raise ConfigurationError("the PHI key comes from KNHK_PHI_KEY: rotate it by re-wrapping with key files;"
+                                     " unset KNHK_PHI_KEY to let knhk manage phi-<id>.kek files")
+        previous = cipher.ring.active
+        new, rewrapped = cipher.rotate(self.runtime.db)
+        retired = cipher.retire(self.runtime.db) if retire else []
+        self.runtime.audit.record(actor.identity, "phi_key.rotated", f"phi-key/{new}", reason=reason,
+                                  metadata={"previous_kek_id": previous, "kek_id": new,
+                                            "data_keys_rewrapped": str(rewrapped), "retired": ",".join(retired)})
+        return previous, new, rewrapped, retired

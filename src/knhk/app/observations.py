@@ -25,6 +25,7 @@ from knhk.observations.admission import Label, observation_label
 from knhk.observations.ingest import IngestResult
 from knhk.observations.model import Observation
 from knhk.observations.reader import ObservationPage
+from knhk.ops.clock import format_rfc3339
 from knhk.proof.entry import Entry
 
 
@@ -50,17 +51,29 @@ class ObservationOps(Operations):
         self._allow(actor, INGEST)
         return self.runtime.ingestor.ingest(raw, client=self._pseudonym(actor), audit=True)
 
-    def ingest_batch(self, actor: Principal, raws: Sequence[Any], *,
-                     label: Label = observation_label) -> list[IngestResult]:
+    def ingest_batch(self, actor: Principal, raws: Sequence[Any], *, label: Label = observation_label,
+                     backfill: bool = False) -> list[IngestResult]:
         """Ingest up to 10,000 observations in one transaction: all are stored or none. ``label`` names an item
-        in a refusal (``observation 3``; the CLI names lines of its file)."""
+        in a refusal (``observation 3``; the CLI names lines of its file). ``backfill``: recorded data, kept
+        with its original (past) timestamps however old; every such batch is audited
+        (``observations.backfilled``, with its count and time range)."""
         self._allow(actor, INGEST)
-        return self.runtime.ingestor.ingest_batch(raws, client=self._pseudonym(actor), label=label, audit=True)
+        results = self.runtime.ingestor.ingest_batch(raws, client=self._pseudonym(actor), label=label,
+                                                     backfill=backfill, audit=True)
+        stored = [r.observation for r in results if not r.duplicate]
+        if backfill and stored:
+            self.runtime.audit.record(
+                actor.identity, "observations.backfilled", "observations", "success",
+                metadata={"stored": str(len(stored)), "sectors": ",".join(sorted({o.sector for o in stored})),
+                          "earliest": format_rfc3339(min(o.ts_us for o in stored)),
+                          "latest": format_rfc3339(max(o.ts_us for o in stored))})
+        return results
 
-    def check_observations(self, actor: Principal, raws: Sequence[Any], *, label: Label = observation_label) -> None:
+    def check_observations(self, actor: Principal, raws: Sequence[Any], *, label: Label = observation_label,
+                           backfill: bool = False) -> None:
         """Refuse, storing nothing, what ingest would refuse for any of ``raws`` (any number of them)."""
         self._allow(actor, CHECK_OBSERVATIONS)
-        self.runtime.ingestor.check_batch(raws, client=self._pseudonym(actor), label=label)
+        self.runtime.ingestor.check_batch(raws, client=self._pseudonym(actor), label=label, backfill=backfill)
 
     # -- reading --------------------------------------------------------------------------------------------
     def _justify(self, actor: Principal, sector: str | None, justification: str | None, what: str) -> None:

@@ -28,6 +28,7 @@ from knhk.detection.pattern import DetectorConfig
 from knhk.detection.settings import SectorDetectors, layered
 from knhk.detection.thresholds import ThresholdBook
 from knhk.errors import ConfigurationError
+from knhk.governance.relaxations import RelaxationService
 from knhk.ledger import store as ledger_store
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
@@ -41,13 +42,18 @@ from knhk.observations.ingest import Ingestor
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
+from knhk.ops import resilience
+from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.proof.signing import SigningKey, read_key_file
+from knhk.sectors.classes import pack_class_rules
 from knhk.sectors.detectors import pack_detector_settings
 from knhk.sectors.detectors import where as pack_settings_file
 from knhk.sectors.pack import available_sectors, load_pack
 from knhk.storage import schema
 from knhk.storage.database import Database
+from knhk.storage.fields import FieldCipher, KekRing
+from knhk.validation.classes import ClassRules
 from knhk.validation.doctrines import Doctrine
 
 SYSTEM_ACTOR = "system:knhk"
@@ -94,11 +100,37 @@ def _written_secret(path: Path, wait_s: float = 5.0) -> bytes:
         time.sleep(0.01)
 
 
+def derived_cache(settings: Settings, secret: bytes) -> DerivedCache:
+    """The process's cache of derived results: L1 always (unless sized 0), L2 when Redis is configured."""
+    l2 = None
+    if settings.redis_url and settings.cache_l2_bytes > 0:
+        l2 = RedisLayer.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s,
+                                 max_bytes=settings.cache_l2_bytes, ttl_s=settings.cache_l2_ttl_s, secret=secret)
+    return DerivedCache(settings.cache_l1_bytes, l2)
+
+
+def phi_keys(settings: Settings) -> KekRing:
+    """The key-encryption keys of PHI at rest: KNHK_PHI_KEY, else the key files of the keys directory."""
+    if settings.phi_key is not None:
+        return KekRing.from_hex(settings.phi_key.get_secret_value(), settings.resolved_keys_dir)
+    return KekRing.load(settings.resolved_keys_dir)
+
+
+def _phi_fields() -> dict[str, frozenset[str]]:
+    return {sector: load_pack(sector).phi_fields for sector in available_sectors() if load_pack(sector).phi_fields}
+
+
 def doctrines_for(sector: str) -> list[Doctrine]:
     """The doctrines of a sector's bundled pack."""
     if sector not in available_sectors():
         return []
     return [Doctrine.from_json(raw) for raw in load_pack(sector).doctrines]
+
+
+def class_rules(sector: str, settings: Settings) -> ClassRules:
+    """A sector's change-class rules: the defaults < its pack's classes.json < KNHK_CHANGE_CLASSES."""
+    raw = {**pack_class_rules(sector), **settings.change_classes.get(sector, {})}
+    return ClassRules.from_json(raw, f"change classes of {sector} (classes.json, KNHK_CHANGE_CLASSES)")
 
 
 def detector_settings(sector: str, settings: Settings) -> SectorDetectors:
@@ -116,6 +148,15 @@ def _detector_configs(settings: Settings) -> dict[str, DetectorConfig]:
             raise ConfigurationError(f"KNHK_DETECTOR_SETTINGS names sector {sector!r}, which has no sector pack;"
                                      f" installed: {', '.join(installed)}")
     return {sector: detector_settings(sector, settings).config for sector in installed}
+
+
+def configure_resilience(settings: Settings) -> None:
+    """The process's circuit breakers and retries take the configured numbers (``KNHK_BREAKER_*``, ``KNHK_RETRY_*``)."""
+    resilience.configure(
+        resilience.BreakerPolicy(settings.breaker_fail_max, settings.breaker_open_s, settings.breaker_half_open_trials,
+                                 settings.breaker_probe_interval_s),
+        resilience.RetryPolicy(settings.retry_attempts, settings.retry_base_s, 2.0, settings.retry_cap_s,
+                               settings.retry_jitter))
 
 
 @dataclass
@@ -138,6 +179,8 @@ class Runtime:
     proposals: ProposalService
     coordinator: Coordinator
     leases: Leases
+    relaxations: RelaxationService
+    cache: DerivedCache
     subscribed: bool = True
     _cursors: dict[str, int] = field(default_factory=dict)
 
@@ -150,6 +193,7 @@ class Runtime:
         A service with several workers or replicas passes False; each cycle then catches the windows up from
         the database by ingest sequence (:meth:`catch_up`), so every process sees every observation once.
         """
+        configure_resilience(settings)
         db = Database(
             settings.resolved_database_url,
             pool_min=settings.db_pool_min,
@@ -159,17 +203,21 @@ class Runtime:
         )
         try:
             if migrate:
-                schema.migrate(db)
+                schema.migrate(db, lock_timeout_ms=settings.migration_lock_timeout_ms,
+                               statement_timeout_ms=settings.migration_statement_timeout_ms)
+            db.fields = FieldCipher.load(db, phi_keys(settings), _phi_fields(), clock.now_us())
             keyring = Keyring(db, settings.resolved_keys_dir, _configured_key(settings), clock)
             keyring.ensure_active()
             policy = CheckpointPolicy(settings.checkpoint_every_entries, settings.checkpoint_every_seconds,
                                       settings.log_origin_prefix)
+            secret = _index_secret(settings)
+            cache = derived_cache(settings, secret)
             ledger = Ledger(db, keyring, policy=policy, clock=clock, max_batch=settings.sequencer_max_batch,
                             drain_interval_s=settings.outbox_drain_interval_s)
-            subjects = Subjects(db, _index_secret(settings), clock)
+            subjects = Subjects(db, secret, clock)
             audit = AuditLog(ledger, subjects)
             lclock = loop_clock or clock
-            registry = SnapshotRegistry(db, ledger, audit, clock)
+            registry = SnapshotRegistry(db, ledger, audit, clock, cache=cache)
             if install_packs:
                 for sector in available_sectors():
                     registry.install_root(sector, load_pack(sector).sigma, SYSTEM_ACTOR)
@@ -179,12 +227,19 @@ class Runtime:
             def schema_for(sector: str) -> SectorSchema | None:
                 return registry.current_schema(sector) if registry.current(sector) is not None else None
 
+            relaxations = RelaxationService(db, ledger, audit, registry, doctrines_for, lclock,
+                                            max_window_s=settings.relaxation_max_window_s)
             ingestor = Ingestor(db, ledger, schema_for, lclock,
                                 on_ingested=engine.observe if subscribe_engine else None,
                                 doctrines_for=doctrines_for, installed=registry.sectors,
-                                receipt_wait_s=settings.receipt_wait_s)
+                                relaxed_for=relaxations.relaxed, receipt_wait_s=settings.receipt_wait_s)
             thresholds = ThresholdBook(db, clock)
-            proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy())
+            unknown = set(settings.change_classes) - set(available_sectors())
+            if unknown:
+                raise ConfigurationError(f"KNHK_CHANGE_CLASSES names sectors without a pack: {sorted(unknown)}")
+            rules = {sector: class_rules(sector, settings) for sector in available_sectors()}
+            proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy(),
+                                        classes_for=lambda sector: rules.get(sector, ClassRules()))
             proposals.on_outcome = thresholds.record
             coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock)
         except BaseException:
@@ -192,7 +247,7 @@ class Runtime:
             raise
         leases = Leases(db, ttl_s=settings.lease_ttl_s)
         return cls(settings, db, keyring, ledger, subjects, audit, clock, lclock, registry, reader, engine,
-                   ingestor, thresholds, proposals, coordinator, leases, subscribe_engine)
+                   ingestor, thresholds, proposals, coordinator, leases, relaxations, cache, subscribe_engine)
 
     def catch_up(self, sector: str) -> int:
         """Feed the sector's detection windows with observations stored since the last catch-up (by ingest
@@ -234,6 +289,7 @@ class Runtime:
         """One cycle of ``sector``, holding the sector's database lease (one running cycle per sector across
         every process and replica; a second caller gets a ConflictError)."""
         with self.leases.hold(f"knhk.cycle.{sector}", what=f"a cycle of sector {sector}"):
+            self.relaxations.sweep(sector)  # receipt the guard relaxations time has ended or expired
             self.catch_up(sector)
             return self.coordinator.run_cycle(sector)
 

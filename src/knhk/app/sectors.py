@@ -1,6 +1,6 @@
 """Operations on the installed sector packs (SPEC §3, §6; ``knhk sectors``): list them, and show one — its
-guards with their criticality and immutability, its doctrines, its detector thresholds with where each comes
-from (default, pack, configuration) and the confidence thresholds learning has set."""
+guards with their criticality and immutability, its doctrines, its change-class rules, its detector thresholds
+with where each comes from (default, pack, configuration) and the confidence thresholds learning has set."""
 
 from __future__ import annotations
 
@@ -59,5 +59,6 @@ class SectorOps(Operations):
             "doctrines": [{"id": d.id, "type": d.type, "level": d.level, "description": d.description}
                           for d in doctrines_for(sector)],
             "detectors": detector_settings(sector, rt.settings).rows(),
+            "change_classes": rt.proposals.classes_for(sector).to_json(),
             "learned_thresholds": {kind: milli / 1000 for kind, milli in sorted(learned.items())},
         }

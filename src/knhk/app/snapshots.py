@@ -14,13 +14,17 @@ from typing import Any
 
 from knhk.app.access import COLLECT_SNAPSHOTS, PROMOTE, READ_SNAPSHOTS, ROLLBACK
 from knhk.app.base import Operations
-from knhk.errors import ForbiddenError, InvalidInputError, NotFoundError
+from knhk.errors import ConflictError, ForbiddenError, InvalidInputError, KnhkError, NotFoundError, RejectedError
 from knhk.identity.rbac import Principal
 from knhk.ledger import receipts
 from knhk.ontology.diff import Diff
 from knhk.ontology.registry import PointerMove, SnapshotPage
 from knhk.ontology.snapshot import SnapshotInfo
 from knhk.ops.clock import format_rfc3339
+from knhk.proposals.model import CLOSED, Proposal
+
+#: stages whose failure no forced promotion overrides
+NEVER_FORCED = ("static", "doctrines", "guards")
 
 
 @dataclass(frozen=True)
@@ -132,15 +136,30 @@ class SnapshotOps(Operations):
             rt.audit.record(actor.identity, receipts.SNAPSHOT_PROMOTED, resource, "denied", sector=info.sector,
                             reason="forced promotion needs an administrator with MFA")
             raise ForbiddenError("a forced promotion needs the administrator role and multi-factor authentication")
+        proposal, status = None, None
         if info.proposal_id is not None:
             try:
-                proposal, _ = rt.proposals.get(info.proposal_id)
+                proposal, status = rt.proposals.get(info.proposal_id)
             except NotFoundError:
                 proposal = None
-            if proposal is not None and proposal.author == self._pseudonym(actor):
-                rt.audit.record(actor.identity, receipts.SNAPSHOT_PROMOTED, resource, "denied", sector=info.sector,
-                                reason="the author of a proposal may not promote it")
-                raise ForbiddenError("the author of a proposal can neither approve nor promote it")
+
+        def deny(error: KnhkError) -> KnhkError:
+            rt.audit.record(actor.identity, receipts.SNAPSHOT_PROMOTED, resource, "denied", sector=info.sector,
+                            reason=error.message[:4096])
+            return error
+
+        if proposal is not None and proposal.author == self._pseudonym(actor):
+            raise deny(ForbiddenError("the author of a proposal can neither approve nor promote it"))
+        if proposal is not None and status is not None and status.status in CLOSED:
+            raise deny(ConflictError(f"proposal {proposal.id} is {status.status}, a final state: its snapshot "
+                                     "may not become current"))
+        current = rt.registry.current(info.sector)
+        if force and (current is None or current.id != sid):  # promoting the current snapshot is a no-op
+            try:
+                overridden = self._forcible(proposal)
+            except KnhkError as exc:
+                raise deny(exc) from None
+            reason = f"{reason or 'forced'} (forced past: {overridden})" if overridden else reason
         receipt = validation_receipt_id
         if receipt is None and not force:
             receipt = self._passing_validation(info.sector, sid)
@@ -149,6 +168,22 @@ class SnapshotOps(Operations):
         if not move.noop and info.proposal_id is not None:
             rt.proposals.mark_promoted(info.proposal_id)
         return move
+
+    def _forcible(self, proposal: Proposal | None) -> str | None:
+        """What a forced promotion would override (None: nothing), or the error saying it may not: ``force``
+        skips the validation receipt and the operational stages (Q1–Q5 measurements, the change budget,
+        compatibility), never Σ_core, a mandatory doctrine, a protected item, an immutable guard or the people
+        a doctrine or the change's class asks for (the emergency class is the expedited path, with its review)."""
+        if proposal is None:
+            raise RejectedError("a forced promotion needs the proposal behind the snapshot")
+        report = self.runtime.proposals.evaluate(proposal.id)
+        if report.failed_stage in NEVER_FORCED:
+            raise RejectedError(f"force never overrides the {report.failed_stage} stage: {report.reason}")
+        if report.outcome == "held":
+            raise RejectedError(f"force never overrides the approvals people owe: {report.reason}")
+        if report.failed_stage is not None:
+            return f"{report.failed_stage}: {report.reason}"
+        return None
 
     def _passing_validation(self, sector: str, snapshot_id: str) -> str | None:
         """The newest passing validation receipt of a snapshot among the sector's last 1,000 validations."""

@@ -36,15 +36,38 @@ class MigrationResult:
     schema_version: int
 
 
+@dataclass(frozen=True)
+class MigrationPlan:
+    pending: list[schema.Migration]  # what ``knhk db migrate`` would apply, in order
+    schema_version: int  # the highest migration applied now (0: none)
+
+
+def _migrate(db: Database, settings: Settings) -> list[schema.Migration]:
+    return schema.migrate(db, lock_timeout_ms=settings.migration_lock_timeout_ms,
+                          statement_timeout_ms=settings.migration_statement_timeout_ms)
+
+
 def migrate_database(settings: Settings) -> MigrationResult:
     """Apply every pending schema migration (``knhk db migrate``)."""
     db = Database(settings.resolved_database_url, pool_min=1, pool_max=2)
     try:
-        applied = schema.migrate(db)
+        applied = _migrate(db, settings)
         have = sorted(schema.applied(db))
     finally:
         db.close()
     return MigrationResult([f"{m.version:04d}_{m.name}" for m in applied], have[-1] if have else 0)
+
+
+def migration_plan(settings: Settings) -> MigrationPlan:
+    """The migrations ``knhk db migrate`` would apply, with their SQL, changing nothing
+    (``knhk db migrate --dry-run``); an applied migration whose file changed is refused as by migrate."""
+    db = Database(settings.resolved_database_url, pool_min=1, pool_max=2)
+    try:
+        todo = schema.pending(db)
+        have = sorted(schema.applied(db))
+    finally:
+        db.close()
+    return MigrationPlan(todo, have[-1] if have else 0)
 
 
 def schema_version(database_url: str) -> int:
@@ -62,7 +85,7 @@ def grant_app_role(settings: Settings, role: str, password: str | None = None) -
     privileges (run as the schema owner); return the statements."""
     db = Database(settings.resolved_database_url, pool_min=1, pool_max=2)
     try:
-        schema.migrate(db)
+        _migrate(db, settings)
         return roles.create_app_role(db, role, password)
     finally:
         db.close()
@@ -105,6 +128,25 @@ class SystemOps(Operations):
         """One round trip to the database (raises when it does not answer)."""
         with self.runtime.db.connection() as conn:
             conn.fetchone("SELECT 1")
+
+    def redis_up(self) -> bool | None:
+        """Whether the Redis of the L2 cache answers (``None``: no L2 configured; ``False`` at once while the
+        ``redis`` circuit breaker is open)."""
+        l2 = self.runtime.cache.l2
+        return None if l2 is None else l2.ping()
+
+    def cache_stats(self) -> dict[str, int]:
+        """Bytes held by the L1 cache of this process (and by KNHK's L2 keyspace, when Redis answers)."""
+        cache = self.runtime.cache
+        stats = {"l1_bytes": cache.l1.bytes_used, "l1_max_bytes": cache.l1.max_bytes}
+        if cache.l2 is not None:
+            stats["l2_max_bytes"] = cache.l2.max_bytes
+        return stats
+
+    def rate_limit_key(self, identity: str) -> str:
+        """The key a principal's requests are counted under outside the database (Redis): a keyed hash of its
+        identity, never the identity."""
+        return self.runtime.subjects.keyed_hash("rate-limit", identity)
 
     def migrations_pending(self) -> bool:
         return bool(schema.pending(self.runtime.db))

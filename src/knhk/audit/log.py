@@ -66,6 +66,8 @@ class AuditLog:
                                        metadata=meta, sector=sector)  # refuse bad input before any write
         return self.ledger.append(replace(checked, subject=self.subjects.pseudonym(actor)))
 
-    def events(self, *, after_seq: int = -1, limit: int = 100, action: str | None = None) -> list[AuditEvent]:
+    def events(self, *, after_seq: int = -1, limit: int = 100, action: str | None = None,
+               newest_first: bool = False) -> list[AuditEvent]:
         return [AuditEvent.from_entry(e)
-                for e in self.ledger.entries("audit", after_seq=after_seq, limit=limit, kind=action)]
+                for e in self.ledger.entries("audit", after_seq=after_seq, limit=limit, kind=action,
+                                             descending=newest_first)]

@@ -46,3 +46,12 @@ def erase(conn: Connection, pseudonym: str, erased_us: int) -> bool:
 
 def was_erased(conn: Connection, pseudonym: str) -> bool:
     return conn.fetchone("SELECT 1 FROM subject_erasures WHERE pseudonym=?", (pseudonym,)) is not None
+
+
+def erased_among(conn: Connection, pseudonyms: list[str]) -> set[str]:
+    """Those of ``pseudonyms`` that were erased."""
+    if not pseudonyms:
+        return set()
+    marks = ",".join("?" * len(pseudonyms))
+    rows = conn.fetchall(f"SELECT pseudonym FROM subject_erasures WHERE pseudonym IN ({marks})", pseudonyms)
+    return {str(r[0]) for r in rows}

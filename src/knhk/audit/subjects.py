@@ -45,6 +45,13 @@ class Subjects:
     def _index(self, identity: str) -> str:
         return hmac.new(self._secret, identity.encode(), hashlib.sha256).hexdigest()
 
+    def keyed_hash(self, purpose: str, identity: str) -> str:
+        """A stable keyed hash of ``identity`` for ``purpose`` (HMAC-SHA-256 under a key derived from the index
+        secret per purpose), for keys kept outside the database — e.g. rate-limit counters in Redis — that
+        must neither reveal the identity nor match the blind index."""
+        key = hmac.new(self._secret, b"knhk keyed hash\x00" + purpose.encode(), hashlib.sha256).digest()
+        return hmac.new(key, identity.encode(), hashlib.sha256).hexdigest()
+
     def pseudonym(self, identity: str) -> str:
         """The pseudonym of ``identity``, created (with its encrypted identity) on first sight."""
         if not identity or len(identity) > 512:
@@ -97,6 +104,11 @@ class Subjects:
         """The pseudonym of a known identity (never cached: erasure must be visible at once)."""
         with self.db.connection() as conn:
             return sql.find_by_index(conn, self._index(identity))
+
+    def erased(self, pseudonyms: list[str]) -> set[str]:
+        """Those of ``pseudonyms`` whose subject was erased (never cached: an erasure counts at once)."""
+        with self.db.connection() as conn:
+            return sql.erased_among(conn, sorted(set(pseudonyms)))
 
     def erase(self, pseudonym: str) -> bool:
         """Crypto-shred a subject; True when there was something to erase."""

@@ -15,8 +15,9 @@ manifest is refused before anything else is read. It records
 * ``encryption``: the cipher and the id of the key (never the key) for SQLite and pg_dump backups;
 * ``pgbackrest``: the backup set (label, type, LSN and WAL range, times, sizes, digest of its manifest).
 
-Format versioning: ``format`` is 1. Later releases add sections (encrypted PHI columns with their wrapped
-data-key ids; archived observation partitions with their segment roots) under a new format number; this
+Format versioning: ``format`` is 1. PHI values travel sealed in their rows, and their data key only wrapped in
+``data_keys`` (counted like every table); the key-encryption key is never in a backup. Later releases add
+sections (archived observation partitions with their segment roots) under a new format number; this
 release refuses any manifest whose format or fields it does not know, rather than half-checking it.
 """
 

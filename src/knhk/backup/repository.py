@@ -18,6 +18,8 @@ from typing import BinaryIO
 from knhk.backup.manifest import MANIFEST_NAME, FileDigest, Manifest, parse_manifest
 from knhk.errors import IntegrityError, NotFoundError
 
+LATEST = "latest"
+
 _READ = 1 << 20
 
 
@@ -84,7 +86,13 @@ class Repository:
         shutil.rmtree(path, ignore_errors=True)
 
     def resolve(self, ref: str) -> Path:
-        """A backup by id (in this directory) or by the path of its directory."""
+        """A backup by id (in this directory), ``latest`` (the newest complete one; what the monthly
+        verification CronJob names), or by the path of its directory."""
+        if ref == LATEST:
+            complete = [stored for _, stored in self.entries() if isinstance(stored, Stored)]
+            if not complete:
+                raise NotFoundError(f"no complete backup in {self.root}")
+            return max(complete, key=lambda s: (s.manifest.created_us, s.path.name)).path
         candidate = Path(ref)
         if candidate.is_dir():
             return candidate

@@ -80,7 +80,8 @@ def create(
 @app.command("verify")
 def verify(
     ctx: typer.Context,
-    backup: Annotated[str, typer.Argument(help="Backup id (see `knhk backup list`) or directory.")],
+    backup: Annotated[str, typer.Argument(help="Backup id (see `knhk backup list`), latest (the newest complete "
+                                               "one) or directory.")],
     no_live: NoLive = False,
     as_json: JsonOption = False,
 ) -> None:

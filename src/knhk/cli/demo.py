@@ -14,6 +14,9 @@ from typing import Any
 
 from knhk.app import demo
 from knhk.cli.output import print_json, say, table
+from knhk.config import Settings
+from knhk.console.login import local_code_file
+from knhk.errors import UsageError
 
 
 def print_sector(sector: str, r: dict[str, Any]) -> None:
@@ -58,6 +61,9 @@ def _command_name() -> str:
 def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix="knhk-demo-"))
+    elif data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise UsageError(f"knhk demo builds a fresh store, and {data_dir} is not an empty directory: name a new"
+                         " or empty one with --data-dir (or unset KNHK_DATA_DIR for a temporary one)")
     if not as_json:
         say(f"KNHK demo: a fresh embedded store in {data_dir}")
         say("Replaying the four sector packs' recorded scenarios through the loop (a cycle per minute of "
@@ -71,6 +77,7 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
             "sectors": {s: {k: r[k] for k in ("cycles", "patterns", "proposals", "promoted", "rejected", "held",
                                                "current_snapshot")} for s, r in done.reports.items()},
             "ledger": {**receipts.to_json(), "checkpoint": receipts_cp.note, "audit": audit.to_json()},
+            "change_classes": done.changes,
             "elapsed_s": round(done.elapsed_s, 2),
         })
         return 0 if done.ok else 1
@@ -78,6 +85,12 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     table(None, ["sector", "cycles", "patterns", "proposals", "promoted", "rejected", "held", "current snapshot"],
           [[s, r["cycles"], r["patterns"], r["proposals"], r["promoted"], r["rejected"], r["held"],
             r["current_snapshot"][:16]] for s, r in done.reports.items()])
+    say("\n[bold]Change classes[/bold] (three people's changes after the replays; docs/change-governance.md)")
+    for c in done.changes:
+        say(f"  {c['change_class']:<9} {c['sector']:<13} {c['proposal_id'][:16]}… {c['status']}: {c['story']}")
+        say(f"            why: {c['class_reason']}")
+        say("            receipts: " + ", ".join(f"#{r['seq']} {r['kind']} {r['outcome']} ({r['change_class']})"
+                                              for r in c["receipts"]))
     verdict = "[green]VERIFIED[/green]" if done.ok else "[red]FAILED[/red]"
     say(f"\nLedger: {verdict} — receipts {receipts.verified_count}/{receipts.total_count} entries, audit "
         f"{audit.verified_count}/{audit.total_count}; every id, signature, parent link, timestamp, Merkle node "
@@ -89,4 +102,7 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     say(f"\nDone in {done.elapsed_s:.1f} s. Inspect it: KNHK_DATA_DIR={data_dir} {cli} receipts verify; "
         f"KNHK_DATA_DIR={data_dir} {cli} sigma lineage --sector finance; "
         f"KNHK_DATA_DIR={data_dir} {cli} proposals list")
+    code_file = local_code_file(Settings(data_dir=data_dir))
+    say(f"Operator console: KNHK_DATA_DIR={data_dir} {cli} serve, then open http://127.0.0.1:8080/console/ and sign"
+        f" in with the code in {code_file} (created by the first sign-in page)")
     return 0 if done.ok else 1

@@ -1,5 +1,5 @@
-"""``knhk keys …``: generate, rotate and list the ledger's Ed25519 signing keys. Private keys are never
-printed; key files are created with mode 0600."""
+"""``knhk keys …``: generate, rotate and list the ledger's Ed25519 signing keys, and rotate the key-encryption
+key of PHI at rest. Private keys are never printed; key files are created with mode 0600."""
 
 from __future__ import annotations
 
@@ -56,6 +56,23 @@ def rotate(
         print_json({"previous_key_id": old, "key_id": public.key_id, "public_key": public.public_key.hex()})
     else:
         say(f"rotated: {old} → {public.key_id}; each log was closed with a checkpoint signed by {old}")
+
+
+@app.command("rotate-phi")
+def rotate_phi(
+    ctx: typer.Context,
+    retire: Annotated[bool, typer.Option(help="Then remove the key files no data key is wrapped by.")] = False,
+    actor: Annotated[str | None, typer.Option(help="Who rotates (audited; default user@host).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (audited).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """New key-encryption key for PHI at rest: data keys are re-wrapped; no observation or receipt changes."""
+    previous, new, rewrapped, retired = application(ctx).rotate_phi_key(acting(actor), retire=retire, reason=reason)
+    if as_json:
+        print_json({"previous_kek_id": previous, "kek_id": new, "data_keys_rewrapped": rewrapped, "retired": retired})
+    else:
+        say(f"PHI key rotated: {previous} → {new}; {rewrapped} data key(s) re-wrapped"
+            + (f"; retired {', '.join(retired)}" if retired else f"; phi-{previous}.kek kept (use --retire)"))
 
 
 @app.command("list")

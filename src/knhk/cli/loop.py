@@ -45,23 +45,28 @@ def ingest(
     source: Annotated[str, typer.Argument(help="JSON-lines file of observations, or - for standard input.")],
     client: Annotated[str | None, typer.Option(help="Name the ingesting client (audited; default user@host).")]
     = None,
+    backfill: Annotated[bool, typer.Option(help="Recorded data: keep past timestamps however old (audited as "
+                                                "observations.backfilled; the 60 s skew limit still holds live).")]
+    = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Ingest observations (JSON lines: event_type, sector, value, optional timestamp, metadata, id).
 
     Every line is checked before anything is stored: one bad line stores nothing and names the line.
+    A sample file ships as examples/events.jsonl (recorded: ingest it with --backfill).
     """
     lines = read_numbered_json_lines(source)
     app, who = application(ctx), actor(client)
     raws = [raw for _, raw in lines]
-    app.check_observations(who, raws, label=_line_label(lines))  # one bad line stores nothing
+    app.check_observations(who, raws, label=_line_label(lines), backfill=backfill)  # one bad line stores nothing
     summary = {"read": len(raws), "stored": 0, "duplicates": 0, "non_conforming": 0, "guard_violations": 0,
                "skewed": 0}
     with Progress(TextColumn("ingesting"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   transient=True, disable=as_json or not sys.stderr.isatty()) as progress:
         task = progress.add_task("ingest", total=len(raws))
         for start in range(0, len(raws), BATCH):
-            results = app.ingest_batch(who, raws[start:start + BATCH], label=_line_label(lines, start))
+            results = app.ingest_batch(who, raws[start:start + BATCH], label=_line_label(lines, start),
+                                       backfill=backfill)
             for r in results:
                 summary["duplicates" if r.duplicate else "stored"] += 1
                 summary["non_conforming"] += 0 if r.observation.conforming else 1

@@ -15,8 +15,22 @@ import typer
 
 from knhk import __version__
 from knhk.app.system import grant_app_role as grant_role
-from knhk.app.system import migrate_database
-from knhk.cli import audit, backup, keys, loop, proposals, receipts, sectors, serve, sigma, subjects, telemetry, token
+from knhk.app.system import migrate_database, migration_plan
+from knhk.cli import (
+    audit,
+    backup,
+    guards,
+    keys,
+    loop,
+    proposals,
+    receipts,
+    sectors,
+    serve,
+    sigma,
+    subjects,
+    telemetry,
+    token,
+)
 from knhk.cli.context import application, state
 from knhk.cli.output import print_json, say
 from knhk.errors import KnhkError
@@ -39,6 +53,7 @@ app.add_typer(subjects.app, name="subjects")
 app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(sectors.app, name="sectors")
 app.add_typer(backup.app, name="backup")
+app.add_typer(guards.app, name="guards")
 app.command("ingest")(loop.ingest)
 app.command("serve")(serve.serve)
 app.command("cycle")(loop.cycle)
@@ -57,12 +72,15 @@ def root(
     ctx: typer.Context,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (env KNHK_DATA_DIR).")] = None,
     database_url: Annotated[str | None, typer.Option(help="Database URL (env KNHK_DATABASE_URL).")] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token to act with (env KNHK_TOKEN): from the configured "
+                                              "issuer, or in dev mode `knhk token mint`.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version.")] = False,
 ) -> None:
     st = state(ctx)
     st.data_dir = data_dir
     st.database_url = database_url
+    st.token = token
     settings = st.settings()
     configure_logging(settings.log_level if os.environ.get("KNHK_LOG_LEVEL") else "WARNING", settings.log_format)
     ctx.call_on_close(st.close)
@@ -79,8 +97,25 @@ def init(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = 
 
 
 @db_app.command("migrate")
-def migrate(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Apply pending schema migrations."""
+def migrate(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (pending migrations and their SQL); "
+                                                            "apply nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Apply pending schema migrations (in order, once, however many processes run it at once)."""
+    if dry_run:
+        plan = migration_plan(state(ctx).settings())
+        if as_json:
+            print_json({"applied": [], "schema_version": plan.schema_version,
+                        "pending": [{"version": m.version, "name": m.name, "digest": m.digest, "sql": m.sql}
+                                    for m in plan.pending]})
+            return
+        say(f"schema version {plan.schema_version}; {len(plan.pending)} pending migration(s)"
+            + (" (nothing to do)" if not plan.pending else ", to be applied in this order:"))
+        for m in plan.pending:  # plain print: SQL is not console markup
+            print(f"\n-- {m.version:04d}_{m.name} (sha256 {m.digest})\n{m.sql.rstrip()}")
+        return
     result = migrate_database(state(ctx).settings())
     if as_json:
         print_json({"applied": result.applied, "schema_version": result.schema_version})
@@ -92,7 +127,9 @@ def migrate(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")]
 def grant_app_role(
     ctx: typer.Context,
     role: Annotated[str, typer.Argument(help="The login role the service will connect as.")] = "knhk_app",
-    password_file: Annotated[Path | None, typer.Option(help="Set the role's password from this file.")] = None,
+    password_file: Annotated[Path | None, typer.Option(
+        help="Set the role's password from this file (its content, surrounding whitespace ignored).",
+        exists=True, dir_okay=False, readable=True)] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create the least-privilege application role (PostgreSQL; run as the schema owner after migrating)."""
@@ -111,10 +148,16 @@ def demo(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where to create the demo store.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Run the main job: a fresh embedded store, walked through end to end, with a report."""
+    """Run the main job: a fresh embedded store, walked through end to end, with a report.
+
+    The store goes in --data-dir (this option, else the global one, else KNHK_DATA_DIR, else a new temporary
+    directory), which must be empty or absent: the demo never writes into an existing store."""
     from knhk.cli.demo import run_demo
 
-    code = run_demo(data_dir, as_json=as_json)
+    chosen = data_dir or state(ctx).data_dir
+    if chosen is None and os.environ.get("KNHK_DATA_DIR"):
+        chosen = Path(os.environ["KNHK_DATA_DIR"])
+    code = run_demo(chosen, as_json=as_json)
     raise typer.Exit(code)
 
 

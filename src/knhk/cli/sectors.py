@@ -41,6 +41,8 @@ def show(ctx: typer.Context, sector: str, as_json: Json = False) -> None:
            for g in out["guards"]])
     table("doctrines", ["id", "type", "level", "description"],
           [[d["id"], d["type"], d["level"], d["description"]] for d in out["doctrines"]])
+    table("change classes (classes.json, KNHK_CHANGE_CLASSES)", ["setting", "value"],
+          [[k, str(v)] for k, v in out["change_classes"].items()])
     table("detector thresholds", ["setting", "value", "source"],
           [[d["setting"], d["value"], d["source"]] for d in out["detectors"]])
     if out["learned_thresholds"]:

@@ -34,6 +34,7 @@ def serve(
         os.environ["KNHK_DATA_DIR"] = str(st.data_dir)
     if st.database_url is not None:
         os.environ["KNHK_DATABASE_URL"] = st.database_url
+    os.environ["KNHK_WORKERS"] = str(workers)  # each worker's share of the rate limit when Redis is away
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="knhk-metrics-")
     # Initialise (migrate, keys, packs) once before the workers start, so they never race on first use.

@@ -5,8 +5,9 @@ its roles' permissions. There are no wildcards at check time: the matrix below i
 new permission (say a future ``audit:export``) is granted to nobody until a line here says so.
 
 Multi-factor rule: a *mutating* request that is allowed only through a permission that no role other than
-the MFA-required roles (default operator and administrator) grants — promote, rollback, run cycles, erase a
-subject, rotate keys — needs a principal whose token proved MFA (``amr``/``acr``, see :mod:`.oidc`).
+the MFA-required roles (default operator and administrator) grants — promote, rollback, run cycles, request a
+guard relaxation, erase a subject, rotate keys — needs a principal whose token proved MFA (``amr``/``acr``,
+see :mod:`.oidc`).
 """
 
 from __future__ import annotations
@@ -35,11 +36,16 @@ PERMISSIONS: tuple[str, ...] = (
     "audit:read",
     "subjects:erase",
     "keys:rotate",
+    "guards:read",
+    "guards:relax",
+    "guards:approve",
+    "guards:revoke",
 )
 
 #: Every ``*:read`` permission except ``audit:read`` (the audit log is for administrators only).
 READ: frozenset[str] = frozenset(
-    {"observations:read", "patterns:read", "proposals:read", "snapshots:read", "cycles:read", "receipts:read"}
+    {"observations:read", "patterns:read", "proposals:read", "snapshots:read", "cycles:read", "receipts:read",
+     "guards:read"}
 )
 
 _OBSERVER = READ
@@ -51,8 +57,8 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType({
     "observer": _OBSERVER,
     "analyst": _ANALYST,
     "proposer": _PROPOSER,
-    "validator": READ | {"proposals:validate", "proposals:approve"},
-    "operator": READ | {"snapshots:promote", "snapshots:rollback", "cycles:run"},
+    "validator": READ | {"proposals:validate", "proposals:approve", "guards:approve", "guards:revoke"},
+    "operator": READ | {"snapshots:promote", "snapshots:rollback", "cycles:run", "guards:relax", "guards:revoke"},
     "administrator": frozenset(PERMISSIONS),
     "ingestor": frozenset({"observations:write"}),
 })

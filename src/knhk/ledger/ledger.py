@@ -124,8 +124,11 @@ class Ledger:
         return entry
 
     def entries(self, log: str, *, after_seq: int = -1, limit: int = 100, kind: str | None = None,
-                sector: str | None = None, descending: bool = False,
-                before_seq: int | None = None) -> list[Entry]:
+                sector: str | None = None, descending: bool = False, before_seq: int | None = None,
+                subject: str | None = None, since_us: int | None = None,
+                until_us: int | None = None) -> list[Entry]:
+        """Entries of ``log`` in seq order (``descending``: newest first, before ``before_seq``), filtered by
+        kind, sector, subject and a time range ``since_us`` ≤ ts_us < ``until_us``."""
         check_log(log)
         if not 1 <= limit <= 10_000:
             raise InvalidInputError("limit must be between 1 and 10000")
@@ -133,7 +136,8 @@ class Ledger:
             raise InvalidInputError(f"seq bounds must lie between -1 and {MAX_SEQ}")
         with self.db.connection() as conn:
             return sql.list_entries(conn, log, after_seq=after_seq, limit=limit, kind=kind, sector=sector,
-                                    descending=descending, before_seq=before_seq)
+                                    descending=descending, before_seq=before_seq, subject=subject,
+                                    since_us=since_us, until_us=until_us)
 
     # -- tree and proofs ------------------------------------------------------------------------------
     def _size_check(self, log: str, *sizes: int) -> int:

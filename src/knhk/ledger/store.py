@@ -152,6 +152,9 @@ def list_entries(
     sector: str | None = None,
     descending: bool = False,
     before_seq: int | None = None,
+    subject: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
 ) -> list[Entry]:
     where = ["log=?"]
     params: list[Any] = [log]
@@ -168,6 +171,15 @@ def list_entries(
     if sector is not None:
         where.append("sector=?")
         params.append(sector)
+    if subject is not None:
+        where.append("subject=?")
+        params.append(subject)
+    if since_us is not None:
+        where.append("ts_us>=?")
+        params.append(since_us)
+    if until_us is not None:
+        where.append("ts_us<?")
+        params.append(until_us)
     order = "DESC" if descending else "ASC"
     params.append(limit)
     rows = conn.fetchall(
@@ -327,7 +339,7 @@ def get_evidence_set(conn: Connection, root: str) -> StoredEvidenceSet | None:
                              bytes(row[4]))
 
 
-# -- the outbox (migration 0008): drafts staged in another concept's transaction, drained by the sequencer -----
+# -- the outbox (migration 0014): drafts staged in another concept's transaction, drained by the sequencer -----
 @dataclass(frozen=True)
 class OutboxRow:
     id: int

@@ -380,6 +380,10 @@ class Coordinator:
                 "reason": None if report is None else report.reason, "snapshot_id": execution.promoted_snapshot})
         for expired in self.proposals.expire_overdue(record.sector):
             record.receipt_ids += expired.receipts
+        for released in self.proposals.release_due(record.sector):  # standard changes, closed review windows
+            record.receipt_ids += released.receipts
+            promotions += released.outcome == "promoted"
+        record.receipt_ids += self.proposals.alert_overdue(record.sector)  # emergency reviews past due
         record.proposals = outcomes
         return Executed(executions, outcomes, passed, failed, promotions, held, rejected, errors)
 

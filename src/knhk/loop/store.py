@@ -12,8 +12,9 @@ from typing import Any
 
 import orjson
 
+from knhk.errors import ConflictError
 from knhk.proposals.delta import DeltaSigma
-from knhk.proposals.model import Proposal, ProposalStatus
+from knhk.proposals.model import FINAL, Proposal, ProposalStatus
 from knhk.storage.database import Connection
 
 _PROPOSAL_COLS = "id, sector, base_id, candidate_id, delta, pattern, rationale, author, proposer, cost, created_us"
@@ -39,8 +40,16 @@ def get_proposal(conn: Connection, proposal_id: str) -> Proposal | None:
     return None if row is None else _proposal(row)
 
 
+def find_proposals_by_prefix(conn: Connection, prefix: str, limit: int = 2) -> list[str]:
+    """Ids starting with ``prefix`` (lowercase hex after ``prop_``: no LIKE wildcard can occur in it)."""
+    rows = conn.fetchall("SELECT id FROM proposals WHERE id LIKE ? ORDER BY id LIMIT ?", (prefix + "%", limit))
+    return [str(r[0]) for r in rows]
+
+
 def list_proposals(conn: Connection, *, sector: str | None = None, status: str | None = None,
-                   limit: int = 100, before_us: int | None = None) -> list[tuple[Proposal, ProposalStatus]]:
+                   limit: int = 100, before_us: int | None = None,
+                   overdue_at_us: int | None = None) -> list[tuple[Proposal, ProposalStatus]]:
+    """Proposals, newest first; ``overdue_at_us``: only emergency changes whose review was due before then."""
     where: list[str] = ["1=1"]
     params: list[Any] = []
     if sector is not None:
@@ -52,29 +61,106 @@ def list_proposals(conn: Connection, *, sector: str | None = None, status: str |
     if before_us is not None:
         where.append("p.created_us<?")
         params.append(before_us)
+    if overdue_at_us is not None:
+        where.append("r.reviewed_us IS NULL AND r.due_us<?")
+        params.append(overdue_at_us)
     params.append(limit)
     cols = ", ".join(f"p.{c.strip()}" for c in _PROPOSAL_COLS.split(","))
+    review = "JOIN proposal_reviews r ON r.proposal_id = p.id " if overdue_at_us is not None else ""
     rows = conn.fetchall(
-        f"SELECT {cols}, s.status, s.reason, s.held_at_us, s.updated_us FROM proposals p "
-        f"JOIN proposal_status s ON s.proposal_id = p.id WHERE {' AND '.join(where)} "
-        "ORDER BY p.created_us DESC, p.id LIMIT ?", params)
-    return [(_proposal(r[:11]), ProposalStatus(str(r[0]), str(r[11]), r[12], r[13], int(r[14]))) for r in rows]
+        f"SELECT {cols}, s.status, s.reason, s.held_at_us, s.updated_us, c.change_class, c.reason FROM proposals p "
+        f"JOIN proposal_status s ON s.proposal_id = p.id LEFT JOIN proposal_classes c ON c.proposal_id = p.id "
+        f"{review}WHERE {' AND '.join(where)} ORDER BY p.created_us DESC, p.id LIMIT ?", params)
+    return [(_proposal(r[:11]), ProposalStatus(str(r[0]), str(r[11]), r[12], r[13], int(r[14]), r[15], r[16]))
+            for r in rows]
 
 
 def set_status(conn: Connection, proposal_id: str, status: str, reason: str | None, now_us: int,
                held_at_us: int | None = None) -> None:
+    """Set a proposal's status, unless it is final already (:class:`ConflictError`: a final status is never
+    rewritten, whoever races for it)."""
+    final = sorted(FINAL)
     updated = conn.execute(
         "UPDATE proposal_status SET status=?, reason=?, updated_us=?, held_at_us=COALESCE(?, held_at_us) "
-        "WHERE proposal_id=?", (status, reason, now_us, held_at_us, proposal_id))
+        f"WHERE proposal_id=? AND status NOT IN ({','.join('?' * len(final))})",
+        (status, reason, now_us, held_at_us, proposal_id, *final))
     if updated == 0:
+        found = get_status(conn, proposal_id)
+        if found is not None:
+            raise ConflictError(f"proposal {proposal_id} is {found.status}, a final state: it does not change again")
         conn.execute("INSERT INTO proposal_status (proposal_id, status, reason, held_at_us, updated_us) "
                      "VALUES (?,?,?,?,?)", (proposal_id, status, reason, held_at_us, now_us))
 
 
 def get_status(conn: Connection, proposal_id: str) -> ProposalStatus | None:
-    row = conn.fetchone("SELECT proposal_id, status, reason, held_at_us, updated_us FROM proposal_status "
-                        "WHERE proposal_id=?", (proposal_id,))
-    return None if row is None else ProposalStatus(str(row[0]), str(row[1]), row[2], row[3], int(row[4]))
+    row = conn.fetchone("SELECT s.proposal_id, s.status, s.reason, s.held_at_us, s.updated_us, c.change_class, "
+                        "c.reason FROM proposal_status s LEFT JOIN proposal_classes c ON c.proposal_id = s.proposal_id "
+                        "WHERE s.proposal_id=?", (proposal_id,))
+    return None if row is None else ProposalStatus(str(row[0]), str(row[1]), row[2], row[3], int(row[4]), row[5],
+                                                   row[6])
+
+
+def set_class(conn: Connection, proposal_id: str, change_class: str, reason: str, now_us: int) -> None:
+    updated = conn.execute("UPDATE proposal_classes SET change_class=?, reason=?, updated_us=? WHERE proposal_id=?",
+                           (change_class, reason, now_us, proposal_id))
+    if updated == 0:
+        conn.execute("INSERT INTO proposal_classes (proposal_id, change_class, reason, updated_us) VALUES (?,?,?,?)",
+                     (proposal_id, change_class, reason, now_us))
+
+
+# -- the post-hoc review of an emergency change -------------------------------------------------------------
+@dataclass(frozen=True)
+class Review:
+    proposal_id: str
+    operator: str
+    justification: str
+    promoted_us: int
+    due_us: int
+    reviewer: str | None
+    verdict: str | None
+    comment: str | None
+    reviewed_us: int | None
+    alerted_us: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+_REVIEW_COLS = ("proposal_id, operator, justification, promoted_us, due_us, reviewer, verdict, comment, reviewed_us, "
+                "alerted_us")
+
+
+def insert_review(conn: Connection, proposal_id: str, operator: str, justification: str, promoted_us: int,
+                  due_us: int) -> None:
+    conn.execute("INSERT INTO proposal_reviews (proposal_id, operator, justification, promoted_us, due_us) "
+                 "VALUES (?,?,?,?,?)", (proposal_id, operator, justification, promoted_us, due_us))
+
+
+def get_review(conn: Connection, proposal_id: str) -> Review | None:
+    row = conn.fetchone(f"SELECT {_REVIEW_COLS} FROM proposal_reviews WHERE proposal_id=?", (proposal_id,))
+    return None if row is None else Review(*row)
+
+
+def record_review(conn: Connection, proposal_id: str, reviewer: str, verdict: str, comment: str | None,
+                  now_us: int) -> bool:
+    """Record the review unless one was recorded already; True when recorded."""
+    return conn.execute("UPDATE proposal_reviews SET reviewer=?, verdict=?, comment=?, reviewed_us=? "
+                        "WHERE proposal_id=? AND reviewed_us IS NULL",
+                        (reviewer, verdict, comment, now_us, proposal_id)) == 1
+
+
+def overdue_unalerted(conn: Connection, sector: str, now_us: int) -> list[tuple[Review, str]]:
+    """Unreviewed emergency changes of ``sector`` past their due time and not yet alerted, with their sector."""
+    cols = ", ".join(f"r.{c.strip()}" for c in _REVIEW_COLS.split(","))
+    rows = conn.fetchall(f"SELECT {cols}, p.sector FROM proposal_reviews r JOIN proposals p ON p.id = r.proposal_id "
+                         "WHERE p.sector=? AND r.reviewed_us IS NULL AND r.alerted_us IS NULL AND r.due_us<? "
+                         "ORDER BY r.due_us", (sector, now_us))
+    return [(Review(*r[:10]), str(r[10])) for r in rows]
+
+
+def mark_alerted(conn: Connection, proposal_id: str, now_us: int) -> bool:
+    return conn.execute("UPDATE proposal_reviews SET alerted_us=? WHERE proposal_id=? AND alerted_us IS NULL",
+                        (now_us, proposal_id)) == 1
 
 
 def insert_validation(conn: Connection, validation_id: str, proposal_id: str, snapshot_id: str, outcome: str,
@@ -107,6 +193,26 @@ def approvals_of(conn: Connection, proposal_id: str) -> list[dict[str, Any]]:
                          "WHERE proposal_id=? ORDER BY at_us", (proposal_id,))
     return [{"id": r[0], "subject": r[1], "roles": orjson.loads(r[2]), "sector": r[3], "decision": r[4],
              "comment": r[5], "at_us": int(r[6])} for r in rows]
+
+
+def open_authored_by(conn: Connection, author: str, open_statuses: Sequence[str]) -> list[tuple[Proposal, str]]:
+    """The proposals of ``author`` in one of ``open_statuses``, with their status."""
+    cols = ", ".join(f"p.{c.strip()}" for c in _PROPOSAL_COLS.split(","))
+    rows = conn.fetchall(
+        f"SELECT {cols}, s.status FROM proposals p JOIN proposal_status s ON s.proposal_id = p.id "
+        f"WHERE p.author=? AND s.status IN ({','.join('?' * len(open_statuses))}) ORDER BY p.created_us",
+        (author, *open_statuses))
+    return [(_proposal(r[:11]), str(r[11])) for r in rows]
+
+
+def open_votes_of(conn: Connection, subject: str, open_statuses: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(approval id, proposal id, sector) of ``subject``'s votes on proposals in one of ``open_statuses``."""
+    rows = conn.fetchall(
+        "SELECT a.id, a.proposal_id, p.sector FROM approvals a JOIN proposals p ON p.id = a.proposal_id "
+        "JOIN proposal_status s ON s.proposal_id = a.proposal_id "
+        f"WHERE a.subject=? AND s.status IN ({','.join('?' * len(open_statuses))}) ORDER BY a.at_us",
+        (subject, *open_statuses))
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
 def promoted_cost_since(conn: Connection, sector: str, since_us: int) -> int:

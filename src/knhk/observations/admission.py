@@ -3,7 +3,8 @@
 Each candidate is *new*, a *duplicate* of a stored observation (the same client id and content), a *repeat* of
 an earlier candidate offered with it, or *refused*: the same id with other content (observations are never
 overwritten), or a timestamp more than 60 s off the server's clock. Skew is judged for new observations only, so a
-late retry of a stored one still answers as a duplicate.
+late retry of a stored one still answers as a duplicate; an explicit *backfill* of recorded data keeps past
+timestamps as given (flagged skewed).
 
 Ingesting one observation (group-committed with other callers'), an atomic batch, and checking a batch without
 storing it (``knhk ingest`` checks the whole file first) all apply this rule, so the API and the CLI cannot
@@ -57,11 +58,12 @@ def _overwrite(obs: Observation) -> ConflictError:
 
 
 def admit(candidates: Sequence[Observation], stored: Mapping[str, Observation], received_us: int, *,
-          batch: bool, label: Label = observation_label) -> list[Admission]:
+          batch: bool, label: Label = observation_label, backfill: bool = False) -> list[Admission]:
     """Judge ``candidates`` (in order) against the ``stored`` observations among their client ids.
 
     ``batch``: the candidates are one request (refusals name the item through ``label``); otherwise a group of
-    independent requests.
+    independent requests. ``backfill``: recorded data, explicitly (and audited by the caller) — timestamps in
+    the past are kept as given, however old (flagged ``skewed``); one more than 60 s ahead is still refused.
     """
     out: list[Admission] = []
     first: dict[str, int] = {}  # id → the index that first offered it (batch: any; group: an admitted new one)
@@ -85,7 +87,7 @@ def admit(candidates: Sequence[Observation], stored: Mapping[str, Observation], 
             same = candidates[earlier].content_hash == obs.content_hash
             out.append(Admission(repeat_of=earlier) if same else Admission(refusal=_overwrite(obs)))
             continue
-        if obs.skewed:
+        if obs.skewed and not (backfill and obs.ts_us <= received_us):
             try:
                 check_skew(obs.ts_us, received_us)
             except KnhkError as exc:

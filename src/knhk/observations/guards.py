@@ -183,9 +183,10 @@ class GuardEvaluator:
         return plan, rates
 
     def evaluate(self, observations: Iterable[Observation], schema: SectorSchema | None,
-                 doctrines: Sequence[DoctrineLike] = ()) -> list[GuardViolation]:
+                 doctrines: Sequence[DoctrineLike] = (), relaxed: frozenset[str] = frozenset()) -> list[GuardViolation]:
         """All violations of the value limits (``doctrines`` and Σ) and rate limits of ``schema`` by
-        ``observations`` (one sector), in order."""
+        ``observations`` (one sector), in order. ``relaxed``: guard ids switched off for this sector now by a
+        granted guard relaxation (:mod:`knhk.governance.relaxations`); they are not evaluated."""
         if schema is None:
             return []
         out: list[GuardViolation] = []
@@ -197,14 +198,15 @@ class GuardEvaluator:
                 value = obs.value
                 seen: set[str] = set()
                 for limit in plan.for_type(obs.event_type):
-                    if limit.field in value and limit.guard_id not in seen and limit.in_effect(obs.ts_us):
+                    if limit.field in value and limit.guard_id not in seen and limit.in_effect(obs.ts_us) \
+                            and limit.guard_id not in relaxed:
                         found = value_violation(limit, obs)
                         if found is not None:
                             seen.add(limit.guard_id)
                             out.append(found)
                 if rates:
                     for guard in schema.guards_for(obs.event_type):
-                        if guard.kind == RATE_LIMIT and guard.hot_path:
+                        if guard.kind == RATE_LIMIT and guard.hot_path and guard.guard_id not in relaxed:
                             rate = self._rate(schema.sector, guard, obs)
                             if rate is not None:
                                 out.append(rate)

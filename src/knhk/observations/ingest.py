@@ -17,7 +17,8 @@ transaction, so throughput is not bounded by one commit (and its fsync) per obse
 refusal fails only its own caller; a database failure fails the whole group, and nothing of it is stored.
 
 In the same transaction the sector's hot-path guards (and its resource-limit doctrines, sector-wide, fail
-closed: :mod:`knhk.observations.limits`) are evaluated on the new observations, and each violation stages a
+closed: :mod:`knhk.observations.limits`) — except those a granted guard relaxation switches off for the sector at
+this moment (``relaxed_for``) — are evaluated on the new observations, and each violation stages a
 ``guard.violated`` and an ``alert.raised`` receipt committing to the observation's content in the ledger's
 outbox (:mod:`knhk.ledger.outbox`); an audited ingest (``audit=True``, the application's) stages its count for
 the per-minute ``observations.ingested`` audit entry there too (SPEC §9). So the observations and what is owed
@@ -65,6 +66,7 @@ AUDIT_GRACE_US = 2_000_000  # a minute's counts are drained this long after it e
 SchemaLookup = Callable[[str], SectorSchema | None]
 Subscriber = Callable[[list[Observation]], None]
 DoctrineLookup = Callable[[str], Sequence[DoctrineLike]]
+RelaxedLookup = Callable[[str, int], frozenset[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,8 @@ class Ingestor:
 
     def __init__(self, db: Database, ledger: Ledger, schema_for: SchemaLookup, clock: Clock,
                  on_ingested: Subscriber | None = None, doctrines_for: DoctrineLookup | None = None,
-                 installed: Callable[[], Sequence[str]] | None = None, receipt_wait_s: float = 2.0) -> None:
+                 installed: Callable[[], Sequence[str]] | None = None,
+                 relaxed_for: RelaxedLookup | None = None, receipt_wait_s: float = 2.0) -> None:
         self.db = db
         self.ledger = ledger
         self.schema_for = schema_for
@@ -120,6 +123,7 @@ class Ingestor:
         self.on_ingested = on_ingested
         self.doctrines_for = doctrines_for  # the sector's resource_limit doctrines hold on ingest, sector-wide
         self.installed = installed  # the installed sectors, named when an observation's sector is not one
+        self.relaxed_for = relaxed_for  # guard ids a granted guard relaxation switches off (sector, now)
         self.receipt_wait_s = receipt_wait_s
         self.guards = GuardEvaluator()
         self._pending: queue.SimpleQueue[tuple[Observation, bool, Future[IngestResult]]] = queue.SimpleQueue()
@@ -137,16 +141,19 @@ class Ingestor:
 
     @telemetry.ingest("batch")
     def ingest_batch(self, raws: Sequence[Any], client: str | None = None, *,
-                     label: Label = observation_label, audit: bool = False) -> list[IngestResult]:
+                     label: Label = observation_label, backfill: bool = False,
+                     audit: bool = False) -> list[IngestResult]:
         """Ingest up to 10,000 observations atomically; results are in input order. A refusal names its item
-        through ``label`` (default ``observation N``); ``audit`` as for :meth:`ingest`."""
+        through ``label`` (default ``observation N``); ``backfill``: recorded data (see :func:`admit`); ``audit``
+        as for :meth:`ingest`."""
         self._check_size(raws)
         if not raws:
             return []
         received_us = self.clock.now_us()
         parsed = self._parse(raws, client, received_us, label=label)
         with self.db.transaction(lock=LOCK) as conn:
-            admissions = admit(parsed, self._stored(conn, parsed), received_us, batch=True, label=label)
+            admissions = admit(parsed, self._stored(conn, parsed), received_us, batch=True, label=label,
+                               backfill=backfill)
             refusal = first_refusal(admissions)
             if refusal is not None:
                 raise refusal
@@ -165,7 +172,7 @@ class Ingestor:
         return results
 
     def check_batch(self, raws: Sequence[Any], client: str | None = None, *,
-                    label: Label = observation_label) -> None:
+                    label: Label = observation_label, backfill: bool = False) -> None:
         """Refuse what :meth:`ingest_batch` would refuse, storing nothing (any number of observations: the CLI
         checks a whole file before it stores its first 10,000)."""
         if not isinstance(raws, list | tuple):
@@ -174,7 +181,7 @@ class Ingestor:
         parsed = self._parse(raws, client, received_us, label=label)
         with self.db.connection() as conn:
             stored = self._stored(conn, parsed)
-        refusal = first_refusal(admit(parsed, stored, received_us, batch=True, label=label))
+        refusal = first_refusal(admit(parsed, stored, received_us, batch=True, label=label, backfill=backfill))
         if refusal is not None:
             raise refusal
 
@@ -332,9 +339,11 @@ class Ingestor:
             schema = self.schema_for(sector)
             ordered = sorted(observations, key=lambda o: o.ts_us)
             doctrines = self.doctrines_for(sector) if self.doctrines_for is not None else ()
+            relaxed = self.relaxed_for(sector, self.clock.now_us()) if self.relaxed_for is not None else frozenset()
 
-            def evaluate(obs: Any, sch: Any, doctrines: Sequence[DoctrineLike] = doctrines) -> list[GuardViolation]:
-                return self.guards.evaluate(obs, sch, doctrines)
+            def evaluate(obs: Any, sch: Any, doctrines: Sequence[DoctrineLike] = doctrines,
+                         relaxed: frozenset[str] = relaxed) -> list[GuardViolation]:
+                return self.guards.evaluate(obs, sch, doctrines, relaxed)
 
             found.extend((sector, v) for v in telemetry.evaluate_guards(evaluate, ordered, schema, sector))
         violations: dict[str, list[GuardViolation]] = {}

@@ -209,9 +209,23 @@ def check_skew(ts_us: int, now_us: int) -> bool:
     if abs(skew) <= SKEW_LIMIT_US:
         return True
     direction = "ahead of" if skew > 0 else "behind"
+    hint = "" if skew > 0 else "; recorded data is ingested with knhk ingest --backfill"
     raise InvalidInputError(
-        f"timestamp is {abs(skew) / 1e6:.6f} s {direction} server time; the limit is"
-        f" {SKEW_LIMIT_US // 1_000_000} s", field="timestamp")
+        f"timestamp {format_rfc3339(ts_us)} is {_duration(abs(skew))} {direction} the server's clock"
+        f" ({format_rfc3339(now_us)}); the limit is {SKEW_LIMIT_US // 1_000_000} s{hint}", field="timestamp")
+
+
+def _duration(us: int) -> str:
+    """``60.000001 s`` below two minutes (exact near the limit), else the two largest non-zero units (``9 d 10 h``,
+    ``4 min 5 s``)."""
+    if us < 120_000_000:
+        return f"{us / 1e6:.6f}".rstrip("0").rstrip(".") + " s"
+    whole, parts = us // 1_000_000, []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts[:2])
 
 
 # -- field rules ------------------------------------------------------------------------------------------

@@ -1,17 +1,24 @@
 """SQL of the ``observations`` table. No policy here: validation, idempotency and conformance live in
 :mod:`knhk.observations`; this module only moves rows in and out, in as few round trips as possible (SQL written
 once with ``?`` parameter markers).
+
+PHI at rest: where the connection carries a field cipher (:mod:`knhk.storage.fields`), the value fields it
+names for the observation's sector are stored sealed (one token per field, bound to the observation id, sector
+and field name) and opened again as rows are read; everything above this module sees plain values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from knhk.errors import ConfigurationError
 from knhk.observations.model import Observation
 from knhk.storage.database import Connection
+from knhk.storage.fields import PREFIX as PHI_PREFIX
 
 COLUMNS = ("seq, id, sector, event_type, ts_us, received_us, value, metadata, content_hash, conforming, issues,"
            " skewed, client_id, ts_defaulted, client")
@@ -34,21 +41,58 @@ _IDS_PG = "(SELECT json_array_elements_text(?::json))"
 _CHUNK = 500
 
 
-def _row(obs: Observation) -> tuple[Any, ...]:
-    value_json = obs.value_json or orjson.dumps(dict(obs.value))
+def _aad(obs_id: str, sector: str, name: str) -> bytes:
+    return f"knhk-observation-field\n{obs_id}\n{sector}\n{name}".encode()
+
+
+def _month(received_us: int) -> str:
+    return datetime.fromtimestamp(received_us / 1e6, UTC).strftime("%Y-%m")
+
+
+def _sealed_value(conn: Connection, obs: Observation) -> bytes | None:
+    """The value JSON with its PHI fields sealed (None: nothing of it is PHI)."""
+    cipher = conn.fields
+    phi = cipher.fields_of(obs.sector) if cipher is not None else frozenset()
+    if cipher is None or not phi.intersection(obs.value):
+        return None
+    scope = f"{obs.sector}/{_month(obs.received_us)}"
+    sealed = {name: cipher.seal(scope, orjson.dumps(v), _aad(obs.id, obs.sector, name)) if name in phi else v
+              for name, v in obs.value.items()}
+    return orjson.dumps(sealed)
+
+
+def _opened_value(conn: Connection, obs_id: str, sector: str, value: dict[str, Any]) -> bool:
+    """Open the sealed PHI fields of a stored value in place; True when there were any."""
+    cipher = conn.fields
+    opened = False
+    for name, v in value.items():
+        if isinstance(v, str) and v.startswith(PHI_PREFIX):
+            if cipher is None:
+                raise ConfigurationError(f"observation {obs_id} holds PHI sealed at rest, but no PHI key is loaded")
+            value[name] = orjson.loads(cipher.open(v, _aad(obs_id, sector, name)))
+            opened = True
+    return opened
+
+
+def _row(conn: Connection, obs: Observation) -> tuple[Any, ...]:
+    value_json = _sealed_value(conn, obs) or obs.value_json or orjson.dumps(dict(obs.value))
     return (obs.id, obs.sector, obs.event_type, obs.ts_us, obs.received_us, value_json.decode(),
             orjson.dumps(dict(obs.metadata)).decode(), obs.content_hash, obs.conforming,
             orjson.dumps(list(obs.issues)).decode(), obs.skewed, obs.client_id, obs.ts_defaulted, obs.client)
 
 
-def _observation(row: Sequence[Any]) -> Observation:
+def _observation(conn: Connection, row: Sequence[Any]) -> Observation:
     value_text = str(row[6])
+    value = orjson.loads(value_text)
+    value_json = value_text.encode()
+    if PHI_PREFIX in value_text and _opened_value(conn, str(row[1]), str(row[2]), value):
+        value_json = orjson.dumps(value)
     return Observation(
         id=str(row[1]), sector=str(row[2]), event_type=str(row[3]), ts_us=int(row[4]),
-        received_us=int(row[5]), value=orjson.loads(value_text), metadata=orjson.loads(row[7]),
+        received_us=int(row[5]), value=value, metadata=orjson.loads(row[7]),
         content_hash=str(row[8]), conforming=bool(row[9]), issues=tuple(orjson.loads(row[10])),
         skewed=bool(row[11]), client_id=bool(row[12]), ts_defaulted=bool(row[13]),
-        client=None if row[14] is None else str(row[14]), seq=int(row[0]), value_json=value_text.encode(),
+        client=None if row[14] is None else str(row[14]), seq=int(row[0]), value_json=value_json,
     )
 
 
@@ -58,7 +102,7 @@ def insert_observations(conn: Connection, observations: Sequence[Observation]) -
     SQLite: one ``executemany``. PostgreSQL: one ``INSERT … SELECT FROM json_to_recordset(?) RETURNING``
     statement per batch — one round trip, the rows travel as one JSON document parsed by the server.
     """
-    rows = [_row(o) for o in observations]
+    rows = [_row(conn, o) for o in observations]
     if not rows:
         return {}
     if conn.dialect == "postgresql":
@@ -87,12 +131,12 @@ def find_by_ids(conn: Connection, ids: Iterable[str]) -> dict[str, Observation]:
         for chunk in _chunks(wanted):
             marks = ",".join("?" * len(chunk))
             rows.extend(conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE id IN ({marks})", chunk))
-    return {obs.id: obs for obs in map(_observation, rows)}
+    return {obs.id: obs for obs in (_observation(conn, r) for r in rows)}
 
 
 def get_observation(conn: Connection, obs_id: str) -> Observation | None:
     row = conn.fetchone(f"SELECT {COLUMNS} FROM observations WHERE id=?", (obs_id,))
-    return None if row is None else _observation(row)
+    return None if row is None else _observation(conn, row)
 
 
 def seqs_of(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
@@ -130,7 +174,7 @@ def list_observations(
     rows = conn.fetchall(
         f"SELECT {COLUMNS} FROM observations WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", params
     )
-    return [_observation(r) for r in rows]
+    return [_observation(conn, r) for r in rows]
 
 
 def recent_observations(conn: Connection, sector: str, limit: int = 1000) -> list[Observation]:
@@ -138,7 +182,7 @@ def recent_observations(conn: Connection, sector: str, limit: int = 1000) -> lis
     rows = conn.fetchall(
         f"SELECT {COLUMNS} FROM observations WHERE sector=? ORDER BY seq DESC LIMIT ?", (sector, limit)
     )
-    return [_observation(r) for r in reversed(rows)]
+    return [_observation(conn, r) for r in reversed(rows)]
 
 
 def count_observations(conn: Connection, sector: str | None = None) -> int:
@@ -180,6 +224,6 @@ def find_by_seqs(conn: Connection, seqs: Sequence[int]) -> dict[int, Observation
             rows.extend(conn.fetchall(f"SELECT {COLUMNS} FROM observations WHERE seq IN"
                                       f" ({','.join('?' * len(chunk))})", chunk))
     for row in rows:
-        obs = _observation(row)
+        obs = _observation(conn, row)
         out[int(row[0])] = obs
     return out

@@ -6,7 +6,10 @@
 - ``promote`` and ``rollback`` are compare-and-set moves of the pointer (on its snapshot *and* version). The
   move, its history row and its receipt commit in one transaction: the move runs as the ledger draft's hook
   inside the sequencer's transaction (:mod:`knhk.ledger.sequencer`). An audit entry follows.
-- ``current`` is served from an in-process dict (refreshed by ``refresh``), swapped after each commit.
+- ``current`` reads the sector's pointer (one primary-key row) from the database on every call and finds the
+  snapshot by id in the cache, so no worker or replica ever answers an old current snapshot after another one
+  promoted: the derived results (content, schema, exports, diffs) are cached by snapshot id only
+  (:mod:`knhk.ops.cache`: L1 in-process, L2 Redis), and an id names one content forever.
 - ``gc`` deletes the *content* of old, never-promoted snapshots; their metadata rows stay forever and the
   collection is logged in ``snapshot_collections`` and a ``snapshot.collected`` receipt. The database itself
   refuses to delete the content of any snapshot a pointer ever named.
@@ -15,11 +18,10 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import orjson
 from typing_extensions import TypedDict
 
 from knhk.audit.log import AuditLog
@@ -50,6 +52,7 @@ from knhk.ontology.snapshot import (
     make_snapshot,
     snapshot_id,
 )
+from knhk.ops.cache import TEXT, Codec, DerivedCache
 from knhk.ops.clock import SYSTEM_CLOCK, Clock, format_rfc3339
 from knhk.proof.entry import Entry
 from knhk.storage.database import Connection, Database
@@ -104,6 +107,28 @@ class _AlreadyInstalled(KnhkError):
     """The sector got a pointer between our check and our insert (another process installed it)."""
 
 
+def _snapshot_size(snapshot: Snapshot) -> int:
+    """An estimate of a snapshot's bytes in memory (its terms plus the frozenset and tuple overhead)."""
+    return 512 + sum(len(s) + len(p) + len(o) + 250 for s, p, o in snapshot.triples)
+
+
+def _schema_size(schema: SectorSchema) -> int:
+    """An estimate of a schema's bytes in memory (a read model of a few kilobytes per declared type)."""
+    return 2048 + 2048 * (len(schema.event_types) + len(schema.guards))
+
+
+def _encode_diff(d: Diff) -> bytes:
+    return orjson.dumps([d.added, d.removed])
+
+
+def _decode_diff(data: bytes) -> Diff:
+    added, removed = orjson.loads(data)
+    return Diff(tuple((s, p, o) for s, p, o in added), tuple((s, p, o) for s, p, o in removed))
+
+
+_DIFF: Codec[Diff] = Codec(_encode_diff, _decode_diff)
+
+
 def _parse_content(canonical: bytes) -> frozenset[Triple]:
     """Split stored canonical N-Triples (verified by digest) into terms: subject and predicate are IRIs
     without spaces, so the object is the rest of the line."""
@@ -118,19 +143,13 @@ class SnapshotRegistry:
     """Snapshots, pointers and history of every sector, over one database, ledger and audit log."""
 
     def __init__(self, db: Database, ledger: Ledger, audit: AuditLog, clock: Clock = SYSTEM_CLOCK, *,
-                 gc_min_age_s: int = 86_400, cache_size: int = 64) -> None:
+                 gc_min_age_s: int = 86_400, cache: DerivedCache | None = None) -> None:
         self.db = db
         self.ledger = ledger
         self.audit = audit
         self.clock = clock
         self.gc_min_age_s = gc_min_age_s
-        self._cache_size = cache_size
-        self._current: dict[str, Snapshot | None] = {}
-        self._versions: dict[str, int] = {}
-        self._swap_lock = threading.Lock()
-        self._snapshots: OrderedDict[str, Snapshot] = OrderedDict()
-        self._schemas: OrderedDict[str, SectorSchema] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self.cache = cache if cache is not None else DerivedCache(10 * 1024 * 1024)
 
     # -- storing and reading ----------------------------------------------------------------------------
     def store(self, snapshot: Snapshot) -> Snapshot:
@@ -181,11 +200,7 @@ class SnapshotRegistry:
                 )
 
     def _remember(self, snapshot: Snapshot) -> None:
-        with self._cache_lock:
-            self._snapshots[snapshot.id] = snapshot
-            self._snapshots.move_to_end(snapshot.id)
-            while len(self._snapshots) > self._cache_size:
-                self._snapshots.popitem(last=False)
+        self.cache.remember("snapshot", snapshot.id, snapshot, _snapshot_size(snapshot))
 
     def resolve(self, id_or_prefix: str, sector: str | None = None) -> str:
         """A full snapshot id from an id, a unique prefix of at least 6 hex characters, or ``current`` (the
@@ -221,12 +236,11 @@ class SnapshotRegistry:
         return found
 
     def get(self, snapshot_id: str) -> Snapshot:
-        """A stored snapshot with its content (verified against its digest)."""
-        with self._cache_lock:
-            cached = self._snapshots.get(snapshot_id)
-        if cached is not None:
-            return cached
+        """A stored snapshot with its content (verified against its digest; L1-cached by id)."""
         check_snapshot_id(snapshot_id)
+        return self.cache.get("snapshot", snapshot_id, lambda: self._load(snapshot_id), size=_snapshot_size)
+
+    def _load(self, snapshot_id: str) -> Snapshot:
         with self.db.connection() as conn:
             found = sql.get_info(conn, snapshot_id)
             blob = sql.get_content(conn, snapshot_id) if found is not None else None
@@ -240,9 +254,7 @@ class SnapshotRegistry:
         canonical = sql.decompress(blob)
         if hashlib.sha256(canonical).hexdigest() != found.content_digest:
             raise VerificationError(f"stored content of snapshot {snapshot_id} does not match its content digest")
-        snapshot = Snapshot(**{**found.__dict__, "triples": _parse_content(canonical)})
-        self._remember(snapshot)
-        return snapshot
+        return Snapshot(**{**found.__dict__, "triples": _parse_content(canonical)})
 
     def list(self, sector: str | None = None, limit: int = 100, cursor: str | None = None) -> SnapshotPage:
         """Snapshots, newest first, a page at a time (``cursor`` from the previous page)."""
@@ -279,10 +291,17 @@ class SnapshotRegistry:
             return sql.children(conn, snapshot_id)
 
     def diff(self, a: str, b: str) -> Diff:
-        return diff(self.get(a).triples, self.get(b).triples)
+        """Triples added and removed from ``a`` to ``b`` (cached by both ids, L1 and L2)."""
+        check_snapshot_id(a)
+        check_snapshot_id(b)
+        return self.cache.get("diff", f"{a}:{b}", lambda: diff(self.get(a).triples, self.get(b).triples),
+                              codec=_DIFF)
 
     def export(self, snapshot_id: str, fmt: str = "turtle", full: bool = False) -> str:
-        return self.get(snapshot_id).export(fmt, full=full)
+        """Turtle or N-Triples of a snapshot (cached by id, format and fullness, L1 and L2)."""
+        check_snapshot_id(snapshot_id)
+        return self.cache.get("export", f"{snapshot_id}:{fmt}:{int(full)}",
+                              lambda: self.get(snapshot_id).export(fmt, full=full), codec=TEXT)
 
     def history(self, sector: str, limit: int = 1000) -> HistoryList:
         check_sector(sector)
@@ -296,58 +315,37 @@ class SnapshotRegistry:
             return sorted(p.sector for p in sql.all_pointers(conn))
 
     def current(self, sector: str) -> Snapshot | None:
-        """The sector's current snapshot, from the in-process cache (``None``: no snapshot installed)."""
-        try:
-            return self._current[sector]
-        except KeyError:
-            return self.refresh(sector)
+        """The sector's current snapshot (``None``: no snapshot installed): its pointer read from the database
+        (another worker or replica may have moved it), its content from the id-keyed cache."""
+        return self.refresh(sector)
 
     def refresh(self, sector: str | None = None) -> Snapshot | None:
-        """Reload the pointer of one sector (or of every known sector) from the database."""
+        """Read the pointer of one sector from the database and its snapshot by id; without a sector, load
+        every sector's current snapshot into the cache (start-up)."""
         if sector is None:
             with self.db.connection() as conn:
                 pointers = sql.all_pointers(conn)
             for pointer in pointers:
-                self._swap(pointer.sector, self.get(pointer.snapshot_id), pointer.version, force=True)
+                self.schema(pointer.snapshot_id)
             return None
         check_sector(sector)
         with self.db.connection() as conn:
             found = sql.get_pointer(conn, sector)
-        if found is None:
-            with self._swap_lock:
-                self._current[sector] = None
-                self._versions[sector] = -1
-            return None
-        snapshot = self.get(found.snapshot_id)
-        self._swap(sector, snapshot, found.version, force=True)
-        return snapshot
-
-    def _swap(self, sector: str, snapshot: Snapshot, version: int, *, force: bool = False) -> None:
-        with self._swap_lock:
-            if force or version > self._versions.get(sector, -1):
-                self._current[sector] = snapshot
-                self._versions[sector] = version
+        return None if found is None else self.get(found.snapshot_id)
 
     def schema(self, snapshot_id: str) -> SectorSchema:
-        """The read model of a snapshot, extracted once per snapshot id."""
-        with self._cache_lock:
-            cached = self._schemas.get(snapshot_id)
-        if cached is not None:
-            return cached
-        snapshot = self.get(snapshot_id)
-        schema = extract_schema(snapshot.sector, snapshot.id, snapshot.triples)
-        with self._cache_lock:
-            self._schemas[snapshot_id] = schema
-            while len(self._schemas) > self._cache_size:
-                self._schemas.popitem(last=False)
-        return schema
+        """The read model of a snapshot, extracted once per snapshot id (L1-cached)."""
+        def extract() -> SectorSchema:
+            snapshot = self.get(snapshot_id)
+            return extract_schema(snapshot.sector, snapshot.id, snapshot.triples)
+
+        return self.cache.get("schema", snapshot_id, extract, size=_schema_size)
 
     def current_schema(self, sector: str) -> SectorSchema:
         snapshot = self.current(sector)
         if snapshot is None:
             raise NotFoundError(f"sector {sector} has no current snapshot; load its sector pack first")
-        schema = self._schemas.get(snapshot.id)
-        return schema if schema is not None else self.schema(snapshot.id)
+        return self.schema(snapshot.id)
 
     # -- moves of the pointer ---------------------------------------------------------------------------
     def install_root(self, sector: str, triples: Iterable[Triple], actor: str) -> Snapshot:
@@ -378,7 +376,6 @@ class SnapshotRegistry:
             return existing
         self.audit.record(actor, "snapshot.root", resource=f"snapshot/{root.id}", sector=sector,
                           metadata={"receipt_id": entry.id})
-        self._swap(sector, root, 0)
         return root
 
     def _pointer(self, sector: str) -> sql.Pointer:
@@ -410,7 +407,7 @@ class SnapshotRegistry:
 
     def promote(self, sector: str, snapshot_id: str, *, actor: str, expected_current: str | None = None,
                 validation_receipt_id: str | None = None, force: bool = False,
-                reason: str | None = None) -> PointerMove:
+                reason: str | None = None, klass: Mapping[str, str] | None = None) -> PointerMove:
         """Make a validated child of the current snapshot current (compare-and-set; SPEC §4).
 
         Raises :class:`StaleBaseError` when the candidate's parent is not current (rebase and re-validate),
@@ -441,7 +438,7 @@ class SnapshotRegistry:
                               else "failure", reason=exc.message[:4096], sector=sector)
             raise
         return self._move(sector, snapshot, pointer, action="promote", actor=actor, forced=force,
-                          validation_receipt_id=validation_receipt_id, reason=reason)
+                          validation_receipt_id=validation_receipt_id, reason=reason, klass=klass)
 
     def rollback(self, sector: str, *, actor: str, reason: str | None = None) -> PointerMove:
         """Move the sector's pointer to the current snapshot's parent (an error at the root)."""
@@ -456,7 +453,8 @@ class SnapshotRegistry:
                           validation_receipt_id=None, reason=reason)
 
     def _move(self, sector: str, target: Snapshot, pointer: sql.Pointer, *, action: str, actor: str,
-              forced: bool, validation_receipt_id: str | None, reason: str | None) -> PointerMove:
+              forced: bool, validation_receipt_id: str | None, reason: str | None,
+              klass: Mapping[str, str] | None = None) -> PointerMove:
         version = pointer.version + 1
         previous = pointer.snapshot_id
         pseudonym = self.audit.subjects.pseudonym(actor)
@@ -474,7 +472,7 @@ class SnapshotRegistry:
         kind = receipts.pointer_kind(action)
         draft = receipts.pointer_moved(action=action, sector=sector, snapshot_id=target.id, previous=previous,
                                        version=version, forced=forced, content_digest=target.content_digest,
-                                       validation_receipt_id=validation_receipt_id, reason=reason)
+                                       validation_receipt_id=validation_receipt_id, reason=reason, klass=klass)
         try:
             entry = self.ledger.append(draft, hook=hook)
         except (StaleBaseError, NotFoundError) as exc:
@@ -484,7 +482,6 @@ class SnapshotRegistry:
         self.audit.record(actor, kind, f"snapshot/{target.id}", sector=sector, reason=reason,
                           metadata={"previous": previous, "version": version, "forced": forced,
                                     "receipt_id": entry.id})
-        self._swap(sector, target, version)
         return PointerMove(sector, target.id, previous, version, action, forced, entry)
 
     # -- garbage collection -----------------------------------------------------------------------------
@@ -541,8 +538,7 @@ class SnapshotRegistry:
         entry = self.ledger.append(draft, hook=hook)
         self.audit.record(actor, "snapshot.collected", resource=f"sector/{sector}/snapshots", sector=sector,
                           metadata={"count": len(ids), "receipt_id": entry.id})
-        with self._cache_lock:
-            for sid in ids:
-                self._snapshots.pop(sid, None)
-                self._schemas.pop(sid, None)
+        for sid in ids:
+            self.cache.forget("snapshot", sid)
+            self.cache.forget("schema", sid)
         return ids

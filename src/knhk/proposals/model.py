@@ -12,8 +12,14 @@ from typing import Any
 
 from knhk.proposals.delta import DeltaSigma
 
-STATUSES = ("created", "held", "approved", "promoted", "rejected", "no_op", "expired", "superseded")
-FINAL = frozenset({"promoted", "rejected", "no_op", "expired", "superseded"})
+STATUSES = ("created", "held", "approved", "promoted", "rejected", "no_op", "expired", "superseded", "frozen")
+#: Final states: no validation, decision or promotion changes them again (``frozen``: its author's identity was
+#: erased while it was open, so nobody can tell whether its approvers are the author).
+FINAL = frozenset({"promoted", "rejected", "no_op", "expired", "superseded", "frozen"})
+#: Final states whose snapshot may never become current (a promoted one may again, after a rollback).
+CLOSED = frozenset({"rejected", "expired", "superseded", "frozen"})
+#: Where people may still act.
+OPEN = frozenset({"created", "held", "approved"})
 PROPOSERS = ("rule", "llm", "human")
 
 
@@ -55,3 +61,12 @@ class ProposalStatus:
     reason: str | None
     held_at_us: int | None
     updated_us: int
+    change_class: str | None = None  # standard, normal, major, emergency (knhk.validation.classes)
+    class_reason: str | None = None
+
+    @property
+    def klass(self) -> dict[str, str]:
+        """The class and its reason as every receipt of the proposal carries them (empty before it has one)."""
+        if self.change_class is None:
+            return {}
+        return {"change_class": self.change_class, "class_reason": self.class_reason or ""}

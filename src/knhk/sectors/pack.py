@@ -1,4 +1,5 @@
-"""Loading a bundled sector pack: ``packs/<sector>/sigma.ttl`` (Σ_sector) and ``packs/<sector>/doctrines.json``.
+"""Loading a bundled sector pack: ``packs/<sector>/sigma.ttl`` (Σ_sector), ``doctrines.json`` and the optional
+``detectors.json`` and ``privacy.json`` (the PHI fields, encrypted at rest).
 
 A pack is checked as it loads: Σ_sector must parse, use its own namespace ``https://knhk.dev/ns/<sector>#``,
 pass the static meta-check (:func:`knhk.ontology.shacl.check_sigma_wellformed`), and every doctrine must be
@@ -37,6 +38,7 @@ class SectorPack:
     sigma: frozenset[Triple]
     doctrines: tuple[dict[str, Any], ...]
     description: str
+    phi_fields: frozenset[str] = frozenset()  # value fields stored encrypted at rest (privacy.json)
 
 
 def _packs() -> Traversable:
@@ -120,4 +122,22 @@ def load_pack(sector: str) -> SectorPack:
     if not isinstance(raw, list):
         raise ConfigurationError(f"{where} doctrines.json must hold a JSON list")
     doctrines = tuple(_check_doctrine(rule, sector, f"{where} doctrines.json") for rule in raw)
-    return SectorPack(sector, namespace, sigma, doctrines, _description(sigma, namespace))
+    return SectorPack(sector, namespace, sigma, doctrines, _description(sigma, namespace),
+                      _phi_fields(folder.joinpath("privacy.json"), f"{where} privacy.json"))
+
+
+def _phi_fields(privacy_file: Traversable, where: str) -> frozenset[str]:
+    """``privacy.json``: ``{"phi_fields": [field, …]}`` — the observation value fields that are protected
+    health information, stored encrypted at rest (docs/sector-packs.md)."""
+    if not privacy_file.is_file():
+        return frozenset()
+    try:
+        raw = json.loads(privacy_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or set(raw) != {"phi_fields"}:
+        raise ConfigurationError(f'{where} must be an object with exactly the key "phi_fields"')
+    names = raw["phi_fields"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigurationError(f"{where}: phi_fields must be a list of field names")
+    return frozenset(names)

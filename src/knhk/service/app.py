@@ -17,7 +17,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from knhk import __version__
+from knhk import __version__, console
 from knhk.app.access import RoleBasedAccess
 from knhk.app.application import Application
 from knhk.config import Settings
@@ -26,9 +26,10 @@ from knhk.ops import telemetry
 from knhk.ops.telemetry import setup as telemetry_setup
 from knhk.service import metrics, problems, scheduler
 from knhk.service.guards import RequestGuards
-from knhk.service.routes import PREFIX, audit, cycles, observations, patterns, proposals, receipts, snapshots
+from knhk.service.ratelimit import RateLimiter
+from knhk.service.routes import PREFIX, audit, cycles, guards, observations, patterns, proposals, receipts, snapshots
 from knhk.service.routes import health as health_routes
-from knhk.service.state import RateLimiter, ServiceState
+from knhk.service.state import ServiceState
 
 log = logging.getLogger("knhk.service")
 
@@ -48,9 +49,11 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
                 application_.close()
             raise
         application_.refresh_snapshots()
-        st = ServiceState(settings, application_, auth, RateLimiter(settings.rate_limit_per_minute, settings.redis_url),
-                          application_.ingest_audit)
+        limiter = RateLimiter(settings.rate_limit_per_minute, settings.redis_url, workers=settings.workers,
+                              keyed=application_.rate_limit_key, timeout_s=settings.redis_timeout_s)
+        st = ServiceState(settings, application_, auth, limiter, application_.ingest_audit)
         app.state.knhk = st
+        console.bind(console_app, settings, application_, auth)
 
         def count(entries: list[Any]) -> None:
             for entry in entries:
@@ -70,11 +73,13 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
                   description="Provable, autonomic change control for a knowledge model.",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     problems.install(app)
-    for module in (observations, patterns, proposals, snapshots, cycles, receipts, audit):
+    for module in (observations, patterns, proposals, snapshots, guards, cycles, receipts, audit):
         app.include_router(module.router)
     app.include_router(health_routes.router)
+    console_app = console.create_console(settings)
+    app.mount("/console", console_app)
     limits = {f"{PREFIX}/observations/batch": settings.max_batch_body_bytes}
-    app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits)
+    app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits, forms_under="/console/")
     telemetry.instrument_app(app)
     return app
 

@@ -3,7 +3,8 @@
 * Body size: a ``Content-Length`` over the route's limit is refused with 413 before the body is read; a
   body without a length is read up to the limit and refused with 413 beyond it (the route then sees the
   buffered body).
-* Media type: a request with a body must be ``application/json`` (or ``application/*+json``), else 415.
+* Media type: a request with a body must be ``application/json`` (or ``application/*+json``), else 415; under
+  the console's path (``forms_under``) it is an HTML form (``application/x-www-form-urlencoded``) instead.
 * Strict JSON: a body must be I-JSON (:mod:`knhk.ops.json_input`: no duplicate keys, no lone surrogates, no
   NaN/Infinity), else 400 naming the problem (and the duplicated ``key``) before any route parses it.
 * Metrics: every request is counted by method, route *template* and status, and timed.
@@ -45,8 +46,10 @@ async def _send_problem(send: Send, status: int, detail: str, code: str, **extra
 class RequestGuards:
     """Body-size and media-type checks plus request metrics."""
 
-    def __init__(self, app: ASGIApp, *, default_limit: int, limits: dict[str, int]) -> None:
+    def __init__(self, app: ASGIApp, *, default_limit: int, limits: dict[str, int], forms_under: str | None = None
+                 ) -> None:
         self.app = app
+        self.forms_under = forms_under
         self.default_limit = default_limit
         self.limits = limits  # path → byte limit
 
@@ -76,7 +79,7 @@ class RequestGuards:
                                         "too_large")
                     return
                 receive, body = buffered
-                bad_json = _strict_json(body)
+                bad_json = None if self._form(scope) else _strict_json(body)
                 if bad_json is not None:
                     await _send_problem(send_wrapper, 400, bad_json.message, bad_json.code, **bad_json.details)
                     return
@@ -86,6 +89,9 @@ class RequestGuards:
             template = getattr(route, "path", None) or "unmatched"
             metrics.REQUESTS.labels(method, template, str(status_holder["status"])).inc()
             metrics.REQUEST_DURATION.labels(method, template).observe(time.perf_counter() - started)
+
+    def _form(self, scope: Scope) -> bool:
+        return self.forms_under is not None and str(scope["path"]).startswith(self.forms_under)
 
     def _limit(self, scope: Scope) -> int:
         return self.limits.get(scope["path"], self.default_limit)
@@ -107,6 +113,12 @@ class RequestGuards:
         elif b"transfer-encoding" not in headers:
             return False
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if self._form(scope):
+            if ctype == b"application/x-www-form-urlencoded":
+                return False
+            await _send_problem(send, 415, f"send the form as application/x-www-form-urlencoded (got "
+                                f"{ctype.decode('latin-1') or 'none'})", "unsupported_media_type")
+            return True
         if not (ctype == b"application/json" or (ctype.startswith(b"application/") and ctype.endswith(b"+json"))):
             shown = ctype.decode("latin-1") or "none"
             await _send_problem(send, 415, f"send the body as application/json (got {shown})", "unsupported_media_type")

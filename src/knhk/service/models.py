@@ -77,6 +77,17 @@ class ProposalIn(_Model):
     rationale: str = Field(min_length=1, max_length=4096)
     additions: list[list[str]] = Field(default_factory=list, description="[subject, predicate, object] N-Triples terms")
     removals: list[list[str]] = Field(default_factory=list)
+    change_class: Literal["standard", "normal", "major"] | None = Field(
+        default=None, description="Ask for a class at least this high (never lowers the class decided from ΔΣ).")
+
+
+class EmergencyIn(_Model):
+    justification: str = Field(min_length=1, max_length=4096)
+
+
+class ReviewIn(_Model):
+    verdict: Literal["accepted", "rejected"]
+    comment: str | None = Field(default=None, max_length=4096)
 
 
 class Proposal(BaseModel):
@@ -94,6 +105,8 @@ class Proposal(BaseModel):
     receipt_id: str | None
     status: str
     reason: str | None
+    change_class: str | None = None
+    class_reason: str | None = None
     delta: dict[str, Any] | None = None
     validations: list[dict[str, Any]] | None = None
     approvals: list[dict[str, Any]] | None = None
@@ -107,6 +120,8 @@ class ApprovalIn(_Model):
 class Execution(BaseModel):
     proposal_id: str
     outcome: str
+    change_class: str | None = None
+    class_reason: str | None = None
     promoted_snapshot: str | None
     receipts: list[str]
     report: dict[str, Any] | None
@@ -176,3 +191,46 @@ class Health(BaseModel):
     version: str
     uptime_s: float
     dependencies: dict[str, dict[str, Any]]
+
+
+class RelaxationIn(_Model):
+    sector: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$", description="The sector whose guard is relaxed.")
+    duration_s: int = Field(ge=1, description="How long the guard is off once the request is granted (seconds).")
+    reason: str = Field(min_length=1, max_length=4096, description="Why (recorded in the receipt).")
+
+
+class RevokeIn(_Model):
+    reason: str | None = Field(default=None, max_length=4096)
+
+
+class RelaxationDecision(BaseModel):
+    subject: str
+    roles: list[str]
+    sector: str | None
+    decision: str
+    comment: str | None
+    at_us: int
+
+
+class Relaxation(BaseModel):
+    """A guard relaxation request (SPEC §7) and where it stands (``state``: pending, scheduled, active,
+    rejected, revoked, ended, expired)."""
+
+    id: str
+    sector: str
+    guard_id: str
+    criticality: str
+    snapshot_id: str
+    author: str
+    reason: str
+    duration_s: int
+    quorum: int
+    min_review_s: int
+    requested_us: int
+    status: str
+    state: str
+    starts_us: int | None
+    ends_us: int | None
+    note: str | None
+    approvals: int
+    decisions: list[RelaxationDecision]

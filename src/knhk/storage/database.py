@@ -22,7 +22,9 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlparse
 
 from knhk.errors import ConfigurationError, DependencyUnavailableError
+from knhk.ops import resilience
 from knhk.ops.telemetry import db_bulk, db_call
+from knhk.storage.fields import FieldCipher
 
 log = logging.getLogger("knhk.storage")
 
@@ -34,6 +36,7 @@ class Connection(Protocol):
     """The small surface every store module uses."""
 
     dialect: Dialect
+    fields: FieldCipher | None  # the database's encryption at rest of PHI fields (None: none configured)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
@@ -62,8 +65,9 @@ def lock_key(name: str) -> int:
 class _SqliteConnection:
     dialect: Dialect = "sqlite"
 
-    def __init__(self, raw: sqlite3.Connection) -> None:
+    def __init__(self, raw: sqlite3.Connection, fields: FieldCipher | None = None) -> None:
         self.raw = raw
+        self.fields = fields
 
     @db_call
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -103,8 +107,9 @@ class _SqliteConnection:
 class _PgConnection:
     dialect: Dialect = "postgresql"
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, fields: FieldCipher | None = None) -> None:
         self.raw = raw
+        self.fields = fields
 
     @db_call
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -158,6 +163,7 @@ class Database:
         self._sqlite_conns: list[sqlite3.Connection] = []
         self._sqlite_lock = threading.Lock()
         self._pool: Any = None
+        self.fields: FieldCipher | None = None  # set by the installation once its PHI keys are loaded
         if url.startswith("sqlite://"):
             self.dialect: Dialect = "sqlite"
             path = unquote(urlparse(url).path)
@@ -169,6 +175,7 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
+            self._breaker = resilience.breaker_for("postgresql")
             self._open_pool(pool_min, pool_max, statement_timeout_ms, connect_timeout_s)
         else:
             raise ConfigurationError(f"unsupported database URL {url!r}")
@@ -194,11 +201,15 @@ class Database:
             name="knhk",
         )
         try:
+            # one direct connection first: a refused or unresolvable server is named at once, in the driver's
+            # words, instead of after the pool's whole wait as "pool initialization incomplete"
+            psycopg.connect(self.url, connect_timeout=max(1, int(connect_timeout_s)), options=options).close()
             self._pool.open(wait=True, timeout=connect_timeout_s)
         except Exception as exc:
             self._pool.close()
+            reason = " ".join(str(exc).split()) or type(exc).__name__
             raise DependencyUnavailableError(
-                f"PostgreSQL at {_redact(self.url)} is unreachable: {exc}"
+                f"PostgreSQL at {_redact(self.url)} is unreachable: {reason}"
             ) from exc
 
     def pool_stats(self) -> dict[str, int]:
@@ -231,29 +242,30 @@ class Database:
         if self._closed:
             raise DependencyUnavailableError("the database handle is closed")
         if self.dialect == "sqlite":
-            yield _SqliteConnection(self._sqlite())
+            yield _SqliteConnection(self._sqlite(), self.fields)
             return
         with self._pg_connection() as raw:
-            yield _PgConnection(raw)
+            yield _PgConnection(raw, self.fields)
 
     @contextmanager
     def _pg_connection(self) -> Iterator[Any]:
         import psycopg
         import psycopg_pool
 
-        try:
-            ctx = self._pool.connection()
-            raw = ctx.__enter__()
-        except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
-            raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
-        try:
-            yield raw
-        except BaseException as exc:
-            ctx.__exit__(type(exc), exc, exc.__traceback__)
-            if isinstance(exc, psycopg.OperationalError):
+        with self._breaker.guard():
+            try:
+                ctx = self._pool.connection()
+                raw = ctx.__enter__()
+            except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
                 raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
-            raise
-        ctx.__exit__(None, None, None)
+            try:
+                yield raw
+            except BaseException as exc:
+                ctx.__exit__(type(exc), exc, exc.__traceback__)
+                if isinstance(exc, psycopg.OperationalError):
+                    raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
+                raise
+            ctx.__exit__(None, None, None)
 
     @contextmanager
     def transaction(self, *, lock: str | None = None, write: bool = True) -> Iterator[Connection]:
@@ -272,7 +284,7 @@ class Database:
                         raise DependencyUnavailableError(f"SQLite database is locked: {exc}") from exc
                     time.sleep(0.005)
             try:
-                yield _SqliteConnection(raw)
+                yield _SqliteConnection(raw, self.fields)
             except BaseException:
                 raw.execute("ROLLBACK")
                 raise
@@ -281,7 +293,7 @@ class Database:
         with self._pg_connection() as raw, raw.transaction():
             if lock is not None:
                 raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(lock),))
-            yield _PgConnection(raw)
+            yield _PgConnection(raw, self.fields)
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -297,17 +309,21 @@ class Database:
             raw = self._sqlite()
             raw.execute("BEGIN")
             try:
-                yield _SqliteConnection(raw)
+                yield _SqliteConnection(raw, self.fields)
             finally:
                 raw.execute("ROLLBACK")
             return
         with self._pg_connection() as raw, raw.transaction():
             raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield _PgConnection(raw)
+            yield _PgConnection(raw, self.fields)
 
     def dedicated(self) -> Database:
         """A second handle on the same database (its own connections), e.g. for a sequencer thread."""
-        return Database(self.url, pool_min=1, pool_max=2) if self.dialect == "postgresql" else self
+        if self.dialect != "postgresql":
+            return self
+        other = Database(self.url, pool_min=1, pool_max=2)
+        other.fields = self.fields
+        return other
 
     def close(self) -> None:
         self._closed = True

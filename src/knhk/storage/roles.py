@@ -24,11 +24,15 @@ MUTABLE: dict[str, tuple[str, ...]] = {
     "detector_thresholds": ("UPDATE",),  # learned confidence thresholds
     "leases": ("UPDATE",),  # job leases across replicas
     "ledger_outbox": ("UPDATE",),  # a drained row's seq is set once (a trigger forbids anything else)
+    "proposal_classes": ("UPDATE",),  # a proposal's change class (normal → emergency at an emergency promotion)
+    "proposal_reviews": ("UPDATE",),  # an emergency change's post-hoc review and its overdue alert
+    "data_keys": ("UPDATE",),  # PHI data keys, re-wrapped when the key-encryption key rotates
+    "relaxation_status": ("UPDATE",),  # a guard relaxation's current status and window
 }
 APPEND_ONLY: tuple[str, ...] = (
     "ledger_entries", "ledger_nodes", "ledger_checkpoints", "ledger_key_use", "observations", "snapshots",
     "snapshot_history", "snapshot_collections", "proposals", "validations", "approvals", "cycles",
-    "subject_erasures", "schema_migrations", "evidence_sets",
+    "subject_erasures", "schema_migrations", "evidence_sets", "relaxations", "relaxation_approvals",
 )
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -50,13 +54,22 @@ def create_app_role(db: Database, role: str, password: str | None = None) -> lis
     if db.dialect != "postgresql":
         raise InvalidInputError("application roles exist on PostgreSQL only")
     statements = grant_statements(role)
+    if password is not None and (not password or "\x00" in password):
+        raise InvalidInputError("the role password must be non-empty and contain no NUL character")
     with db.transaction() as conn:
         exists = conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname=?", (role,))
         if not exists:
             conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
         if password is not None:
-            conn.raw.execute(  # type: ignore[attr-defined]
-                f"ALTER ROLE {role} PASSWORD %s", (password,))
+            from psycopg import sql  # PostgreSQL only (imported when needed, like the driver itself)
+
+            # A role's password is part of the utility statement, never a bind parameter (PostgreSQL refuses
+            # `$1` there). libpq hashes it here (SCRAM-SHA-256, as psql's \password does), so the clear text
+            # never reaches the server or its statement log; the verifier is quoted as a SQL literal.
+            raw = conn.raw  # type: ignore[attr-defined]
+            verifier = raw.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+            raw.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role),
+                                                                    sql.Literal(verifier.decode())))
         for statement in statements:
             conn.execute(statement)
     return statements

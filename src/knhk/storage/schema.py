@@ -3,7 +3,15 @@
 Migration files live in ``knhk/storage/migrations`` as ``NNNN_name.sqlite.sql`` and
 ``NNNN_name.postgresql.sql``; both dialects must define the same versions. ``schema_migrations`` records
 what has been applied, with the SHA-256 of the file, so an edited, already-applied migration is detected.
-Concurrent migrators are serialised (SQLite write lock / PostgreSQL advisory lock).
+Concurrent migrators are serialised (SQLite write lock / PostgreSQL advisory lock): each migration is applied
+exactly once however many processes start at once.
+
+Zero downtime on PostgreSQL (SPEC §11, docs/service.md): a migration runs while replicas of the previous
+release keep serving, so it must be backward compatible (``tests/storage/test_migrations_lint.py`` runs
+squawk over every PostgreSQL migration), and the runner bounds what it can do to them: once it holds the
+migrators' advisory lock it sets ``lock_timeout`` (a DDL statement queued behind a long transaction would block
+every later query of that table) and ``statement_timeout`` for the migration's transaction, and a migration
+that cannot get its locks in time is rolled back whole, to be retried.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 
-from knhk.errors import ConfigurationError
+from knhk.errors import ConfigurationError, DependencyUnavailableError
 from knhk.storage.database import Database, lock_key
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sqlite|postgresql)\.sql$")
@@ -70,8 +78,9 @@ def pending(db: Database) -> list[Migration]:
     return [m for m in available(db.dialect) if m.version not in done]
 
 
-def migrate(db: Database) -> list[Migration]:
-    """Apply every pending migration; return those applied by this call."""
+def migrate(db: Database, *, lock_timeout_ms: int = 5_000, statement_timeout_ms: int = 600_000) -> list[Migration]:
+    """Apply every pending migration; return those applied by this call. On PostgreSQL each statement waits
+    at most ``lock_timeout_ms`` for a table lock and runs at most ``statement_timeout_ms`` (0: no limit)."""
     if not pending(db):
         return []
     done: list[Migration] = []
@@ -96,17 +105,35 @@ def migrate(db: Database) -> list[Migration]:
                 raise
             done.append(migration)
         return done
-    with db.transaction() as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("knhk.migrations"),))
-        conn.execute(_BOOKKEEPING)
-        have = {int(r[0]) for r in conn.fetchall("SELECT version FROM schema_migrations")}
-        for migration in available("postgresql"):
-            if migration.version in have:
-                continue
-            conn.raw.execute(migration.sql.encode())  # type: ignore[attr-defined]
-            conn.execute("INSERT INTO schema_migrations VALUES (?,?,?,?)",
-                         (migration.version, migration.name, migration.digest, time.time_ns() // 1000))
-            done.append(migration)
+    import psycopg
+
+    current = "the bookkeeping"
+    try:
+        with db.transaction() as conn:
+            # wait as long as another migrator takes (it holds the lock for its whole run) ...
+            conn.execute("SET LOCAL lock_timeout = 0")
+            conn.execute("SET LOCAL statement_timeout = 0")
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("knhk.migrations"),))
+            # ... but never queue a table lock of the running service behind a long transaction for long
+            conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+            conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
+            conn.execute(_BOOKKEEPING)
+            have = {int(r[0]) for r in conn.fetchall("SELECT version FROM schema_migrations")}
+            for migration in available("postgresql"):
+                if migration.version in have:
+                    continue
+                current = f"migration {migration.version:04d}_{migration.name}"
+                conn.raw.execute(migration.sql.encode())  # type: ignore[attr-defined]
+                conn.execute("INSERT INTO schema_migrations VALUES (?,?,?,?)",
+                             (migration.version, migration.name, migration.digest, time.time_ns() // 1000))
+                done.append(migration)
+    except DependencyUnavailableError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+            raise DependencyUnavailableError(
+                f"{current} was rolled back ({str(cause).strip()}): a long transaction holds a lock it needs "
+                "(see pg_stat_activity); nothing was applied, run `knhk db migrate` again") from cause
+        raise
     return done
 
 

@@ -22,9 +22,19 @@ from knhk.ontology.rdf import normalize
 from knhk.ontology.schema import SectorSchema
 from knhk.ontology.shacl import check_sigma_wellformed
 from knhk.ops import telemetry
+from knhk.ops.clock import format_rfc3339
 from knhk.proposals.delta import DeltaSigma, Triple
+from knhk.validation.classes import MAJOR, MAJOR_RULE
 from knhk.validation.compatibility import dangling_references, loosened, removed_or_narrowed, version_bump
-from knhk.validation.doctrines import Approver, Doctrine, DoctrineContext, DoctrineOutcome, evaluate
+from knhk.validation.doctrines import (
+    Approver,
+    Doctrine,
+    DoctrineContext,
+    DoctrineOutcome,
+    PendingApproval,
+    evaluate,
+    qualifying_approvers,
+)
 from knhk.validation.guard_changes import GuardChanges, guard_changes
 from knhk.validation.relaxation import immutable_problems, relaxation_pending
 from knhk.validation.shadow import ShadowLimits, ShadowResult
@@ -59,6 +69,10 @@ class ValidationInput:
     #: the change seen through the base's index: stages then look at the change's neighbourhood only
     overlay: Overlay | None = None
     near: set[str] | None = None
+    #: the proposal's change class (knhk.validation.classes): ``major`` adds its approvers and review window
+    change_class: str | None = None
+    major_approvers: int = 2
+    review_until_us: int | None = None  # a major change is held until then, for objections
 
 
 class _Run:
@@ -197,6 +211,13 @@ class _Run:
         pending = relaxation_pending(self.guard_changes, inp.doctrines, ctx)  # never approved without people
         if pending is not None:
             outcome.pending.append(pending)
+        # a class only adds requirements: two distinct approvers besides the author (a relaxation's own pending
+        # approval already asks for them)
+        if inp.change_class == MAJOR and pending is None:
+            active = [d for d in inp.doctrines if d.sector == inp.sector]
+            have = len(qualifying_approvers(ctx, active))
+            if have < inp.major_approvers:
+                outcome.pending.append(PendingApproval(MAJOR_RULE, "mandatory", inp.major_approvers, have, ()))
         self.doctrine_outcome = outcome
         details = {"violations": [v.to_json() for v in outcome.violations],
                    "pending_approvals": [p.to_json() for p in outcome.pending]}
@@ -305,5 +326,9 @@ def validate(inp: ValidationInput) -> ValidationReport:
         relaxed = run.guard_changes.relaxations
         if relaxed:
             report.reason = f"guard relaxation ({run.guard_changes.describe(relaxed)}) needs people: {report.reason}"
+    elif inp.change_class == MAJOR and inp.review_until_us is not None and inp.now_us < inp.review_until_us:
+        report.outcome = "held"
+        report.reason = (f"major change: its review window is open until {format_rfc3339(inp.review_until_us)}; "
+                         "any validator may object")
     report.duration_us = (time.perf_counter_ns() - started) // 1000
     return report

@@ -120,7 +120,8 @@ class OidcProvider:
     _stderr: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, *, access_token_ttl: int = 600) -> OidcProvider:
+    def start(cls, *, access_token_ttl: int = 600, code_clients: list[dict[str, Any]] | None = None,
+              accounts: dict[str, dict[str, Any]] | None = None) -> OidcProvider:
         node, _ = require_node()
         ensure_node_modules()
         workdir = Path(tempfile.mkdtemp(prefix="knhk-oidc-"))
@@ -129,7 +130,8 @@ class OidcProvider:
         admin_secret = secrets.token_hex(16)
         config = {"jwks": {"keys": [jwk]}, "admin_secret": admin_secret, "access_token_ttl": access_token_ttl,
                   "clients": [{"client_id": cid, "client_secret": CLIENT_SECRET, **spec}
-                              for cid, spec in CLIENTS.items()]}
+                              for cid, spec in CLIENTS.items()],
+                  "code_clients": code_clients or [], "accounts": accounts or {}}
         config_path = workdir / "config.json"
         fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

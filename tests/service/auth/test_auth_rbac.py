@@ -12,7 +12,7 @@ PERMS = [
     "observations:write", "observations:read", "patterns:detect", "patterns:read", "proposals:create",
     "proposals:read", "proposals:validate", "proposals:approve", "snapshots:read", "snapshots:promote",
     "snapshots:rollback", "cycles:run", "cycles:read", "receipts:read", "audit:read", "subjects:erase",
-    "keys:rotate",
+    "keys:rotate", "guards:read", "guards:relax", "guards:approve", "guards:revoke",
 ]
 
 # Columns: observer, analyst, proposer, validator, operator, administrator, ingestor.
@@ -35,9 +35,13 @@ TABLE = {
     "audit:read":         "-----X-",
     "subjects:erase":     "-----X-",
     "keys:rotate":        "-----X-",
+    "guards:read":        "XXXXXX-",
+    "guards:relax":       "----XX-",
+    "guards:approve":     "---X-X-",
+    "guards:revoke":      "---XXX-",
 }
 MFA_WHEN_MUTATING = {"snapshots:promote", "snapshots:rollback", "cycles:run", "audit:read", "subjects:erase",
-                     "keys:rotate"}
+                     "keys:rotate", "guards:relax"}
 
 CELLS = [(role, perm, TABLE[perm][COLUMNS.index(role)] == "X") for role in COLUMNS for perm in PERMS]
 

@@ -7,7 +7,12 @@
 // or an `nbf_offset` turned into a future `nbf`).
 //
 // CONFIG.json: {"jwks": {"keys": [private JWKs]}, "clients": [{"client_id", "client_secret", "claims",
-//               "nbf_offset"?}], "admin_secret": "...", "access_token_ttl": 600}
+//               "nbf_offset"?}], "admin_secret": "...", "access_token_ttl": 600,
+//               "code_clients"?: [{"client_id", "client_secret", "redirect_uris"}], "accounts"?: {login: claims}}
+//
+// Code clients (the console's sign-in) use the authorization code flow through the provider's development
+// login page (any login, any password; consent is implied for them): their access tokens carry the claims of
+// the account signed in as (`accounts`, by login name), their ID tokens its `sub`.
 //
 // Admin endpoints (header `x-admin-secret` must match):
 //   POST /__admin/rotate  body: {"keys": [private JWKs]}  → the provider is rebuilt with that JWKS (key rotation)
@@ -21,6 +26,8 @@ import Provider from 'oidc-provider';
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const stats = { jwks_requests: 0, discovery_requests: 0, generation: 0 };
 const claimsByClient = new Map(config.clients.map((c) => [c.client_id, c]));
+const codeClients = new Set((config.code_clients ?? []).map((c) => c.client_id));
+const accounts = config.accounts ?? {};
 
 function build(issuer, jwks) {
   const provider = new Provider(issuer, {
@@ -32,10 +39,28 @@ function build(issuer, jwks) {
       response_types: [],
       redirect_uris: [],
       scope: 'knhk',
-    })),
-    scopes: ['knhk'],
+    })).concat((config.code_clients ?? []).map((c) => ({
+      client_id: c.client_id,
+      client_secret: c.client_secret,
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: c.redirect_uris,
+      scope: 'openid knhk',
+    }))),
+    scopes: ['openid', 'knhk'],
+    pkce: { required: () => true },
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+      if (!codeClients.has(ctx.oidc.client.clientId)) return undefined;
+      const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
+      grant.addOIDCScope('openid knhk');
+      grant.addResourceScope('urn:knhk:api', 'knhk');
+      await grant.save();
+      return grant;
+    },
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: codeClients.size > 0 },
       clientCredentials: { enabled: true },
       introspection: { enabled: false },
       revocation: { enabled: false },
@@ -58,6 +83,7 @@ function build(issuer, jwks) {
       },
     },
     extraTokenClaims: (_ctx, token) => {
+      if (token.accountId && accounts[token.accountId]) return { ...accounts[token.accountId] };
       const client = claimsByClient.get(token.clientId);
       if (!client) return undefined;
       const extra = { ...(client.claims ?? {}) };

@@ -58,9 +58,17 @@ TELEMETRY_CHECKED_AT = Gauge("knhk_telemetry_check_timestamp_seconds", "Unix tim
                              multiprocess_mode="max")
 TELEMETRY_VIOLATIONS = Counter("knhk_telemetry_violations_total",
                                "Telemetry found not to conform to the registry, by signal type.", ["signal_type"])
+CACHE_REQUESTS = Counter("knhk_cache_requests_total",
+                         "Lookups of derived results, by cache layer (l1 in-process, l2 Redis, l3 the database) and "
+                         "result (hit, miss, error, load).", ["layer", "result"])
 BUILD_INFO = Gauge("knhk_build_info", "Always 1; the version label names the running KNHK version.", ["version"],
                    multiprocess_mode="max")
 
 BUILD_INFO.labels(__version__).set(1)
 for _signal in ("span", "metric"):
     TELEMETRY_VIOLATIONS.labels(_signal)
+BREAKER_STATE = Gauge("knhk_circuit_breaker_state",
+                      "State of the circuit breaker of each dependency: 0 closed, 1 open, 2 half-open.",
+                      ["dependency"], multiprocess_mode="max")
+RETRIES = Counter("knhk_retries_total", "Retries of idempotent operations after a transient failure, by operation.",
+                  ["operation"])

@@ -70,7 +70,9 @@ def health(request: Request) -> Response:
     """Overall status with every dependency's state."""
     st = state_of(request)
     deps: dict[str, dict[str, Any]] = {"database": _database(request)}
-    redis = st.limiter.ping()
+    redis = st.app.redis_up()  # the L2 cache's Redis; else the shared rate limits' (the same server)
+    if redis is None:
+        redis = st.limiter.ping()
     deps["redis"] = {"status": "not_configured" if redis is None else ("up" if redis else "down")}
     if redis is not None:
         metrics.DEPENDENCY_UP.labels("redis").set(1 if redis else 0)

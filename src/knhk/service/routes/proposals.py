@@ -19,15 +19,17 @@ router = APIRouter(prefix=PREFIX, tags=["proposals"])
 def create(body: models.ProposalIn, request: Request, actor: Actor) -> dict[str, Any]:
     """Propose a ΔΣ by hand. It goes through exactly the pipeline the loop's own proposals do."""
     return application_of(request).create_proposal(actor, body.sector, body.rationale, additions=body.additions,
-                                                   removals=body.removals).to_json()
+                                                   removals=body.removals, change_class=body.change_class).to_json()
 
 
 @declare(router, "GET", "/proposals", access.READ_PROPOSALS, response_model=models.Page)
 def list_proposals(request: Request, actor: Actor, sector: str | None = None, status: str | None = None,
-                   limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None) -> dict[str, Any]:
-    """Proposals, newest first."""
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None,
+                   overdue: bool = False) -> dict[str, Any]:
+    """Proposals, newest first; ``overdue=true``: emergency changes whose post-hoc review is past due."""
     offset = cursor_int(decode_cursor(cursor), "offset", 0)
-    rows = application_of(request).proposals(actor, sector=sector, status=status, limit=offset + limit + 1)
+    rows = application_of(request).proposals(actor, sector=sector, status=status, limit=offset + limit + 1,
+                                              overdue=overdue)
     nxt = encode_cursor({"offset": offset + limit}) if len(rows) > offset + limit else None
     return {"items": [r.to_json() for r in rows[offset:offset + limit]], "next_cursor": nxt}
 
@@ -58,3 +60,22 @@ def approve(proposal_id: str, body: models.ApprovalIn, request: Request, actor: 
     if result.outcome == "promoted":
         metrics.PROMOTIONS.labels(result.proposal.sector).inc()
     return result.to_json()
+
+
+@declare(router, "POST", "/proposals/{proposal_id}/emergency", access.EMERGENCY_PROMOTE,
+         response_model=models.Execution)
+def emergency(proposal_id: str, body: models.EmergencyIn, request: Request, actor: Actor) -> dict[str, Any]:
+    """The emergency change class: an operator with MFA promotes an open proposal at once, with a justification.
+    Every stage and the sector's mandatory doctrines still apply; a major change is refused; a distinct validator
+    owes a post-hoc review (``POST /proposals/{id}/reviews``) within the sector's deadline."""
+    result = application_of(request).emergency_promote(actor, proposal_id, body.justification)
+    if result.outcome == "promoted":
+        metrics.PROMOTIONS.labels(result.proposal.sector).inc()
+    return result.to_json()
+
+
+@declare(router, "POST", "/proposals/{proposal_id}/reviews", access.REVIEW_PROPOSAL, status_code=201)
+def review(proposal_id: str, body: models.ReviewIn, request: Request, actor: Actor) -> dict[str, Any]:
+    """The post-hoc review of an emergency change by a validator who is neither its author nor its operator."""
+    entry = application_of(request).review_proposal(actor, proposal_id, body.verdict, body.comment)
+    return {"proposal_id": proposal_id, "verdict": body.verdict, "receipt": entry.id}
