@@ -91,6 +91,11 @@ def _held_proposal(url: str, settings: Settings) -> str:
     return pid
 
 
+def _outcome(driver: WebDriver) -> str:
+    """The recorded-decision notice of the page the decision redirected to (waiting for that navigation)."""
+    return str(WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "outcome"))[0].text)
+
+
 def sign_in(driver: WebDriver, url: str, settings: Settings, name: str, roles: list[str], sector: str = "") -> None:
     driver.delete_all_cookies()
     driver.get(f"{url}/console/login")
@@ -143,13 +148,13 @@ def test_console_flows_in_chromium(live: tuple[str, Settings], browser: WebDrive
     shoot(browser, "proposal")
     browser.find_element(By.ID, "reason").send_keys("account comment reviewed")
     browser.find_element(By.ID, "approve").click()
-    assert "held" in browser.find_element(By.ID, "outcome").text
+    assert "held" in _outcome(browser)
 
     # compliance approves: the quorum is reached and the loop promotes it
     sign_in(browser, url, settings, "carl@bank.example", ["validator"], "compliance")
     browser.get(f"{url}/console/proposals/{pid}")
     browser.find_element(By.ID, "approve").click()
-    assert "promoted" in browser.find_element(By.ID, "outcome").text
+    assert "promoted" in _outcome(browser)
     assert browser.find_element(By.ID, "status").text.startswith("promoted")
     browser.get(f"{url}/console/snapshots?sector=finance")
     problems["lineage"] = check_accessibility(browser, axe)
