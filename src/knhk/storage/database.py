@@ -176,11 +176,18 @@ class Database:
         elif url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
             self._breaker = resilience.breaker_for("postgresql")
+            self._breaker.recover_with(self._probe)  # while open: a fresh connection ends the open period early
             self._open_pool(pool_min, pool_max, statement_timeout_ms, connect_timeout_s)
         else:
             raise ConfigurationError(f"unsupported database URL {url!r}")
 
     # -- PostgreSQL -------------------------------------------------------------------------------------
+    def _probe(self) -> None:
+        """One fresh connection (honouring the URL's hosts and target_session_attrs), bounded at 2 s."""
+        import psycopg
+
+        psycopg.connect(self.url, connect_timeout=2).close()
+
     def _open_pool(self, pool_min: int, pool_max: int, timeout_ms: int, connect_timeout_s: float) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool
