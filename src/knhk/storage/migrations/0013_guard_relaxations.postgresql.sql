@@ -10,7 +10,7 @@ CREATE TABLE relaxations (
     author       TEXT    NOT NULL,
     reason       TEXT    NOT NULL,
     duration_s   BIGINT NOT NULL,
-    quorum       INTEGER NOT NULL,
+    quorum       BIGINT  NOT NULL,
     min_review_s BIGINT NOT NULL,
     requested_us BIGINT NOT NULL
 );
