@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -94,7 +95,20 @@ class KekRing:
         return cls({kek_id_of(kek): kek}, kek_id_of(kek), keys_dir)
 
     @classmethod
-    def load(cls, keys_dir: Path, *, create: bool = True) -> KekRing:
+    def load(cls, keys_dir: Path, *, create: bool = True, wait_s: float = 5.0) -> KekRing:
+        """Load the KEKs; a first start running concurrently (another replica writing the first key file and
+        ``phi.active``) is waited for up to ``wait_s`` before an incomplete directory is an error."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return cls._load(keys_dir, create=create)
+            except ConfigurationError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @classmethod
+    def _load(cls, keys_dir: Path, *, create: bool = True) -> KekRing:
         keks: dict[str, bytes] = {}
         if keys_dir.is_dir():
             for item in sorted(keys_dir.iterdir()):
@@ -120,7 +134,7 @@ class KekRing:
             _write_secret(keys_dir / f"phi-{kek_id}.kek", kek)
             _replace_text(active_file, kek_id)
         except FileExistsError:  # a concurrent first start won the race: use its key
-            return cls.load(keys_dir, create=False)
+            return cls._load(keys_dir, create=False)
         return cls({kek_id: kek}, kek_id, keys_dir)
 
 
