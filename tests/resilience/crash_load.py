@@ -202,7 +202,8 @@ def check(database_url: str, loads: list[Load], *, drain_timeout: float = 20) ->
         for oid, item in acknowledged.items():
             owed = 2 if oid in over else 0
             assert len(item["receipts"]) + item["receipts_pending"] == owed, (oid, item)
-        assert counted is not None and int(counted[0]) == len(stored), (
+        assert counted is not None
+        assert int(counted[0]) == len(stored), (
             f"ingest counts staged for the audit log: {counted}, observations stored: {len(stored)}")
         assert not orphans, f"outbox rows marked with a seq that is no entry: {orphans[:5]}"
         assert not wrong_kind, f"ingest counts drained into entries of another kind: {wrong_kind[:5]}"

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import httpx
-
 from crash_load import Checked, Load, check
+
 from knhk.config import Settings
 from knhk.identity import LocalIssuer
 from support.pgcluster import private_cluster
@@ -66,7 +66,8 @@ class Verifier:
             return
         out, _ = self.proc.communicate(timeout=120)
         assert self.proc.returncode == 0, f"knhk receipts verify --log all failed:\n{out}"
-        assert "VERIFIED log receipts" in out and "VERIFIED log audit" in out, out
+        assert "VERIFIED log receipts" in out, out
+        assert "VERIFIED log audit" in out, out
         self.proc = None
         self.runs += 1
 
@@ -121,7 +122,8 @@ def test_kill_9_of_the_service_during_ingest_loses_nothing(database_url: str, tm
         rounds.append(time.monotonic() - started)
     verifier.collect()
     assert checked is not None
-    assert checked.over_stored > 0 and checked.batches_sent > 0
+    assert checked.over_stored > 0
+    assert checked.batches_sent > 0
     _report(f"kill -9 of knhk serve ({database_url.split(':')[0]})", rounds, checked, loads, verifier.runs)
 
 
@@ -163,7 +165,8 @@ def test_postgresql_crash_during_ingest_loses_nothing(tmp_path: Path) -> None:
                 assert client.get("/health/ready").status_code == 200
     bad = {k: v for load in loads for k, v in load.statuses.items() if k not in ("201", "503")}
     assert not bad, f"answers other than 201 and 503 while PostgreSQL crashed: {bad}"
-    assert checked.over_stored > 0 and checked.batches_sent > 0
+    assert checked.over_stored > 0
+    assert checked.batches_sent > 0
     _report("pg_ctl stop -m immediate under knhk serve (PostgreSQL)", rounds, checked, loads, verifier.runs)
     print(f"  first 201 after PostgreSQL was back: median {statistics.median(recoveries):.2f} s, "
           f"max {max(recoveries):.2f} s")

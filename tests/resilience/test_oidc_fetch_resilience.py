@@ -154,9 +154,9 @@ def test_a_hung_provider_costs_one_timeout_not_five() -> None:
     thread.start()
     issuer = f"http://127.0.0.1:{listener.getsockname()[1]}"
     try:
-        with Authenticator([config(issuer)], http_timeout_s=0.5) as auth:
-            with pytest.raises(DependencyUnavailableError, match="ReadTimeout"):
-                auth.authenticate(token(issuer))
+        with Authenticator([config(issuer)], http_timeout_s=0.5) as auth, \
+                pytest.raises(DependencyUnavailableError, match="ReadTimeout"):
+            auth.authenticate(token(issuer))
         assert len(accepted) == 1  # no retry: its wait would have ended after the 0.5 s deadline
     finally:
         stop.set()
