@@ -301,6 +301,8 @@ class Database:
             return answer(f"circuit breaker open (retry in {self._breaker.retry_after_s()} s)")
         reason = liveness(self.url, self.liveness_timeout_s)
         if reason is not None:
+            assert self._watchdog is not None
+            self._watchdog.report(reason)  # calls in progress are aborted and the breaker opens, as on its own probe
             return answer(reason[:300])
         try:
             with self._pg_connection(pool_timeout_s=self.liveness_timeout_s) as raw:

@@ -6,7 +6,9 @@ settings nor TCP keepalives (the kernel still acknowledges) end a call already s
 for the whole outage.
 
 :class:`Watchdog` does. A monitor thread watches the connections callers hold and the callers waiting for the
-pool. When one has been busy longer than ``check_after_s`` it asks the server whether it is alive with a
+pool. When one begun since the server last proved alive has been busy longer than ``check_after_s`` (so a
+long statement on a live server costs one probe, not one per interval) it asks the server whether it is alive
+with a
 :func:`liveness` probe bounded by ``liveness_timeout_s``: a TCP connect and the 8-byte SSLRequest of the
 PostgreSQL protocol, which the server answers with one byte before any authentication. A server that answers is
 alive, and slow statements continue (its ``statement_timeout`` bounds them). A server that refuses or does not
@@ -109,6 +111,8 @@ class Watchdog:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self.last_probe: tuple[float, str | None] | None = None  # (monotonic time, failure reason or None)
+        self.probes = 0
+        self._alive_at = float("-inf")  # when the last successful probe started
 
     # -- registration -------------------------------------------------------------------------------------
     def _token(self) -> int:
@@ -155,9 +159,16 @@ class Watchdog:
 
     # -- the monitor --------------------------------------------------------------------------------------
     def _oldest(self) -> float | None:
+        """The start of the longest-busy call or wait begun since the server last proved alive (one that began
+        before is slow, not a sign of a hung server: a newer call shows a hang that starts later)."""
         with self._lock:
             times = [since for _, since in self._held.values()] + list(self._waiting.values())
+        times = [since for since in times if since > self._alive_at]
         return min(times) if times else None
+
+    def report(self, reason: str) -> None:
+        """Someone else (the health check) found the server not answering: act as on a failed probe."""
+        self._outage(reason, started=time.monotonic())
 
     def _loop(self) -> None:
         tick = max(0.02, min(0.1, self.check_after_s / 2))
@@ -165,15 +176,18 @@ class Watchdog:
         while not self._stopped:
             oldest = self._oldest()
             if oldest is None:
-                self._wake.wait(1.0)
+                self._wake.wait(self.check_after_s)
                 self._wake.clear()
                 continue
             now = time.monotonic()
             if now - oldest >= self.check_after_s and now - last_probe >= self.check_after_s:
                 last_probe = now
                 reason = liveness(self.url, self.liveness_timeout_s)
+                self.probes += 1
                 self.last_probe = (time.monotonic(), reason)
-                if reason is not None:
+                if reason is None:
+                    self._alive_at = now
+                else:
                     self._outage(reason, started=now)
             time.sleep(tick)
 
@@ -181,6 +195,7 @@ class Watchdog:
         with self._lock:
             victims = [(token, raw) for token, (raw, since) in self._held.items() if since <= started]
             self._aborted.update(token for token, _ in victims)
+            self._alive_at = float("-inf")
         log.warning("PostgreSQL is not answering (%s): aborting %d call(s) in progress", reason, len(victims),
                     extra={"dependency": "postgresql"})
         for _, raw in victims:
