@@ -224,8 +224,16 @@ class Settings(BaseSettings):
         default=None, description="OS user that owns the cluster; pgBackRest and pg_ctl run as this user.")
     backup_scratch_dir: Path | None = Field(default=None, description="Where verify restores into; default /tmp.")
 
+    # -- retention of observations (SPEC §11; read by knhk.observations.retention)
+    retention_days: int = Field(default=90, ge=1, le=36500, description="Observations are archived, then dropped, "
+                                "per whole month of ingest once the month ended this many days ago.")
+    archive_dir: Path | None = Field(default=None, description="Observation archives and their segment manifests; "
+                                     "default data_dir/archive.")
+    partitions_ahead: int = Field(default=3, ge=1, le=120, description="Monthly observation partitions kept "
+                                  "created ahead of the current month (PostgreSQL).")
+
     @field_validator("backup_key_file", "backup_pgbackrest_config", "backup_pg_data", "backup_pg_bin",
-                     "backup_dir", "backup_scratch_dir", "backup_os_user", mode="before")
+                     "backup_dir", "backup_scratch_dir", "backup_os_user", "archive_dir", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value
@@ -233,6 +241,10 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_backup_dir(self) -> Path:
         return self.backup_dir or self.data_dir / "backups"
+
+    @cached_property
+    def resolved_archive_dir(self) -> Path:
+        return self.archive_dir or self.data_dir / "archive"
 
     @cached_property
     def resolved_local_issuer_key_file(self) -> Path:

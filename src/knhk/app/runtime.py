@@ -39,6 +39,7 @@ from knhk.loop.leases import Leases
 from knhk.loop.proposals import LoopPolicy, ProposalService
 from knhk.observations import store as observation_store
 from knhk.observations.ingest import Ingestor
+from knhk.observations.partitions import PartitionKeeper
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
@@ -233,6 +234,9 @@ class Runtime:
                                 on_ingested=engine.observe if subscribe_engine else None,
                                 doctrines_for=doctrines_for, installed=registry.sectors,
                                 relaxed_for=relaxations.relaxed, receipt_wait_s=settings.receipt_wait_s)
+            keeper = PartitionKeeper(db, settings.partitions_ahead)
+            keeper.cover(lclock.now_us())
+            ingestor.before_store = keeper.cover
             thresholds = ThresholdBook(db, clock)
             unknown = set(settings.change_classes) - set(available_sectors())
             if unknown:
