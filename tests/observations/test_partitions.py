@@ -37,7 +37,8 @@ def _apply_before_0015(url: str) -> None:
     if dialect == "sqlite":
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         conn.executescript(book + ";" + ";\n".join(m.sql for m in older))
-        conn.executemany("INSERT INTO schema_migrations VALUES (?,?,?,0)", [(m.version, m.name, m.digest) for m in older])
+        conn.executemany("INSERT INTO schema_migrations VALUES (?,?,?,0)",
+                         [(m.version, m.name, m.digest) for m in older])
         conn.commit()
         conn.close()
         return
@@ -49,7 +50,7 @@ def _apply_before_0015(url: str) -> None:
 
 
 def _old_row(i: int, received_us: int) -> tuple[object, ...]:
-    return (f"old-{i}", "finance", "user.login", received_us, received_us, '{"user":"u%d"}' % i, "{}", f"h{i}",
+    return (f"old-{i}", "finance", "user.login", received_us, received_us, f'{{"user":"u{i}"}}', "{}", f"h{i}",
             True, "[]", False, True, False, None)
 
 
@@ -74,14 +75,15 @@ def test_the_migration_keeps_every_row_of_the_previous_schema(database_url: str)
         if db.dialect == "postgresql":
             with db.connection() as conn:
                 where = dict(conn.fetchall("SELECT id, tableoid::regclass::text FROM observations"))
-            assert where["old-0"] == "observations_p202311" and where["old-5"] == "observations_p202402"
+            assert where["old-0"] == "observations_p202311"
+            assert where["old-5"] == "observations_p202402"
         # the sequence goes on after the highest seq; a used id is refused, also in another month
         with db.transaction() as conn:
             conn.execute(f"INSERT INTO observations ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                          _old_row(99, time.time_ns() // 1000))
             (seq,) = conn.fetchone("SELECT seq FROM observations WHERE id='old-99'") or (0,)
         assert seq == int(before[-1][0]) + 1
-        with pytest.raises(Exception, match="(?i)unique|duplicate"), db.transaction() as conn:
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"), db.transaction() as conn:
             conn.execute(f"INSERT INTO observations ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                          _old_row(1, time.time_ns() // 1000))
         # rows are never changed or deleted one by one
@@ -134,7 +136,8 @@ def test_partitions_are_made_ahead_and_a_month_without_one_never_fails_ingest(se
 def test_months(tmp_path: Path) -> None:
     m = partitions.month_of(OLD)
     assert (m.period, m.table) == ("2023-11", "observations_p202311")
-    assert partitions.month_of(m.hi_us).period == "2023-12" and partitions.month_of(m.hi_us - 1) == m
+    assert partitions.month_of(m.hi_us).period == "2023-12"
+    assert partitions.month_of(m.hi_us - 1) == m
     dec = partitions.month_of(OLD + 40 * DAY_US)
     assert partitions.month_of(dec.hi_us).period == "2024-01"
     assert [x.period for x in partitions.months_between(OLD, OLD + 70 * DAY_US)] == ["2023-11", "2023-12",
