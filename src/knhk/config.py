@@ -55,7 +55,17 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(default=10, ge=0)
     db_pool_max: int = Field(default=50, ge=1)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
-    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_connect_timeout_s: float = Field(default=5.0, gt=0, description="PostgreSQL: bound of establishing one "
+                                        "connection (libpq counts whole seconds, at least 2).")
+    db_pool_timeout_s: float = Field(default=5.0, gt=0, le=300, description="PostgreSQL: a request waits at most "
+                                     "this long for a pool connection, then gets 503 pool_exhausted.")
+    db_hung_check_s: float = Field(default=0.25, gt=0, le=60, description="PostgreSQL: a call or pool wait longer "
+                                   "than this makes the watchdog check that the server still answers.")
+    db_liveness_timeout_s: float = Field(default=0.5, gt=0, le=30, description="PostgreSQL: the watchdog's and "
+                                         "/health's liveness probe waits this long for the server's answer; "
+                                         "none means down or hung (calls in progress aborted, breaker opened).")
+    stale_read_entries: int = Field(default=10_000, ge=0, description="Reads remembered per process for the "
+                                    "stale fallback during a database outage (X-KNHK-Stale); 0 disables it.")
     migration_lock_timeout_ms: int = Field(
         default=5_000, ge=1, description="PostgreSQL: how long a migration statement may wait for a table lock.")
     migration_statement_timeout_ms: int = Field(

@@ -131,6 +131,10 @@ class SystemOps(Operations):
     def database_dialect(self) -> str:
         return self.runtime.db.dialect
 
+    def database_health(self) -> dict[str, Any]:
+        """The database's cached, bounded health state (:meth:`knhk.storage.database.Database.health`)."""
+        return self.runtime.db.health()
+
     def ping_database(self) -> None:
         """One round trip to the database (raises when it does not answer)."""
         with self.runtime.db.connection() as conn:
