@@ -40,12 +40,14 @@ from knhk.loop.planner import LlmPlanner
 from knhk.loop.proposals import LoopPolicy, ProposalService
 from knhk.observations import store as observation_store
 from knhk.observations.ingest import Ingestor
+from knhk.observations.partitions import PartitionKeeper
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops import resilience
 from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
+from knhk.ops.stale import LastSeen
 from knhk.proof.signing import SigningKey, read_key_file
 from knhk.proposals.llm import LlmProposer, LlmSettings
 from knhk.proposals.llm import read_key_file as read_llm_key
@@ -204,6 +206,8 @@ class Runtime:
     relaxations: RelaxationService
     cache: DerivedCache
     subscribed: bool = True
+    #: answers of reads served, marked stale, while the database is unavailable (``KNHK_STALE_READ_ENTRIES``)
+    last_seen: LastSeen = field(default_factory=lambda: LastSeen(10_000))
     _cursors: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -222,6 +226,9 @@ class Runtime:
             pool_max=settings.db_pool_max,
             statement_timeout_ms=settings.db_statement_timeout_ms,
             connect_timeout_s=settings.db_connect_timeout_s,
+            pool_timeout_s=settings.db_pool_timeout_s,
+            hung_check_s=settings.db_hung_check_s,
+            liveness_timeout_s=settings.db_liveness_timeout_s,
         )
         try:
             if migrate:
@@ -255,6 +262,9 @@ class Runtime:
                                 on_ingested=engine.observe if subscribe_engine else None,
                                 doctrines_for=doctrines_for, installed=registry.sectors,
                                 relaxed_for=relaxations.relaxed, receipt_wait_s=settings.receipt_wait_s)
+            keeper = PartitionKeeper(db, settings.partitions_ahead)
+            keeper.cover(lclock.now_us())
+            ingestor.before_store = keeper.cover
             thresholds = ThresholdBook(db, clock)
             unknown = set(settings.change_classes) - set(available_sectors())
             if unknown:
@@ -270,7 +280,8 @@ class Runtime:
             raise
         leases = Leases(db, ttl_s=settings.lease_ttl_s)
         return cls(settings, db, keyring, ledger, subjects, audit, clock, lclock, registry, reader, engine,
-                   ingestor, thresholds, proposals, coordinator, leases, relaxations, cache, subscribe_engine)
+                   ingestor, thresholds, proposals, coordinator, leases, relaxations, cache, subscribe_engine,
+                   last_seen=LastSeen(settings.stale_read_entries))
 
     def catch_up(self, sector: str) -> int:
         """Feed the sector's detection windows with observations stored since the last catch-up (by ingest

@@ -28,17 +28,15 @@ def live() -> dict[str, str]:
 
 
 def _database(request: Request) -> dict[str, Any]:
+    """The database's state, never blocking for long: cached for a second, down at once while its circuit
+    breaker is open, otherwise a probe bounded by ``KNHK_DB_LIVENESS_TIMEOUT_S``."""
     st = state_of(request)
-    started = time.perf_counter()
     try:
-        st.app.ping_database()
-        ok = True
-        error = None
+        report = dict(st.app.database_health())
     except Exception as exc:
-        ok, error = False, str(exc)[:300]
-    metrics.DEPENDENCY_UP.labels("database").set(1 if ok else 0)
-    return {"status": "up" if ok else "down", "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            "dialect": st.app.database_dialect, **({"error": error} if error else {})}
+        report = {"status": "down", "error": str(exc)[:300]}
+    metrics.DEPENDENCY_UP.labels("database").set(1 if report["status"] == "up" else 0)
+    return {**report, "dialect": st.app.database_dialect}
 
 
 @router.get("/health/ready", response_model=dict[str, Any], responses={503: {"description": "Not ready"}})
@@ -96,6 +94,8 @@ def health(request: Request) -> Response:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {metrics.CONTENT_TYPE: {}}}})
-def prometheus() -> Response:
-    """Prometheus text exposition."""
+def prometheus(request: Request) -> Response:
+    """Prometheus text exposition (the pool gauges read at the scrape: in-memory, never blocking)."""
+    for state, n in state_of(request).app.pool_stats().items():
+        metrics.POOL.labels(state).set(n)
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
