@@ -24,6 +24,7 @@ MAX_REASON = 4096
 
 CYCLE_STARTED = "cycle.started"
 PATTERN_DETECTED = "pattern.detected"
+PROPOSER_FALLBACK = "proposer.fallback"
 PROPOSAL_CREATED = "proposal.created"
 PROPOSAL_VALIDATED = "proposal.validated"
 PROPOSAL_HELD = "proposal.held"
@@ -51,7 +52,8 @@ OBSERVATIONS_ARCHIVED = "observations.archived"
 
 #: Every kind of the ``receipts`` log, in the order a cycle writes them (the audit log's kinds are actions).
 KINDS: tuple[str, ...] = (
-    CYCLE_STARTED, PATTERN_DETECTED, PROPOSAL_CREATED, PROPOSAL_VALIDATED, PROPOSAL_HELD, PROPOSAL_EXPIRED,
+    CYCLE_STARTED, PATTERN_DETECTED, PROPOSER_FALLBACK, PROPOSAL_CREATED, PROPOSAL_VALIDATED, PROPOSAL_HELD,
+    PROPOSAL_EXPIRED,
     APPROVAL_RECORDED, APPROVAL_REFUSED, PROPOSAL_FROZEN, APPROVAL_VOIDED, PROPOSAL_REVIEWED, SNAPSHOT_ROOT,
     SNAPSHOT_PROMOTED,
     SNAPSHOT_ROLLED_BACK, SNAPSHOT_COLLECTED, GUARD_VIOLATED, ALERT_RAISED, CYCLE_COMPLETED,
@@ -109,14 +111,26 @@ def cycle_completed(*, sector: str, cycle_id: str, outcome: str, error: str | No
 def proposal_created(*, sector: str, proposal_id: str, base_id: str, snapshot_id: str, pattern: str | None,
                      proposer: str, author: str, cost: int, delta_digest: str, summary: Mapping[str, Any],
                      additions: int, removals: int, rationale: str,
-        klass: Mapping[str, str] | None = None) -> EntryDraft:
+        klass: Mapping[str, str] | None = None, llm: Mapping[str, Any] | None = None) -> EntryDraft:
+    """``llm`` (proposer ``llm`` only): model, prompt_digest (SHA-256 of the canonical request), response_model,
+    prompt_tokens, completion_tokens, fenced."""
     return EntryDraft(log=RECEIPTS, kind=PROPOSAL_CREATED, sector=sector, subject=proposal_id, outcome="created",
                       reason=_reason(rationale), evidence=[pattern] if pattern else [],
                       data={**(klass or {}),
                             "proposal_id": proposal_id, "base_snapshot_id": base_id, "snapshot_id": snapshot_id,
                             "pattern": pattern, "proposer": proposer, "author": author, "cost": cost,
                             "delta_digest": delta_digest, "summary": dict(summary), "additions": additions,
-                            "removals": removals})
+                            "removals": removals, **({"llm": dict(llm)} if llm is not None else {})})
+
+
+def proposer_fallback(*, sector: str, cycle_id: str, pattern: str, reason: str, message: str, model: str,
+                      prompt_digest: str | None, details: Mapping[str, Any] | None = None) -> EntryDraft:
+    """The LLM proposer gave no usable ΔΣ for ``pattern`` (``reason``: a code of knhk.proposals.llm.REASONS);
+    the rule proposer plans instead."""
+    return EntryDraft(log=RECEIPTS, kind=PROPOSER_FALLBACK, sector=sector, subject=pattern, outcome=reason,
+                      reason=_reason(message),
+                      data={"cycle_id": cycle_id, "pattern": pattern, "reason": reason, "model": model,
+                            "prompt_digest": prompt_digest, "fallback": "rule", **dict(details or {})})
 
 
 def proposal_validated(*, sector: str, proposal_id: str, snapshot_id: str, validation_id: str, outcome: str,
