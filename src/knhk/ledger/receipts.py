@@ -48,6 +48,7 @@ RELAXATION_GRANTED = "relaxation.granted"
 RELAXATION_REVOKED = "relaxation.revoked"
 RELAXATION_ENDED = "relaxation.ended"
 RELAXATION_EXPIRED = "relaxation.expired"
+OBSERVATIONS_ARCHIVED = "observations.archived"
 
 #: Every kind of the ``receipts`` log, in the order a cycle writes them (the audit log's kinds are actions).
 KINDS: tuple[str, ...] = (
@@ -57,7 +58,7 @@ KINDS: tuple[str, ...] = (
     SNAPSHOT_PROMOTED,
     SNAPSHOT_ROLLED_BACK, SNAPSHOT_COLLECTED, GUARD_VIOLATED, ALERT_RAISED, CYCLE_COMPLETED,
     RELAXATION_REQUESTED, RELAXATION_DECIDED, RELAXATION_REFUSED, RELAXATION_GRANTED, RELAXATION_REVOKED,
-    RELAXATION_ENDED, RELAXATION_EXPIRED,
+    RELAXATION_ENDED, RELAXATION_EXPIRED, OBSERVATIONS_ARCHIVED,
 )
 
 
@@ -270,6 +271,21 @@ def guard_alert(*, sector: str, observation_id: str, level: str, reason: str, gu
                       reason=reason, evidence=[observation_id],
                       data={"level": level, "source": "guard", "guard_id": guard_id, "criticality": criticality,
                             "event_type": event_type, **(commitment or {})})
+
+
+# -- retention (SPEC §11) -----------------------------------------------------------------------------
+def observations_archived(*, segment: str, period: str, count: int, first_seq: int | None, last_seq: int | None,
+                          lo_us: int, hi_us: int, content_root: str, rows_root: str, archive_sha256: str,
+                          manifest_sha256: str) -> EntryDraft:
+    """A month of observations archived (knhk.observations.retention) before its partition is dropped:
+    ``manifest_sha256`` is the digest of the signed segment manifest; ``content_root`` the RFC 9162 root over
+    its observations' evidence leaves in seq order; ``rows_root`` over the archive's lines."""
+    return EntryDraft(log=RECEIPTS, kind=OBSERVATIONS_ARCHIVED, subject=segment, outcome="archived",
+                      reason=f"{count} observation(s) of {period} archived after the retention",
+                      data={"segment": segment, "period": period, "count": count, "first_seq": first_seq,
+                            "last_seq": last_seq, "lo_us": lo_us, "hi_us": hi_us, "content_root": content_root,
+                            "rows_root": rows_root, "archive_sha256": archive_sha256,
+                            "manifest_sha256": manifest_sha256})
 
 
 # -- guard relaxations (SPEC §7) ---------------------------------------------------------------------------
