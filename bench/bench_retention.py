@@ -48,7 +48,8 @@ def run(url: str, data_dir: Path, n: int) -> dict[str, float]:
         report = app.archive_observations(local_principal("bench"), retention_days=90, now_us=NOW)
         archive_s = time.perf_counter() - start
         done = [a for a in report.archived if a.count]
-        assert len(done) == 1 and done[0].count == n, report.to_json()
+        if len(done) != 1 or done[0].count != n:
+            raise SystemExit(f"unexpected archive run: {report.to_json()}")
         path = Path(done[0].archive)
         start = time.perf_counter()
         verified = verify_archive(path)
