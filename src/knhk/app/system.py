@@ -20,6 +20,7 @@ from knhk.errors import ConflictError
 from knhk.ledger import receipts
 from knhk.ledger.verify import VerifyReport
 from knhk.loop.coordinator import CycleRecord
+from knhk.observations import partitions
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import Clock
 from knhk.proof.entry import LOGS, Entry
@@ -114,6 +115,12 @@ class SystemOps(Operations):
     def outbox_pending(self) -> int:
         """Ledger entries owed in the outbox and not written yet (``knhk_outbox_pending``)."""
         return self.runtime.ledger.outbox_pending()
+
+    def ensure_partitions(self) -> int:
+        """Make the observation partitions of this month and the next ``KNHK_PARTITIONS_AHEAD`` (the service's
+        hourly job; ingest and startup do it too); how many were made."""
+        rt = self.runtime
+        return partitions.ensure(rt.db, rt.loop_clock.now_us(), rt.settings.partitions_ahead)
 
     def refresh_snapshots(self) -> None:
         """Reload every sector's current snapshot from the database."""

@@ -40,7 +40,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from knhk.errors import DependencyUnavailableError, InvalidInputError, KnhkError, PayloadTooLargeError, UsageError
+from knhk.errors import (
+    ConflictError,
+    DependencyUnavailableError,
+    InvalidInputError,
+    KnhkError,
+    PayloadTooLargeError,
+    UsageError,
+)
 from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
 from knhk.observations import store
@@ -125,6 +132,9 @@ class Ingestor:
         self.installed = installed  # the installed sectors, named when an observation's sector is not one
         self.relaxed_for = relaxed_for  # guard ids a granted guard relaxation switches off (sector, now)
         self.receipt_wait_s = receipt_wait_s
+        # called with the ingest time before rows of it are stored (knhk.observations.partitions: the month's
+        # partition is made ahead of time; never raises)
+        self.before_store: Callable[[int], None] | None = None
         self.guards = GuardEvaluator()
         self._pending: queue.SimpleQueue[tuple[Observation, bool, Future[IngestResult]]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -151,6 +161,8 @@ class Ingestor:
             return []
         received_us = self.clock.now_us()
         parsed = self._parse(raws, client, received_us, label=label)
+        if self.before_store is not None:
+            self.before_store(received_us)
         with self.db.transaction(lock=LOCK) as conn:
             admissions = admit(parsed, self._stored(conn, parsed), received_us, batch=True, label=label,
                                backfill=backfill)
@@ -213,6 +225,8 @@ class Ingestor:
     def _commit_group(self, group: list[tuple[Observation, bool, Future[IngestResult]]]) -> None:
         received_us = self.clock.now_us()
         candidates = [obs for obs, _, _ in group]
+        if self.before_store is not None:
+            self.before_store(received_us)
         with self.db.transaction(lock=LOCK) as conn:
             admissions = admit(candidates, self._stored(conn, candidates), received_us, batch=False)
             fresh = self._insert(conn, [o for o, a in zip(candidates, admissions, strict=True) if a.new])
@@ -276,7 +290,15 @@ class Ingestor:
     def _insert(conn: Connection, fresh: list[Observation]) -> list[Observation]:
         if not fresh:
             return []
-        seqs = store.insert_observations(conn, fresh)
+        try:
+            seqs = store.insert_observations(conn, fresh)
+        except Exception as exc:
+            # ingest holds the observations lock and has looked every id up: an id only observation_ids still
+            # knows belongs to an observation archived after the retention (knhk.observations.retention)
+            if "observation_ids" not in str(exc):
+                raise
+            raise ConflictError("an observation id of this batch was used by an observation archived after the "
+                                "retention; ids are never reused") from exc
         return [o.with_seq(seqs[o.id]) for o in fresh]
 
     @staticmethod
