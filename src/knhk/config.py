@@ -142,6 +142,34 @@ class Settings(BaseSettings):
                      "detectors.json (knhk.sectors.detectors; shown by `knhk sectors show S`)."),
     )
 
+    # -- the optional LLM proposer (SPEC §5; read by knhk.app.runtime into knhk.proposals.llm)
+    llm_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible chat endpoint (…/v1; KNHK posts to "
+                                  "{url}/chat/completions). Unset: the rule proposer only.")
+    llm_model: str | None = Field(default=None, description="Model name sent to the endpoint (required with "
+                                                            "KNHK_LLM_URL) and recorded in the receipt.")
+    llm_key_file: Path | None = Field(default=None, description="File (mode 0600) holding the endpoint's API key "
+                                                                "(sent as a bearer token); none: no key.")
+    llm_connect_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Connect timeout of an LLM call.")
+    llm_timeout_s: float = Field(default=60.0, gt=0, le=600, description="Read timeout of an LLM call.")
+    llm_max_tokens: int = Field(default=2048, ge=64, le=65_536, description="max_tokens of one LLM answer.")
+    llm_requests_per_hour: int = Field(default=10, ge=1, le=100_000,
+                                       description="LLM calls per rolling hour per process (then the rule proposer).")
+    llm_tokens_per_hour: int = Field(default=50_000, ge=100, le=100_000_000,
+                                     description="LLM token budget per rolling hour per process (prompt + answer).")
+
+    @field_validator("llm_url", "llm_model", "llm_key_file", mode="before")
+    @classmethod
+    def _llm_unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("llm_url")
+    @classmethod
+    def _check_llm_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("KNHK_LLM_URL must start with http:// or https://")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:

@@ -43,6 +43,7 @@ class Service:
     db_url: str
     env: dict[str, str]
     issuer: LocalIssuer
+    log: list[str]  # the service's output, drained by a thread (so a full pipe never blocks the server)
 
     def auth(self, *roles: str, who: str) -> dict[str, str]:
         return {"Authorization": "Bearer " + self.issuer.mint(roles, subject=who, mfa=True).token}
@@ -57,9 +58,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                "KNHK_DB_POOL_MAX": str(POOL_MAX), "KNHK_DB_POOL_TIMEOUT_S": str(POOL_TIMEOUT_S),
                "KNHK_CYCLE_INTERVAL_S": "0", "KNHK_VERIFY_INTERVAL_S": "0", "KNHK_CHECKPOINT_INTERVAL_S": "0",
                "KNHK_TELEMETRY_CHECK_INTERVAL_S": "0", "KNHK_RECEIPT_WAIT_S": "0.5"}
-        with serve(env) as (url, _):
+        with serve(env) as (url, proc):
             issuer = LocalIssuer.from_settings(Settings(data_dir=tmp / "data", database_url=db_url))
-            yield Service(url, cluster, db_url, env, issuer)
+            log: list[str] = []
+            assert proc.stdout is not None
+            threading.Thread(target=lambda: log.extend(proc.stdout or ()), daemon=True).start()
+            yield Service(url, cluster, db_url, env, issuer, log)
 
 
 @dataclass
@@ -196,6 +200,7 @@ def _verify(svc: Service) -> None:
 
 def _outage(svc: Service, fault: str) -> None:
     cluster = svc.cluster
+    svc.log.clear()
     reads = _seen_reads(svc)
     load = Load(svc, f"{fault}{time.time_ns()}", reads)
     pool = load.run()
@@ -253,6 +258,9 @@ def _outage(svc: Service, fault: str) -> None:
           f"{len(stored - acknowledged)} (503 at commit: outcome unknown to the client), half-written batches "
           f"{len(half_batches)}")
 
+    lines = [line.strip() for line in svc.log if "WARNING" in line or "probe of postgresql" in line]
+    print(f"[{fault}] service log ({len(svc.log)} lines):", *lines[:12], sep="\n  ")
+    Path(os.environ.get("KNHK_TEST_LOG_DUMP", os.devnull)).write_text("".join(svc.log))
     assert refused, "no write was refused during the outage"
     assert {r.status for r in writes} <= {201, 503}, sorted({r.status for r in writes})
     assert all(r.retry_after and int(r.retry_after) >= 1 for r in refused)

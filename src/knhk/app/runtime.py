@@ -36,6 +36,7 @@ from knhk.ledger.sequencer import CheckpointPolicy
 from knhk.loop import store as loop_store
 from knhk.loop.coordinator import Coordinator, CycleRecord
 from knhk.loop.leases import Leases
+from knhk.loop.planner import LlmPlanner
 from knhk.loop.proposals import LoopPolicy, ProposalService
 from knhk.observations import store as observation_store
 from knhk.observations.ingest import Ingestor
@@ -48,6 +49,8 @@ from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.ops.stale import LastSeen
 from knhk.proof.signing import SigningKey, read_key_file
+from knhk.proposals.llm import LlmProposer, LlmSettings
+from knhk.proposals.llm import read_key_file as read_llm_key
 from knhk.sectors.classes import pack_class_rules
 from knhk.sectors.detectors import pack_detector_settings
 from knhk.sectors.detectors import where as pack_settings_file
@@ -161,6 +164,25 @@ def configure_resilience(settings: Settings) -> None:
                                settings.retry_jitter))
 
 
+def llm_settings(settings: Settings) -> LlmSettings | None:
+    """The LLM proposer's configuration (KNHK_LLM_*), or None when KNHK_LLM_URL is unset (rule proposer only)."""
+    if settings.llm_url is None:
+        return None
+    if not settings.llm_model:
+        raise ConfigurationError("KNHK_LLM_URL is set but KNHK_LLM_MODEL is not: name the model to ask")
+    key = read_llm_key(settings.llm_key_file) if settings.llm_key_file is not None else None
+    return LlmSettings(settings.llm_url, settings.llm_model, key, settings.llm_connect_timeout_s,
+                       settings.llm_timeout_s, settings.llm_max_tokens, settings.llm_requests_per_hour,
+                       settings.llm_tokens_per_hour)
+
+
+def llm_planner(settings: Settings, proposals: ProposalService) -> LlmPlanner | None:
+    configured = llm_settings(settings)
+    if configured is None:
+        return None
+    return LlmPlanner(LlmProposer(configured), doctrines_for, proposals.decided)
+
+
 @dataclass
 class Runtime:
     """The wired-up objects of one KNHK process."""
@@ -252,7 +274,8 @@ class Runtime:
             proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy(),
                                         classes_for=lambda sector: rules.get(sector, ClassRules()))
             proposals.on_outcome = thresholds.record
-            coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock)
+            coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock,
+                                      llm=llm_planner(settings, proposals))
         except BaseException:
             db.close()
             raise
@@ -306,6 +329,8 @@ class Runtime:
             return self.coordinator.run_cycle(sector)
 
     def close(self) -> None:
+        if self.coordinator.llm is not None:
+            self.coordinator.llm.proposer.close()
         self.ledger.close()
         self.db.close()
 

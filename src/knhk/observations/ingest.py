@@ -40,7 +40,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from knhk.errors import DependencyUnavailableError, InvalidInputError, KnhkError, PayloadTooLargeError, UsageError
+from knhk.errors import (
+    ConflictError,
+    DependencyUnavailableError,
+    InvalidInputError,
+    KnhkError,
+    PayloadTooLargeError,
+    UsageError,
+)
 from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
 from knhk.observations import store
@@ -291,7 +298,15 @@ class Ingestor:
     def _insert(conn: Connection, fresh: list[Observation]) -> list[Observation]:
         if not fresh:
             return []
-        seqs = store.insert_observations(conn, fresh)
+        try:
+            seqs = store.insert_observations(conn, fresh)
+        except Exception as exc:
+            # ingest holds the observations lock and has looked every id up: an id only observation_ids still
+            # knows belongs to an observation archived after the retention (knhk.observations.retention)
+            if "observation_ids" not in str(exc):
+                raise
+            raise ConflictError("an observation id of this batch was used by an observation archived after the "
+                                "retention; ids are never reused") from exc
         return [o.with_seq(seqs[o.id]) for o in fresh]
 
     @staticmethod

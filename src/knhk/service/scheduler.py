@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 
+from knhk.errors import DependencyUnavailableError
 from knhk.loop.coordinator import CycleRecord
 from knhk.ops.telemetry.selfcheck import active_processor, check_exposition, hot_path_ticks
 from knhk.service import metrics
@@ -88,6 +89,8 @@ def _loop(st: ServiceState) -> None:
                 last[name] = now
                 try:
                     job(st)
+                except DependencyUnavailableError as exc:  # an outage: one line, no traceback (it is expected)
+                    log.warning("background job %s skipped: %s", name, exc.message)
                 except Exception:
                     log.exception("background job %s failed", name)
         st.stop.wait(1.0)

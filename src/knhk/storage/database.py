@@ -268,7 +268,10 @@ class Database:
         "error"?}``. PostgreSQL: down at once while the breaker is open; else a liveness probe (bounded by
         ``liveness_timeout_s``) and ``SELECT 1`` through the pool (a pool wait of at most that bound; an
         exhausted pool of a live server is up, with ``pool_exhausted``). The answer is reused for 1 s, and a
-        caller arriving while another computes it gets the previous answer."""
+        caller arriving while another computes it gets the previous answer. SQLite: ``SELECT 1`` each time (a
+        local file, no lock taken)."""
+        if self.dialect == "sqlite":
+            return self._check_health()
         now = time.monotonic()
         cached = self._health
         if cached is not None and now - cached[0] < _HEALTH_TTL_S:
@@ -301,6 +304,8 @@ class Database:
             return answer(f"circuit breaker open (retry in {self._breaker.retry_after_s()} s)")
         reason = liveness(self.url, self.liveness_timeout_s)
         if reason is not None:
+            assert self._watchdog is not None
+            self._watchdog.report(reason)  # calls in progress are aborted and the breaker opens, as on its own probe
             return answer(reason[:300])
         try:
             with self._pg_connection(pool_timeout_s=self.liveness_timeout_s) as raw:
@@ -345,6 +350,7 @@ class Database:
 
         assert self._watchdog is not None
         deadline = time.monotonic() + timeout_s
+        errors = self._pool.get_stats().get("connections_errors", 0)
         with self._watchdog.waiting():
             while True:
                 left = deadline - time.monotonic()
@@ -352,6 +358,15 @@ class Database:
                     return self._pool.getconn(timeout=max(0.001, min(left, _POOL_SLICE_S)))
                 except psycopg_pool.PoolTimeout:
                     self._breaker.refuse_if_open()
+                    stats = self._pool.get_stats()
+                    if (stats.get("connections_errors", 0) > errors
+                            and stats.get("pool_size", 0) < self._pool.max_size):
+                        # not exhaustion: the pool has room but its connection attempts fail (a server that
+                        # answers the protocol yet refuses connections: shutting down, too many clients,
+                        # the database closed to connections, authentication)
+                        raise DependencyUnavailableError(
+                            "PostgreSQL accepts no new connections (the pool's attempts fail; see the "
+                            "psycopg.pool log)") from None
                     if left <= _POOL_SLICE_S:
                         raise PoolExhaustedError(
                             f"all {self._pool.max_size} PostgreSQL pool connections stayed in use for "

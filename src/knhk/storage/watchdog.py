@@ -6,7 +6,9 @@ settings nor TCP keepalives (the kernel still acknowledges) end a call already s
 for the whole outage.
 
 :class:`Watchdog` does. A monitor thread watches the connections callers hold and the callers waiting for the
-pool. When one has been busy longer than ``check_after_s`` it asks the server whether it is alive with a
+pool. When one begun since the server last proved alive has been busy longer than ``check_after_s`` (so a
+long statement on a live server costs one probe, not one per interval) it asks the server that call is
+connected to (for a pool wait: any server the URL names) whether it is alive with a
 :func:`liveness` probe bounded by ``liveness_timeout_s``: a TCP connect and the 8-byte SSLRequest of the
 PostgreSQL protocol, which the server answers with one byte before any authentication. A server that answers is
 alive, and slow statements continue (its ``statement_timeout`` bounds them). A server that refuses or does not
@@ -83,6 +85,16 @@ def liveness(url: str, timeout_s: float) -> str | None:
     return "; ".join(reasons)
 
 
+def endpoint_of(raw: Any) -> tuple[str, int] | None:
+    """The (host, port) a psycopg connection is connected to (None when unknown)."""
+    try:
+        info = raw.info
+        host = info.hostaddr or info.host
+        return (host, int(info.port)) if host else None
+    except Exception:
+        return None
+
+
 def abort(raw: Any) -> None:
     """Shut down a psycopg connection's socket from another thread: a call blocked on it fails at once."""
     with suppress(Exception):
@@ -101,7 +113,7 @@ class Watchdog:
         self.liveness_timeout_s = liveness_timeout_s
         self._on_outage = on_outage
         self._lock = threading.Lock()
-        self._held: dict[int, tuple[Any, float]] = {}
+        self._held: dict[int, tuple[Any, float, tuple[str, int] | None]] = {}
         self._waiting: dict[int, float] = {}
         self._aborted: set[int] = set()
         self._next = 0
@@ -109,6 +121,8 @@ class Watchdog:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self.last_probe: tuple[float, str | None] | None = None  # (monotonic time, failure reason or None)
+        self.probes = 0
+        self._alive_at = float("-inf")  # when the last successful probe started
 
     # -- registration -------------------------------------------------------------------------------------
     def _token(self) -> int:
@@ -125,7 +139,7 @@ class Watchdog:
         """Register ``raw`` as busy for the block; yields a function telling whether the watchdog aborted it."""
         with self._lock:
             token = self._token()
-            self._held[token] = (raw, time.monotonic())
+            self._held[token] = (raw, time.monotonic(), endpoint_of(raw))
             self._ensure_thread()
         self._wake.set()
         try:
@@ -154,33 +168,68 @@ class Watchdog:
         self._wake.set()
 
     # -- the monitor --------------------------------------------------------------------------------------
-    def _oldest(self) -> float | None:
+    def _slow(self, now: float) -> tuple[set[tuple[str, int] | None], bool]:
+        """The endpoints of held connections, and whether a pool wait, busy for ``check_after_s`` and begun since
+        the server last proved alive (one begun before is slow, not a sign of a hang: a newer call shows a hang
+        that starts later)."""
+        limit = now - self.check_after_s
         with self._lock:
-            times = [since for _, since in self._held.values()] + list(self._waiting.values())
-        return min(times) if times else None
+            held = {endpoint for _, since, endpoint in self._held.values() if self._alive_at < since <= limit}
+            waiting = any(self._alive_at < since <= limit for since in self._waiting.values())
+        return held, waiting
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return bool(self._held or self._waiting)
+
+    def _probe(self, held: set[tuple[str, int] | None], waiting: bool) -> tuple[str | None, set[tuple[str, int]]]:
+        """Probe the endpoints slow calls are connected to (each must answer), and for pool waiters or calls of
+        an unknown endpoint the URL's servers (any may answer); the failure reason and the dead endpoints."""
+        reasons, dead = [], set()
+        for endpoint in sorted(e for e in held if e is not None):
+            reason = _answers(endpoint[0], endpoint[1], self.liveness_timeout_s)
+            if reason is not None:
+                reasons.append(reason)
+                dead.add(endpoint)
+        if waiting or None in held:
+            reason = liveness(self.url, self.liveness_timeout_s)
+            if reason is not None:
+                reasons.append(reason)
+        return ("; ".join(reasons) if reasons else None), dead
+
+    def report(self, reason: str) -> None:
+        """Someone else (the health check) found the server not answering: act as on a failed probe."""
+        self._outage(reason, started=time.monotonic())
 
     def _loop(self) -> None:
         tick = max(0.02, min(0.1, self.check_after_s / 2))
         last_probe = 0.0
         while not self._stopped:
-            oldest = self._oldest()
-            if oldest is None:
-                self._wake.wait(1.0)
+            if not self._busy():
+                self._wake.wait(self.check_after_s)
                 self._wake.clear()
                 continue
             now = time.monotonic()
-            if now - oldest >= self.check_after_s and now - last_probe >= self.check_after_s:
+            held, waiting = self._slow(now)
+            if (held or waiting) and now - last_probe >= self.check_after_s:
                 last_probe = now
-                reason = liveness(self.url, self.liveness_timeout_s)
+                reason, dead = self._probe(held, waiting)
+                self.probes += 1
                 self.last_probe = (time.monotonic(), reason)
-                if reason is not None:
-                    self._outage(reason, started=now)
+                if reason is None:
+                    self._alive_at = now
+                else:
+                    self._outage(reason, started=now, only=dead or None)
             time.sleep(tick)
 
-    def _outage(self, reason: str, *, started: float) -> None:
+    def _outage(self, reason: str, *, started: float, only: set[tuple[str, int]] | None = None) -> None:
+        """Abort the calls begun by ``started`` (only those connected to the ``only`` endpoints, when given)
+        and report the outage."""
         with self._lock:
-            victims = [(token, raw) for token, (raw, since) in self._held.items() if since <= started]
+            victims = [(token, raw) for token, (raw, since, endpoint) in self._held.items()
+                       if since <= started and (only is None or endpoint in only)]
             self._aborted.update(token for token, _ in victims)
+            self._alive_at = float("-inf")
         log.warning("PostgreSQL is not answering (%s): aborting %d call(s) in progress", reason, len(victims),
                     extra={"dependency": "postgresql"})
         for _, raw in victims:
