@@ -33,8 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.baseline_app import COLUMNS, create_table, row  # noqa: E402
-from bench.load.server import free_port, knhk_server, scratch_database, wait_ready  # noqa: E402
+from bench.baseline_app import COLUMNS, create_table, row
+from bench.load.server import free_port, knhk_server, scratch_database, wait_ready
 
 SECTORS = ("finance", "logistics", "manufacturing")
 
