@@ -20,7 +20,7 @@ RULES = ROOT / "deploy" / "monitoring" / "rules"
 SKIPPED_BLOCKS = {"mermaid", "json", "turtle", "ttl", "sparql", "yaml", "jsonc", "text"}
 # knhk_… identifiers in the docs that are not metrics: PostgreSQL role names and name prefixes
 NOT_METRICS = {"knhk_app", "knhk_app_password", "knhk_owner", "knhk_console"}  # roles, a cookie
-METRIC = re.compile(r"(?<![\w/.-])((?:knhk|process|python)_[a-z0-9_]+)\b")
+METRIC = re.compile(r"(?<![\w/.-])((?:knhk|process|python)_[a-z0-9_]+)\b(?!\()")  # not f(…): SQL functions
 ALERT = re.compile(r"\b(Knhk[A-Z][A-Za-z0-9]+)\b")
 RECORDING = re.compile(r"\b(knhk:[a-z_]+:(?:rate|ratio|p\d+|mean)[a-z0-9_]*)\b")
 ROUTE = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD) (/[^\s`'\"),;]*)")
