@@ -253,8 +253,9 @@ class Runtime:
             reader = ObservationReader(db)
             engine = DetectionEngine(lclock, configs=_detector_configs(settings))
 
-            def schema_for(sector: str) -> SectorSchema | None:
-                return registry.current_schema(sector) if registry.current(sector) is not None else None
+            def schema_for(sector: str) -> SectorSchema | None:  # one pointer read: the ingestor asks once a batch
+                current = registry.current(sector)
+                return None if current is None else registry.schema(current.id)
 
             relaxations = RelaxationService(db, ledger, audit, registry, doctrines_for, lclock,
                                             max_window_s=settings.relaxation_max_window_s)
