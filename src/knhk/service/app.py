@@ -29,6 +29,7 @@ from knhk.service.guards import RequestGuards
 from knhk.service.ratelimit import RateLimiter
 from knhk.service.routes import PREFIX, audit, cycles, guards, observations, patterns, proposals, receipts, snapshots
 from knhk.service.routes import health as health_routes
+from knhk.service.stale import StaleMarker
 from knhk.service.state import ServiceState
 
 log = logging.getLogger("knhk.service")
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
     app.mount("/console", console_app)
     limits = {f"{PREFIX}/observations/batch": settings.max_batch_body_bytes}
     app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits, forms_under="/console/")
+    app.add_middleware(StaleMarker)
     telemetry.instrument_app(app)
     return app
 
