@@ -55,7 +55,17 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(default=10, ge=0)
     db_pool_max: int = Field(default=50, ge=1)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
-    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_connect_timeout_s: float = Field(default=5.0, gt=0, description="PostgreSQL: bound of establishing one "
+                                        "connection (libpq counts whole seconds, at least 2).")
+    db_pool_timeout_s: float = Field(default=5.0, gt=0, le=300, description="PostgreSQL: a request waits at most "
+                                     "this long for a pool connection, then gets 503 pool_exhausted.")
+    db_hung_check_s: float = Field(default=0.25, gt=0, le=60, description="PostgreSQL: a call or pool wait longer "
+                                   "than this makes the watchdog check that the server still answers.")
+    db_liveness_timeout_s: float = Field(default=0.5, gt=0, le=30, description="PostgreSQL: the watchdog's and "
+                                         "/health's liveness probe waits this long for the server's answer; "
+                                         "none means down or hung (calls in progress aborted, breaker opened).")
+    stale_read_entries: int = Field(default=10_000, ge=0, description="Reads remembered per process for the "
+                                    "stale fallback during a database outage (X-KNHK-Stale); 0 disables it.")
     migration_lock_timeout_ms: int = Field(
         default=5_000, ge=1, description="PostgreSQL: how long a migration statement may wait for a table lock.")
     migration_statement_timeout_ms: int = Field(
@@ -140,6 +150,34 @@ class Settings(BaseSettings):
         description=("Per-sector detector thresholds as JSON {sector: {setting: value}}, over the sector pack's "
                      "detectors.json (knhk.sectors.detectors; shown by `knhk sectors show S`)."),
     )
+
+    # -- the optional LLM proposer (SPEC §5; read by knhk.app.runtime into knhk.proposals.llm)
+    llm_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible chat endpoint (…/v1; KNHK posts to "
+                                  "{url}/chat/completions). Unset: the rule proposer only.")
+    llm_model: str | None = Field(default=None, description="Model name sent to the endpoint (required with "
+                                                            "KNHK_LLM_URL) and recorded in the receipt.")
+    llm_key_file: Path | None = Field(default=None, description="File (mode 0600) holding the endpoint's API key "
+                                                                "(sent as a bearer token); none: no key.")
+    llm_connect_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Connect timeout of an LLM call.")
+    llm_timeout_s: float = Field(default=60.0, gt=0, le=600, description="Read timeout of an LLM call.")
+    llm_max_tokens: int = Field(default=2048, ge=64, le=65_536, description="max_tokens of one LLM answer.")
+    llm_requests_per_hour: int = Field(default=10, ge=1, le=100_000,
+                                       description="LLM calls per rolling hour per process (then the rule proposer).")
+    llm_tokens_per_hour: int = Field(default=50_000, ge=100, le=100_000_000,
+                                     description="LLM token budget per rolling hour per process (prompt + answer).")
+
+    @field_validator("llm_url", "llm_model", "llm_key_file", mode="before")
+    @classmethod
+    def _llm_unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("llm_url")
+    @classmethod
+    def _check_llm_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("KNHK_LLM_URL must start with http:// or https://")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -233,8 +271,16 @@ class Settings(BaseSettings):
         default=None, description="OS user that owns the cluster; pgBackRest and pg_ctl run as this user.")
     backup_scratch_dir: Path | None = Field(default=None, description="Where verify restores into; default /tmp.")
 
+    # -- retention of observations (SPEC §11; read by knhk.observations.retention)
+    retention_days: int = Field(default=90, ge=1, le=36500, description="Observations are archived, then dropped, "
+                                "per whole month of ingest once the month ended this many days ago.")
+    archive_dir: Path | None = Field(default=None, description="Observation archives and their segment manifests; "
+                                     "default data_dir/archive.")
+    partitions_ahead: int = Field(default=3, ge=1, le=120, description="Monthly observation partitions kept "
+                                  "created ahead of the current month (PostgreSQL).")
+
     @field_validator("backup_key_file", "backup_pgbackrest_config", "backup_pg_data", "backup_pg_bin",
-                     "backup_dir", "backup_scratch_dir", "backup_os_user", mode="before")
+                     "backup_dir", "backup_scratch_dir", "backup_os_user", "archive_dir", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value
@@ -242,6 +288,10 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_backup_dir(self) -> Path:
         return self.backup_dir or self.data_dir / "backups"
+
+    @cached_property
+    def resolved_archive_dir(self) -> Path:
+        return self.archive_dir or self.data_dir / "archive"
 
     @cached_property
     def resolved_local_issuer_key_file(self) -> Path:

@@ -69,6 +69,8 @@ CREATE_BACKUP = Operation("backups.create", None, mutating=True)
 LIST_BACKUPS = Operation("backups.list", None)
 VERIFY_BACKUP = Operation("backups.verify", None)
 RESTORE_BACKUP = Operation("backups.restore", None, mutating=True)
+# Retention drops whole partitions (PostgreSQL: as the schema owner) and writes the archive directory on the host.
+ARCHIVE_OBSERVATIONS = Operation("observations.archive", None, mutating=True)
 
 
 class Access(Protocol):

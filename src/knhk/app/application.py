@@ -21,6 +21,7 @@ from knhk.app.guards import GuardOps
 from knhk.app.ledger import LedgerOps
 from knhk.app.observations import IngestAudit, ObservationOps
 from knhk.app.proposals import ProposalOps
+from knhk.app.retention import RetentionOps
 from knhk.app.runtime import Runtime
 from knhk.app.sectors import SectorOps
 from knhk.app.snapshots import SnapshotOps
@@ -33,7 +34,7 @@ log = logging.getLogger("knhk")
 
 
 class Application(ObservationOps, ProposalOps, SnapshotOps, SectorOps, GuardOps, CycleOps, LedgerOps, AuditOps,
-                  BackupOps, SystemOps):
+                  BackupOps, RetentionOps, SystemOps):
     """The operations of one KNHK installation, for the principals of one face."""
 
     def __init__(self, runtime: Runtime, access: Access) -> None:

@@ -59,12 +59,14 @@ class LedgerOps(Operations):
 
     def receipt(self, actor: Principal, log: str, seq: int) -> Entry:
         self._allow(actor, READ_RECEIPTS)
-        return self.runtime.ledger.entry(log, seq)
+        ledger = self.runtime.ledger
+        return self.runtime.last_seen.read("receipt", f"{log}/{seq}", lambda: ledger.entry(log, seq))
 
     def prove(self, actor: Principal, log: str, seq: int) -> dict[str, Any]:
         """An offline proof bundle for entry ``seq`` (entry, inclusion proof, signed checkpoint, public key)."""
         self._allow(actor, READ_RECEIPTS)
-        return self.runtime.ledger.prove(log, seq)
+        ledger = self.runtime.ledger
+        return self.runtime.last_seen.read("proof", f"{log}/{seq}", lambda: ledger.prove(log, seq))
 
     def receipt_evidence(self, actor: Principal, log: str, seq: int) -> EvidenceReport:
         """Entry ``seq``'s evidence commitment recomputed from the observation store (SPEC §8): the report
@@ -81,16 +83,24 @@ class LedgerOps(Operations):
         """The signed checkpoint of the log's current tree (issued now if the log grew since the latest)."""
         self._allow(actor, READ_RECEIPTS)
         ledger = self.runtime.ledger
-        cp = ledger.latest_checkpoint(log)
-        if cp is None or cp.tree_size < ledger.tree_size(log):
-            cp = ledger.checkpoint(log)
-        return cp
+
+        def latest() -> StoredCheckpoint:
+            cp = ledger.latest_checkpoint(log)
+            if cp is None or cp.tree_size < ledger.tree_size(log):
+                cp = ledger.checkpoint(log)
+            return cp
+
+        return self.runtime.last_seen.read("checkpoint", log, latest)
 
     def consistency(self, actor: Principal, log: str, first: int, second: int) -> Consistency:
         self._allow(actor, READ_RECEIPTS)
         ledger = self.runtime.ledger
-        proof = ledger.consistency_proof(log, first, second)
-        return Consistency(log, first, second, ledger.root(log, first), ledger.root(log, second), proof)
+
+        def prove() -> Consistency:
+            proof = ledger.consistency_proof(log, first, second)
+            return Consistency(log, first, second, ledger.root(log, first), ledger.root(log, second), proof)
+
+        return self.runtime.last_seen.read("consistency", f"{log}/{first}/{second}", prove)
 
     def verify(self, actor: Principal, log: str, *, workers: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> VerifyReport:

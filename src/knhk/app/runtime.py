@@ -36,16 +36,21 @@ from knhk.ledger.sequencer import CheckpointPolicy
 from knhk.loop import store as loop_store
 from knhk.loop.coordinator import Coordinator, CycleRecord
 from knhk.loop.leases import Leases
+from knhk.loop.planner import LlmPlanner
 from knhk.loop.proposals import LoopPolicy, ProposalService
 from knhk.observations import store as observation_store
 from knhk.observations.ingest import Ingestor
+from knhk.observations.partitions import PartitionKeeper
 from knhk.observations.reader import ObservationReader
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops import resilience
 from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
+from knhk.ops.stale import LastSeen
 from knhk.proof.signing import SigningKey, read_key_file
+from knhk.proposals.llm import LlmProposer, LlmSettings
+from knhk.proposals.llm import read_key_file as read_llm_key
 from knhk.sectors.classes import pack_class_rules
 from knhk.sectors.detectors import pack_detector_settings
 from knhk.sectors.detectors import where as pack_settings_file
@@ -159,6 +164,25 @@ def configure_resilience(settings: Settings) -> None:
                                settings.retry_jitter))
 
 
+def llm_settings(settings: Settings) -> LlmSettings | None:
+    """The LLM proposer's configuration (KNHK_LLM_*), or None when KNHK_LLM_URL is unset (rule proposer only)."""
+    if settings.llm_url is None:
+        return None
+    if not settings.llm_model:
+        raise ConfigurationError("KNHK_LLM_URL is set but KNHK_LLM_MODEL is not: name the model to ask")
+    key = read_llm_key(settings.llm_key_file) if settings.llm_key_file is not None else None
+    return LlmSettings(settings.llm_url, settings.llm_model, key, settings.llm_connect_timeout_s,
+                       settings.llm_timeout_s, settings.llm_max_tokens, settings.llm_requests_per_hour,
+                       settings.llm_tokens_per_hour)
+
+
+def llm_planner(settings: Settings, proposals: ProposalService) -> LlmPlanner | None:
+    configured = llm_settings(settings)
+    if configured is None:
+        return None
+    return LlmPlanner(LlmProposer(configured), doctrines_for, proposals.decided)
+
+
 @dataclass
 class Runtime:
     """The wired-up objects of one KNHK process."""
@@ -182,6 +206,8 @@ class Runtime:
     relaxations: RelaxationService
     cache: DerivedCache
     subscribed: bool = True
+    #: answers of reads served, marked stale, while the database is unavailable (``KNHK_STALE_READ_ENTRIES``)
+    last_seen: LastSeen = field(default_factory=lambda: LastSeen(10_000))
     _cursors: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -200,6 +226,9 @@ class Runtime:
             pool_max=settings.db_pool_max,
             statement_timeout_ms=settings.db_statement_timeout_ms,
             connect_timeout_s=settings.db_connect_timeout_s,
+            pool_timeout_s=settings.db_pool_timeout_s,
+            hung_check_s=settings.db_hung_check_s,
+            liveness_timeout_s=settings.db_liveness_timeout_s,
         )
         try:
             if migrate:
@@ -224,8 +253,9 @@ class Runtime:
             reader = ObservationReader(db)
             engine = DetectionEngine(lclock, configs=_detector_configs(settings))
 
-            def schema_for(sector: str) -> SectorSchema | None:
-                return registry.current_schema(sector) if registry.current(sector) is not None else None
+            def schema_for(sector: str) -> SectorSchema | None:  # one pointer read: the ingestor asks once a batch
+                current = registry.current(sector)
+                return None if current is None else registry.schema(current.id)
 
             relaxations = RelaxationService(db, ledger, audit, registry, doctrines_for, lclock,
                                             max_window_s=settings.relaxation_max_window_s)
@@ -233,6 +263,9 @@ class Runtime:
                                 on_ingested=engine.observe if subscribe_engine else None,
                                 doctrines_for=doctrines_for, installed=registry.sectors,
                                 relaxed_for=relaxations.relaxed, receipt_wait_s=settings.receipt_wait_s)
+            keeper = PartitionKeeper(db, settings.partitions_ahead)
+            keeper.cover(lclock.now_us())
+            ingestor.before_store = keeper.cover
             thresholds = ThresholdBook(db, clock)
             unknown = set(settings.change_classes) - set(available_sectors())
             if unknown:
@@ -241,13 +274,15 @@ class Runtime:
             proposals = ProposalService(db, ledger, audit, registry, reader, doctrines_for, lclock, LoopPolicy(),
                                         classes_for=lambda sector: rules.get(sector, ClassRules()))
             proposals.on_outcome = thresholds.record
-            coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock)
+            coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock,
+                                      llm=llm_planner(settings, proposals))
         except BaseException:
             db.close()
             raise
         leases = Leases(db, ttl_s=settings.lease_ttl_s)
         return cls(settings, db, keyring, ledger, subjects, audit, clock, lclock, registry, reader, engine,
-                   ingestor, thresholds, proposals, coordinator, leases, relaxations, cache, subscribe_engine)
+                   ingestor, thresholds, proposals, coordinator, leases, relaxations, cache, subscribe_engine,
+                   last_seen=LastSeen(settings.stale_read_entries))
 
     def catch_up(self, sector: str) -> int:
         """Feed the sector's detection windows with observations stored since the last catch-up (by ingest
@@ -294,6 +329,8 @@ class Runtime:
             return self.coordinator.run_cycle(sector)
 
     def close(self) -> None:
+        if self.coordinator.llm is not None:
+            self.coordinator.llm.proposer.close()
         self.ledger.close()
         self.db.close()
 

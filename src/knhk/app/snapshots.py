@@ -76,18 +76,26 @@ class SnapshotOps(Operations):
     def current_snapshot(self, actor: Principal, sector: str) -> SnapshotInfo:
         """The sector's current snapshot, read from the database (another replica may have moved it)."""
         self._allow(actor, READ_SNAPSHOTS)
-        snap = self.runtime.registry.refresh(sector)
-        if snap is None:
-            raise NotFoundError(f"sector {sector} has no current snapshot")
-        return snap.info
+
+        def read() -> SnapshotInfo:
+            snap = self.runtime.registry.refresh(sector)
+            if snap is None:
+                raise NotFoundError(f"sector {sector} has no current snapshot")
+            return snap.info
+
+        return self.runtime.last_seen.read("current_snapshot", sector, read)
 
     def snapshot(self, actor: Principal, snapshot: str, *, sector: str | None = None) -> SnapshotDetails:
         """One snapshot (by id, a unique prefix of at least 6 hex digits, or ``current`` with ``sector``)."""
         self._allow(actor, READ_SNAPSHOTS)
         registry = self.runtime.registry
-        info = registry.info(registry.resolve(snapshot, sector))
-        schema = registry.schema(info.id)
-        return SnapshotDetails(info, sorted(schema.event_types), [g.guard_id for g in schema.guards])
+
+        def read() -> SnapshotDetails:
+            info = registry.info(registry.resolve(snapshot, sector))
+            schema = registry.schema(info.id)
+            return SnapshotDetails(info, sorted(schema.event_types), [g.guard_id for g in schema.guards])
+
+        return self.runtime.last_seen.read("snapshot", f"{snapshot}/{sector}", read)
 
     def lineage(self, actor: Principal, *, sector: str | None = None, snapshot: str | None = None) -> list[LineageStep]:
         """The ancestry of a snapshot (default: the sector's current one) back to the root, nearest first."""

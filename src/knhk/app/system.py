@@ -20,6 +20,7 @@ from knhk.errors import ConflictError
 from knhk.ledger import receipts
 from knhk.ledger.verify import VerifyReport
 from knhk.loop.coordinator import CycleRecord
+from knhk.observations import partitions
 from knhk.ontology.schema import SectorSchema
 from knhk.ops.clock import Clock
 from knhk.proof.entry import LOGS, Entry
@@ -115,6 +116,12 @@ class SystemOps(Operations):
         """Ledger entries owed in the outbox and not written yet (``knhk_outbox_pending``)."""
         return self.runtime.ledger.outbox_pending()
 
+    def ensure_partitions(self) -> int:
+        """Make the observation partitions of this month and the next ``KNHK_PARTITIONS_AHEAD`` (the service's
+        hourly job; ingest and startup do it too); how many were made."""
+        rt = self.runtime
+        return partitions.ensure(rt.db, rt.loop_clock.now_us(), rt.settings.partitions_ahead)
+
     def refresh_snapshots(self) -> None:
         """Reload every sector's current snapshot from the database."""
         self.runtime.registry.refresh()
@@ -123,6 +130,10 @@ class SystemOps(Operations):
     @property
     def database_dialect(self) -> str:
         return self.runtime.db.dialect
+
+    def database_health(self) -> dict[str, Any]:
+        """The database's cached, bounded health state (:meth:`knhk.storage.database.Database.health`)."""
+        return self.runtime.db.health()
 
     def ping_database(self) -> None:
         """One round trip to the database (raises when it does not answer)."""

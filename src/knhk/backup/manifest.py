@@ -38,11 +38,12 @@ Kind = Literal["sqlite", "pg_dump", "pgbackrest"]
 
 #: Tables whose rows are only ever inserted (the database refuses UPDATE and DELETE): between two states of
 #: one installation their counts can only grow. Other tables (leases, pointers, thresholds, subject keys
-#: that erasure deletes) are counted exactly for exact backups and reported, not bounded, for physical ones.
+#: that erasure deletes, observations of which retention drops archived months) are counted exactly for exact
+#: backups and reported, not bounded, for physical ones.
 APPEND_ONLY_TABLES = frozenset({
-    "ledger_entries", "ledger_nodes", "ledger_checkpoints", "ledger_key_use", "ledger_keys", "observations",
-    "snapshots", "snapshot_collections", "snapshot_history", "proposals", "validations", "approvals", "cycles",
-    "schema_migrations",
+    "ledger_entries", "ledger_nodes", "ledger_checkpoints", "ledger_key_use", "ledger_keys", "observation_ids",
+    "observation_segments", "snapshots", "snapshot_collections", "snapshot_history", "proposals", "validations",
+    "approvals", "cycles", "schema_migrations",
 })
 
 

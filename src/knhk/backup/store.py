@@ -22,7 +22,10 @@ def table_names(conn: Connection) -> list[str]:
         rows = conn.fetchall("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
                              "ORDER BY name")
     else:
-        rows = conn.fetchall("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")
+        # partitions are counted in their parent (observations), not one by one
+        rows = conn.fetchall("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                             " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+                             " AND NOT c.relispartition ORDER BY c.relname")
     return [str(r[0]) for r in rows]
 
 

@@ -2,8 +2,10 @@
 
 ``knhk guards relax GUARD --sector S --for 2h --reason …`` requests it; ``approve`` / ``reject`` decide (the
 quorum and minimum review depend on the guard's criticality); ``revoke`` ends it at once; ``list`` shows them.
-In embedded mode the acting person is named on the command line (``--actor`` / ``--approver*``) as for
-``knhk proposals``; all go through the same operations as the API (:mod:`knhk.app.guards`).
+Each command acts as the authenticated subject of ``--token`` / ``KNHK_TOKEN`` and is authorized like the API
+(:mod:`knhk.cli.context`); only in dev mode (no ``KNHK_OIDC_ISSUERS``) may the person be typed instead
+(``--actor`` / ``--approver*``), as for ``knhk proposals``. All go through the same operations as the API
+(:mod:`knhk.app.guards`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from knhk.ops.clock import format_rfc3339
 
 app = typer.Typer(help="Guard relaxations: request, approve, reject, revoke, list.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-Actor = Annotated[str | None, typer.Option("--actor", help="Who acts (default user@host; stored as a pseudonym).")]
-Approver = Annotated[str, typer.Option("--approver", help="Who decides (stored as a pseudonym).")]
+Actor = Annotated[str | None, typer.Option("--actor", help="Who acts (dev mode only; default user@host; stored as a "
+                                                          "pseudonym). Otherwise the --token's subject acts.")]
+Approver = Annotated[str | None, typer.Option("--approver", help="Who decides (stored as a pseudonym); dev mode "
+                                              "only: otherwise the --token's subject decides.")]
 ApproverSector = Annotated[str | None, typer.Option("--approver-sector", help="The approver's sector attribute.")]
 ApproverRole = Annotated[list[str], typer.Option("--approver-role", help="A role the approver holds (repeatable).")]
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -58,7 +62,7 @@ def relax(ctx: typer.Context, guard_id: str, sector: Annotated[str, typer.Option
 
 
 @app.command("approve")
-def approve(ctx: typer.Context, relaxation_id: str, approver: Approver, approver_sector: ApproverSector = None,
+def approve(ctx: typer.Context, relaxation_id: str, approver: Approver = None, approver_sector: ApproverSector = None,
             approver_role: ApproverRole = [], comment: Annotated[str | None, typer.Option()] = None,  # noqa: B006
             as_json: Json = False) -> None:
     """Approve a pending relaxation; the quorum grants its window."""
@@ -67,7 +71,7 @@ def approve(ctx: typer.Context, relaxation_id: str, approver: Approver, approver
 
 
 @app.command("reject")
-def reject(ctx: typer.Context, relaxation_id: str, approver: Approver, approver_sector: ApproverSector = None,
+def reject(ctx: typer.Context, relaxation_id: str, approver: Approver = None, approver_sector: ApproverSector = None,
            approver_role: ApproverRole = [], comment: Annotated[str | None, typer.Option()] = None,  # noqa: B006
            as_json: Json = False) -> None:
     """Reject a pending relaxation (it ends)."""

@@ -17,11 +17,13 @@ from knhk import __version__
 from knhk.app.system import grant_app_role as grant_role
 from knhk.app.system import migrate_database, migration_plan
 from knhk.cli import (
+    archive,
     audit,
     backup,
     guards,
     keys,
     loop,
+    preflight,
     proposals,
     receipts,
     sectors,
@@ -53,10 +55,12 @@ app.add_typer(subjects.app, name="subjects")
 app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(sectors.app, name="sectors")
 app.add_typer(backup.app, name="backup")
+app.add_typer(archive.app, name="archive")
 app.add_typer(guards.app, name="guards")
 app.command("ingest")(loop.ingest)
 app.command("serve")(serve.serve)
 app.command("cycle")(loop.cycle)
+app.command("preflight")(preflight.preflight)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 

@@ -24,6 +24,7 @@ MAX_REASON = 4096
 
 CYCLE_STARTED = "cycle.started"
 PATTERN_DETECTED = "pattern.detected"
+PROPOSER_FALLBACK = "proposer.fallback"
 PROPOSAL_CREATED = "proposal.created"
 PROPOSAL_VALIDATED = "proposal.validated"
 PROPOSAL_HELD = "proposal.held"
@@ -47,15 +48,17 @@ RELAXATION_GRANTED = "relaxation.granted"
 RELAXATION_REVOKED = "relaxation.revoked"
 RELAXATION_ENDED = "relaxation.ended"
 RELAXATION_EXPIRED = "relaxation.expired"
+OBSERVATIONS_ARCHIVED = "observations.archived"
 
 #: Every kind of the ``receipts`` log, in the order a cycle writes them (the audit log's kinds are actions).
 KINDS: tuple[str, ...] = (
-    CYCLE_STARTED, PATTERN_DETECTED, PROPOSAL_CREATED, PROPOSAL_VALIDATED, PROPOSAL_HELD, PROPOSAL_EXPIRED,
+    CYCLE_STARTED, PATTERN_DETECTED, PROPOSER_FALLBACK, PROPOSAL_CREATED, PROPOSAL_VALIDATED, PROPOSAL_HELD,
+    PROPOSAL_EXPIRED,
     APPROVAL_RECORDED, APPROVAL_REFUSED, PROPOSAL_FROZEN, APPROVAL_VOIDED, PROPOSAL_REVIEWED, SNAPSHOT_ROOT,
     SNAPSHOT_PROMOTED,
     SNAPSHOT_ROLLED_BACK, SNAPSHOT_COLLECTED, GUARD_VIOLATED, ALERT_RAISED, CYCLE_COMPLETED,
     RELAXATION_REQUESTED, RELAXATION_DECIDED, RELAXATION_REFUSED, RELAXATION_GRANTED, RELAXATION_REVOKED,
-    RELAXATION_ENDED, RELAXATION_EXPIRED,
+    RELAXATION_ENDED, RELAXATION_EXPIRED, OBSERVATIONS_ARCHIVED,
 )
 
 
@@ -108,14 +111,26 @@ def cycle_completed(*, sector: str, cycle_id: str, outcome: str, error: str | No
 def proposal_created(*, sector: str, proposal_id: str, base_id: str, snapshot_id: str, pattern: str | None,
                      proposer: str, author: str, cost: int, delta_digest: str, summary: Mapping[str, Any],
                      additions: int, removals: int, rationale: str,
-        klass: Mapping[str, str] | None = None) -> EntryDraft:
+        klass: Mapping[str, str] | None = None, llm: Mapping[str, Any] | None = None) -> EntryDraft:
+    """``llm`` (proposer ``llm`` only): model, prompt_digest (SHA-256 of the canonical request), response_model,
+    prompt_tokens, completion_tokens, fenced."""
     return EntryDraft(log=RECEIPTS, kind=PROPOSAL_CREATED, sector=sector, subject=proposal_id, outcome="created",
                       reason=_reason(rationale), evidence=[pattern] if pattern else [],
                       data={**(klass or {}),
                             "proposal_id": proposal_id, "base_snapshot_id": base_id, "snapshot_id": snapshot_id,
                             "pattern": pattern, "proposer": proposer, "author": author, "cost": cost,
                             "delta_digest": delta_digest, "summary": dict(summary), "additions": additions,
-                            "removals": removals})
+                            "removals": removals, **({"llm": dict(llm)} if llm is not None else {})})
+
+
+def proposer_fallback(*, sector: str, cycle_id: str, pattern: str, reason: str, message: str, model: str,
+                      prompt_digest: str | None, details: Mapping[str, Any] | None = None) -> EntryDraft:
+    """The LLM proposer gave no usable ΔΣ for ``pattern`` (``reason``: a code of knhk.proposals.llm.REASONS);
+    the rule proposer plans instead."""
+    return EntryDraft(log=RECEIPTS, kind=PROPOSER_FALLBACK, sector=sector, subject=pattern, outcome=reason,
+                      reason=_reason(message),
+                      data={"cycle_id": cycle_id, "pattern": pattern, "reason": reason, "model": model,
+                            "prompt_digest": prompt_digest, "fallback": "rule", **dict(details or {})})
 
 
 def proposal_validated(*, sector: str, proposal_id: str, snapshot_id: str, validation_id: str, outcome: str,
@@ -256,6 +271,21 @@ def guard_alert(*, sector: str, observation_id: str, level: str, reason: str, gu
                       reason=reason, evidence=[observation_id],
                       data={"level": level, "source": "guard", "guard_id": guard_id, "criticality": criticality,
                             "event_type": event_type, **(commitment or {})})
+
+
+# -- retention (SPEC §11) -----------------------------------------------------------------------------
+def observations_archived(*, segment: str, period: str, count: int, first_seq: int | None, last_seq: int | None,
+                          lo_us: int, hi_us: int, content_root: str, rows_root: str, archive_sha256: str,
+                          manifest_sha256: str) -> EntryDraft:
+    """A month of observations archived (knhk.observations.retention) before its partition is dropped:
+    ``manifest_sha256`` is the digest of the signed segment manifest; ``content_root`` the RFC 9162 root over
+    its observations' evidence leaves in seq order; ``rows_root`` over the archive's lines."""
+    return EntryDraft(log=RECEIPTS, kind=OBSERVATIONS_ARCHIVED, subject=segment, outcome="archived",
+                      reason=f"{count} observation(s) of {period} archived after the retention",
+                      data={"segment": segment, "period": period, "count": count, "first_seq": first_seq,
+                            "last_seq": last_seq, "lo_us": lo_us, "hi_us": hi_us, "content_root": content_root,
+                            "rows_root": rows_root, "archive_sha256": archive_sha256,
+                            "manifest_sha256": manifest_sha256})
 
 
 # -- guard relaxations (SPEC §7) ---------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """One MAPE-K cycle for one sector (SPEC §1), with every step receipted in the ledger.
 
 Monitor (the sector's current snapshot and windows) → Analyze (the detectors, with learned thresholds) →
-Plan (the rule-based proposer turns patterns into ΔΣ proposals) → Execute (validate → shadow → approval gate
+Plan (the rule-based proposer, or the LLM proposer when configured with the rule proposer as its fallback,
+turns patterns into ΔΣ proposals) → Execute (validate → shadow → approval gate
 → promote) → Knowledge (outcomes adjust the thresholds). Receipts: ``cycle.started``, one
-``pattern.detected`` per pattern, ``proposal.created`` per new proposal, ``proposal.validated`` per
+``pattern.detected`` per pattern, ``proposer.fallback`` per pattern the LLM proposer failed on,
+``proposal.created`` per new proposal, ``proposal.validated`` per
 validation, ``proposal.held``, ``snapshot.promoted``, ``alert.raised`` per alert, ``cycle.completed``.
 
 A cycle is level-triggered and idempotent: proposals are content-addressed, so re-running on the same data
@@ -27,17 +29,19 @@ from typing_extensions import TypedDict
 from knhk.detection.engine import DetectionEngine
 from knhk.detection.pattern import Pattern
 from knhk.detection.thresholds import ThresholdBook
-from knhk.errors import NotFoundError
+from knhk.errors import InvalidInputError, NotFoundError
 from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
 from knhk.loop import store as sql
 from knhk.loop.evidence import commitments, store_sets
+from knhk.loop.planner import LLM_PROPOSER, LlmPlanner
 from knhk.loop.proposals import Execution, ProposalService
 from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops import telemetry
 from knhk.ops.clock import Clock
 from knhk.proof.evidence import Commitment
+from knhk.proposals.llm import LlmFailure
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
 from knhk.storage.database import Database
 
@@ -240,7 +244,9 @@ class Coordinator:
     """Runs cycles for any sector of one installation."""
 
     def __init__(self, db: Database, ledger: Ledger, registry: SnapshotRegistry, engine: DetectionEngine,
-                 thresholds: ThresholdBook, proposals: ProposalService, clock: Clock) -> None:
+                 thresholds: ThresholdBook, proposals: ProposalService, clock: Clock,
+                 llm: LlmPlanner | None = None) -> None:
+        self.llm = llm  # the optional LLM proposer; None: the rule proposer only
         self.db = db
         self.ledger = ledger
         self.registry = registry
@@ -250,6 +256,7 @@ class Coordinator:
         self.clock = clock
 
     def plan(self, sector: str, pattern: Pattern) -> Plan | None:
+        """The rule proposer's plan for a pattern (None: nothing to propose)."""
         finding = finding_of(pattern)
         if finding is None:
             return None
@@ -260,6 +267,39 @@ class Coordinator:
         if isinstance(finding, DriftFinding):
             return propose_drift(sector, base.triples, schema, finding)
         return propose_rate_limit(sector, base.triples, schema, finding)
+
+    def _plan_with_llm(self, record: CycleRecord, pattern: Pattern, rule_plan: Plan | None,
+                       llm: LlmPlanner) -> PlannedChange | None:
+        """Ask the LLM proposer; its ΔΣ becomes a proposal (proposer ``llm``) that the same pipeline validates.
+        None after a ``proposer.fallback`` receipt: the caller plans with the rule proposer."""
+        finding = finding_of(pattern)
+        if finding is None:
+            return None
+        sector = record.sector
+        digest: str | None = None
+        try:
+            ctx = llm.context(sector, self.registry.current_schema(sector), pattern, finding, rule_plan)
+            answer = llm.plan(ctx)
+            digest = answer.prompt_digest
+            proposal, created = self.proposals.create(sector, answer.plan, pattern=pattern.name, author=LLM_PROPOSER,
+                                                      proposer="llm", llm=answer.receipt_data())
+        except LlmFailure as exc:
+            reason, message = exc.reason, exc.message
+            digest = exc.details.get("prompt_digest", digest)
+            details = {k: v for k, v in exc.details.items() if k in ("status", "limit", "spent", "budget")}
+        except InvalidInputError as exc:  # the ΔΣ could not even be recorded (e.g. a term no snapshot can hold)
+            reason, message, details = "refused", f"the LLM's ΔΣ was refused: {exc}", {}
+        else:
+            if created and proposal.receipt_id is not None:
+                record.receipt_ids.append(proposal.receipt_id)
+            return PlannedChange(pattern, proposal.id, created)
+        log.warning("LLM proposer gave no usable ΔΣ for %s (%s): %s; the rule proposer plans", pattern.name, reason,
+                    message)
+        entry = self.ledger.append(receipts.proposer_fallback(
+            sector=sector, cycle_id=record.id, pattern=pattern.name, reason=reason, message=message,
+            model=llm.model, prompt_digest=digest, details=details))
+        record.receipt_ids.append(entry.id)
+        return None
 
     @telemetry.traced_cycle
     def run_cycle(self, sector: str) -> CycleRecord:
@@ -333,6 +373,11 @@ class Coordinator:
         changes: list[PlannedChange] = []
         for p in found.patterns:
             plan = self.plan(record.sector, p)
+            if self.llm is not None:
+                asked = self._plan_with_llm(record, p, plan, self.llm)
+                if asked is not None:
+                    changes.append(asked)
+                    continue
             if plan is None or plan.delta.is_empty:
                 continue
             proposal, created = self.proposals.create(record.sector, plan, pattern=p.name)

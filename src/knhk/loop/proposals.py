@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +157,13 @@ class ProposalService:
             return sql.list_proposals(conn, sector=sector, status=status, limit=limit,
                                       overdue_at_us=self.clock.now_us() if overdue else None)
 
+    def decided(self, sector: str, limit: int = 5) -> list[tuple[Proposal, ProposalStatus]]:
+        """The sector's most recently promoted and rejected proposals (``limit`` of each, newest first): the
+        examples the LLM proposer learns from."""
+        with self.db.connection() as conn:
+            return [*sql.list_proposals(conn, sector=sector, status="promoted", limit=limit),
+                    *sql.list_proposals(conn, sector=sector, status="rejected", limit=limit)]
+
     def review_of(self, pid: str) -> sql.Review | None:
         with self.db.connection() as conn:
             return sql.get_review(conn, pid)
@@ -171,9 +178,11 @@ class ProposalService:
 
     # -- creating -------------------------------------------------------------------------------------
     def create(self, sector: str, plan: Plan, *, pattern: str | None, author: str = RULE_PROPOSER,
-               proposer: str = "rule", requested_class: str | None = None) -> tuple[Proposal, bool]:
+               proposer: str = "rule", requested_class: str | None = None,
+               llm: Mapping[str, Any] | None = None) -> tuple[Proposal, bool]:
         """Record a proposal for ``plan`` on the sector's current snapshot, with its change class (decided from
-        ΔΣ, never lower than ``requested_class``); (proposal, created?)."""
+        ΔΣ, never lower than ``requested_class``); (proposal, created?). ``llm``: what the LLM proposer's
+        receipt records (model, prompt digest, tokens)."""
         base = self.registry.current(sector)
         if base is None:
             raise NotFoundError(f"sector {sector} has no current snapshot")
@@ -197,7 +206,7 @@ class ProposalService:
             sector=sector, proposal_id=pid, base_id=base.id, snapshot_id=candidate.id, pattern=pattern,
             proposer=proposer, author=author_ps, cost=proposal.cost, delta_digest=delta.digest(),
             summary=delta.summary().to_json(), additions=len(delta.additions), removals=len(delta.removals),
-            rationale=plan.rationale, klass=klass.to_json())
+            rationale=plan.rationale, klass=klass.to_json(), llm=llm)
 
         def hook(conn: Any) -> None:
             if sql.get_proposal(conn, pid) is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from knhk.errors import ConflictError, KnhkError
+from knhk.errors import ConflictError, DependencyUnavailableError, KnhkError
 from knhk.observations.model import Observation, check_skew
 
 Label = Callable[[int], str]
@@ -46,8 +46,9 @@ _NEW = Admission(new=True)
 
 
 def at(index: int | None, exc: KnhkError, label: Label = observation_label) -> KnhkError:
-    """The same error, naming the batch item it concerns (unchanged for a lone observation)."""
-    if index is None:
+    """The same error, naming the batch item it concerns (unchanged for a lone observation, and for an
+    unavailable dependency, which concerns no item and keeps its Retry-After)."""
+    if index is None or isinstance(exc, DependencyUnavailableError):
         return exc
     return type(exc)(f"{label(index)}: {exc.message}", **{**exc.details, "index": index})
 

@@ -5,20 +5,24 @@ signed checkpoint). Then its members are found — the listed ids when the evide
 evidence set of its root when it is a truncated sample — and read back from the observation store. Each
 observation's content hash is recomputed from its stored content (:func:`knhk.observations.model.content_hash`),
 and the Merkle root over (id, recomputed hash) must equal the committed ``evidence_root``
-(:mod:`knhk.proof.evidence`). The report names the first problem: a member missing from the store, a sample id
+(:mod:`knhk.proof.evidence`). A member that retention archived (its month dropped after the archive's ledger
+entry, :mod:`knhk.observations.retention`) is reported as archived in its segment, not as missing: the check
+passes for the members still stored, and names the segments to prove with ``knhk archive verify``. The report
+names the first problem: a member missing from the store, a sample id
 that is no member, an observation whose stored row no longer matches its own content hash (an edited row), or —
 when every row is self-consistent yet the root differs (content and stored hash both rewritten) — the root.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from knhk.errors import KnhkError
 from knhk.ledger import store as ledger_store
 from knhk.ledger.ledger import Ledger
-from knhk.observations import store
+from knhk.observations import retention, store
 from knhk.observations.model import Observation, content_hash
 from knhk.proof.bundle import verify_bundle
 from knhk.proof.entry import Entry
@@ -43,6 +47,7 @@ class EvidenceReport:
     root: str | None = None
     recomputed_root: str | None = None
     checked: int = 0
+    archived: dict[str, int] | None = None  # segment → how many members retention archived there
     first_mismatch: dict[str, Any] | None = None
     message: str = ""
 
@@ -55,7 +60,7 @@ class EvidenceReport:
     def to_json(self) -> dict[str, Any]:
         return {"log": self.log, "seq": self.seq, "kind": self.kind, "ok": self.ok, "committed": self.committed,
                 "evidence_count": self.count, "evidence_truncated": self.truncated, "evidence_root": self.root,
-                "recomputed_root": self.recomputed_root, "checked": self.checked,
+                "recomputed_root": self.recomputed_root, "checked": self.checked, "archived": self.archived,
                 "first_mismatch": self.first_mismatch, "message": self.message}
 
 
@@ -114,13 +119,18 @@ def _check(entry: Entry, db: Database, report: EvidenceReport) -> EvidenceReport
             else:
                 by_id = store.find_by_ids(conn, [str(i) for i in located])
                 members = [(str(i), by_id.get(str(i))) for i in located]
+        absent = [name for name, obs in members if obs is None]
+        stored_ids = {obs.id for _, obs in members if obs is not None}
+        absent_ids = sorted({n for n in absent if not n.startswith("seq ")} | (set(listed) - stored_ids))
+        archived = retention.archived_in(conn, absent_ids, [int(n[4:]) for n in absent if n.startswith("seq ")]
+                                         ) if absent else {}
     for name, obs in members:
-        if obs is None:
+        if obs is None and name not in archived:
             return report.fail(f"observation {name} of the evidence is missing from the store",
                                observation=name)
     present = {obs.id: obs for _, obs in members if obs is not None}
     for obs_id in listed:
-        if obs_id not in present:
+        if obs_id not in present and obs_id not in archived:
             return report.fail(f"sample id {obs_id} is not one of the committed observations", observation_id=obs_id)
     pairs = []
     for obs_id in sorted(present):
@@ -132,6 +142,14 @@ def _check(entry: Entry, db: Database, report: EvidenceReport) -> EvidenceReport
                                seq=obs.seq)
         pairs.append((obs_id, recomputed))
     report.checked = len(pairs)
+    if archived:
+        report.archived = dict(Counter(archived.values()))
+        where = ", ".join(f"{n} in segment {seg}" for seg, n in sorted(report.archived.items()))
+        report.message = (f"receipt {report.seq} ({entry.kind}): {len(archived)} of its {report.count} observation(s) "
+                          f"were archived after the retention ({where}; prove them with `knhk archive verify`), "
+                          f"the other {len(pairs)} are in the store and unchanged; the root is not recomputed from "
+                          "the store")
+        return report
     report.recomputed_root = evidence_root(pairs)
     if report.recomputed_root != report.root:
         return report.fail(f"the {len(pairs)} observations no longer hash to the committed root {report.root} "

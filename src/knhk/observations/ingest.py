@@ -40,7 +40,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from knhk.errors import DependencyUnavailableError, InvalidInputError, KnhkError, PayloadTooLargeError, UsageError
+from knhk.errors import (
+    ConflictError,
+    DependencyUnavailableError,
+    InvalidInputError,
+    KnhkError,
+    PayloadTooLargeError,
+    UsageError,
+)
 from knhk.ledger import receipts
 from knhk.ledger.ledger import Ledger
 from knhk.observations import store
@@ -125,6 +132,9 @@ class Ingestor:
         self.installed = installed  # the installed sectors, named when an observation's sector is not one
         self.relaxed_for = relaxed_for  # guard ids a granted guard relaxation switches off (sector, now)
         self.receipt_wait_s = receipt_wait_s
+        # called with the ingest time before rows of it are stored (knhk.observations.partitions: the month's
+        # partition is made ahead of time; never raises)
+        self.before_store: Callable[[int], None] | None = None
         self.guards = GuardEvaluator()
         self._pending: queue.SimpleQueue[tuple[Observation, bool, Future[IngestResult]]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -133,7 +143,7 @@ class Ingestor:
     def ingest(self, raw: Any, client: str | None = None, *, audit: bool = False) -> IngestResult:
         """Ingest one observation (group-committed with concurrent callers' observations). ``audit``: count it
         for the per-minute ingest audit of ``client`` (a pseudonym)."""
-        obs = self._parse([raw], client, self.clock.now_us(), label=None)[0]
+        obs = self._parse([raw], client, self.clock.now_us(), label=None, schemas={})[0]
         future: Future[IngestResult] = Future()
         self._ensure_writer()
         self._pending.put((obs, audit, future))
@@ -150,7 +160,10 @@ class Ingestor:
         if not raws:
             return []
         received_us = self.clock.now_us()
-        parsed = self._parse(raws, client, received_us, label=label)
+        schemas: dict[str, SectorSchema | None] = {}  # each sector's schema read once, for conformance and guards
+        parsed = self._parse(raws, client, received_us, label=label, schemas=schemas)
+        if self.before_store is not None:
+            self.before_store(received_us)
         with self.db.transaction(lock=LOCK) as conn:
             admissions = admit(parsed, self._stored(conn, parsed), received_us, batch=True, label=label,
                                backfill=backfill)
@@ -158,7 +171,7 @@ class Ingestor:
             if refusal is not None:
                 raise refusal
             fresh = self._insert(conn, [o for o, a in zip(parsed, admissions, strict=True) if a.new])
-            owed = self._stage(conn, fresh, fresh if audit else [])
+            owed = self._stage(conn, fresh, fresh if audit else [], schemas)
         receipt_ids, pending = self._after_commit(fresh, owed)
         by_id = {o.id: o for o in fresh}
         results: list[IngestResult] = []
@@ -178,7 +191,7 @@ class Ingestor:
         if not isinstance(raws, list | tuple):
             raise UsageError("a batch must be a JSON array of observations")
         received_us = self.clock.now_us()
-        parsed = self._parse(raws, client, received_us, label=label)
+        parsed = self._parse(raws, client, received_us, label=label, schemas={})
         with self.db.connection() as conn:
             stored = self._stored(conn, parsed)
         refusal = first_refusal(admit(parsed, stored, received_us, batch=True, label=label, backfill=backfill))
@@ -213,11 +226,13 @@ class Ingestor:
     def _commit_group(self, group: list[tuple[Observation, bool, Future[IngestResult]]]) -> None:
         received_us = self.clock.now_us()
         candidates = [obs for obs, _, _ in group]
+        if self.before_store is not None:
+            self.before_store(received_us)
         with self.db.transaction(lock=LOCK) as conn:
             admissions = admit(candidates, self._stored(conn, candidates), received_us, batch=False)
             fresh = self._insert(conn, [o for o, a in zip(candidates, admissions, strict=True) if a.new])
             audited = {obs.id for obs, audit, _ in group if audit}
-            owed = self._stage(conn, fresh, [o for o in fresh if o.id in audited])
+            owed = self._stage(conn, fresh, [o for o in fresh if o.id in audited], {})
         by_id = {o.id: o for o in fresh}
         receipt_ids, pending = self._after_commit(fresh, owed)
         for index, ((obs, _, future), admission) in enumerate(zip(group, admissions, strict=True)):
@@ -238,16 +253,23 @@ class Ingestor:
         if len(raws) > MAX_BATCH:
             raise PayloadTooLargeError(f"a batch holds at most {MAX_BATCH} observations, got {len(raws)}")
 
+    def _schema(self, sector: str, schemas: dict[str, SectorSchema | None]) -> SectorSchema | None:
+        """The sector's current schema, read once per batch (``schemas`` remembers it for the batch)."""
+        if sector not in schemas:
+            schemas[sector] = self.schema_for(sector)
+        return schemas[sector]
+
     def _parse(self, raws: Sequence[Any], client: str | None, received_us: int,
-               label: Label | None) -> list[Observation]:
-        """Validate every raw observation (with its sector's conformance); ``label``: name a bad batch item."""
+               label: Label | None, schemas: dict[str, SectorSchema | None]) -> list[Observation]:
+        """Validate every raw observation (with its sector's conformance); ``label``: name a bad batch item;
+        ``schemas``: the sectors' schemas read so far in this batch (filled in)."""
         out: list[Observation] = []
         conformers: dict[str, Conform] = {}
 
         def conformer(sector: str) -> Conform:
             found = conformers.get(sector)
             if found is None:
-                schema = self.schema_for(sector)
+                schema = self._schema(sector, schemas)
                 if schema is None:  # stored, it would never be analysed: refuse it (SPEC §2)
                     installed = ", ".join(self.installed()) if self.installed is not None else ""
                     raise InvalidInputError(f"sector {sector!r} has no installed sector pack; installed: "
@@ -276,7 +298,15 @@ class Ingestor:
     def _insert(conn: Connection, fresh: list[Observation]) -> list[Observation]:
         if not fresh:
             return []
-        seqs = store.insert_observations(conn, fresh)
+        try:
+            seqs = store.insert_observations(conn, fresh)
+        except Exception as exc:
+            # ingest holds the observations lock and has looked every id up: an id only observation_ids still
+            # knows belongs to an observation archived after the retention (knhk.observations.retention)
+            if "observation_ids" not in str(exc):
+                raise
+            raise ConflictError("an observation id of this batch was used by an observation archived after the "
+                                "retention; ids are never reused") from exc
         return [o.with_seq(seqs[o.id]) for o in fresh]
 
     @staticmethod
@@ -289,10 +319,11 @@ class Ingestor:
             admission = admissions[index]
         return admission.stored if admission.stored is not None else fresh[candidates[index].id]
 
-    def _stage(self, conn: Connection, fresh: list[Observation], audited: list[Observation]) -> _Owed:
+    def _stage(self, conn: Connection, fresh: list[Observation], audited: list[Observation],
+               schemas: dict[str, SectorSchema | None]) -> _Owed:
         """In the ingest transaction: guard the new observations and owe their receipts, and owe the audit
         counts of ``audited`` (per client, sector and minute of the ledger's clock)."""
-        violations, drafts, subjects = self._guard(fresh)
+        violations, drafts, subjects = self._guard(fresh, schemas)
         rows: dict[str, list[int]] = {}
         for subject, row in zip(subjects, self.ledger.stage(conn, drafts), strict=True):
             rows.setdefault(subject, []).append(row)
@@ -327,16 +358,16 @@ class Ingestor:
                 log.exception("an on_ingested subscriber failed for %d observations", len(fresh))
         return owed.results(entries)
 
-    def _guard(self, fresh: list[Observation]) -> tuple[dict[str, list[GuardViolation]], list[EntryDraft],
-                                                         list[str]]:
-        """Evaluate hot-path guards on the new observations: the violations, their receipts' drafts and the
-        observation id of each draft."""
+    def _guard(self, fresh: list[Observation], schemas: dict[str, SectorSchema | None]
+               ) -> tuple[dict[str, list[GuardViolation]], list[EntryDraft], list[str]]:
+        """Evaluate hot-path guards on the new observations (with the schemas their conformance was measured
+        against): the violations, their receipts' drafts and the observation id of each draft."""
         by_sector: dict[str, list[Observation]] = {}
         for obs in fresh:
             by_sector.setdefault(obs.sector, []).append(obs)
         found: list[tuple[str, GuardViolation]] = []
         for sector, observations in by_sector.items():
-            schema = self.schema_for(sector)
+            schema = self._schema(sector, schemas)
             ordered = sorted(observations, key=lambda o: o.ts_us)
             doctrines = self.doctrines_for(sector) if self.doctrines_for is not None else ()
             relaxed = self.relaxed_for(sector, self.clock.now_us()) if self.relaxed_for is not None else frozenset()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Protocol
 
 
@@ -39,10 +40,16 @@ class ManualClock:
 SYSTEM_CLOCK = SystemClock()
 
 
+@lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def format_rfc3339(ts_us: int) -> str:
-    """Format microseconds since the epoch as RFC 3339 UTC with microsecond precision."""
-    dt = datetime.fromtimestamp(ts_us // 1_000_000, tz=UTC).replace(microsecond=ts_us % 1_000_000)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Format microseconds since the epoch as RFC 3339 UTC with microsecond precision (the whole-second part
+    is cached: a batch's items share a few seconds, and the response names each of them twice)."""
+    seconds, micros = divmod(ts_us, 1_000_000)
+    return f"{_second(seconds)}.{micros:06d}Z"
 
 
 def parse_rfc3339(text: str) -> int:

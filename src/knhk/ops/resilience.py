@@ -126,6 +126,23 @@ class Breaker(pybreaker.CircuitBreaker):
         left = (opened + timedelta(seconds=self.reset_timeout) - datetime.now(UTC)).total_seconds()
         return max(1, math.ceil(left))
 
+    def refuse_if_open(self) -> None:
+        """Raise :class:`~knhk.errors.CircuitOpenError` when the breaker is open (no trial is taken)."""
+        if self.current_state == pybreaker.STATE_OPEN:
+            opened = self._state_storage.opened_at
+            if opened is not None and datetime.now(UTC) < opened + timedelta(seconds=self.reset_timeout):
+                raise CircuitOpenError(f"{self.dependency} is unavailable (circuit breaker open); retry later",
+                                       retry_after=self.retry_after_s(), dependency=self.dependency)
+
+    def trip(self, reason: str) -> None:
+        """Open the breaker now (a watchdog found the dependency down or hung), unless it is already open."""
+        with self._lock:
+            if self.current_state == pybreaker.STATE_OPEN:
+                return
+            log.warning("circuit breaker %s tripped: %s", self.dependency, reason,
+                        extra={"dependency": self.dependency})
+            self.open()
+
     def _admit(self) -> bool:
         """Let a call through (True: as one of the half-open trials) or refuse it with CircuitOpenError."""
         state = self.current_state

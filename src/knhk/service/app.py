@@ -29,6 +29,7 @@ from knhk.service.guards import RequestGuards
 from knhk.service.ratelimit import RateLimiter
 from knhk.service.routes import PREFIX, audit, cycles, guards, observations, patterns, proposals, receipts, snapshots
 from knhk.service.routes import health as health_routes
+from knhk.service.stale import StaleMarker
 from knhk.service.state import ServiceState
 
 log = logging.getLogger("knhk.service")
@@ -81,6 +82,7 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
     limits = {f"{PREFIX}/observations/batch": settings.max_batch_body_bytes}
     app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits, forms_under="/console/",
                        body_timeout_s=settings.http_body_timeout_s)
+    app.add_middleware(StaleMarker)
     telemetry.instrument_app(app)
     return app
 

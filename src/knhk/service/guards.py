@@ -10,7 +10,9 @@
 * Media type: a request with a body must be ``application/json`` (or ``application/*+json``), else 415; under
   the console's path (``forms_under``) it is an HTML form (``application/x-www-form-urlencoded``) instead.
 * Strict JSON: a body must be I-JSON (:mod:`knhk.ops.json_input`: no duplicate keys, no lone surrogates, no
-  NaN/Infinity), else 400 naming the problem (and the duplicated ``key``) before any route parses it.
+  NaN/Infinity), else 400 naming the problem (and the duplicated ``key``) before any route parses it. The
+  parsed document is left in the scope under ``PARSED_BODY`` for routes that take the body as it is (the batch
+  ingest, which validates its items itself instead of parsing the body a second time).
 * Metrics: every request is counted by method, route *template* and status, and timed.
 """
 
@@ -35,6 +37,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
+PARSED_BODY = "knhk.parsed_body"  # scope key: the strictly parsed JSON body (absent for an empty body)
 _WORKER = os.urandom(4).hex().encode()  # an opaque id of the worker process that answered (X-KNHK-Worker)
 
 
@@ -96,10 +99,12 @@ class RequestGuards:
                                         "too_large")
                     return
                 receive, body = buffered
-                bad_json = None if self._form(scope) else _strict_json(body)
-                if bad_json is not None:
-                    await _send_problem(send_wrapper, 400, bad_json.message, bad_json.code, **bad_json.details)
-                    return
+                if not self._form(scope) and body.strip():
+                    try:
+                        scope[PARSED_BODY] = loads_strict(body)
+                    except KnhkError as bad_json:
+                        await _send_problem(send_wrapper, 400, bad_json.message, bad_json.code, **bad_json.details)
+                        return
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
@@ -170,13 +175,3 @@ class RequestGuards:
 
         return replay, body
 
-
-def _strict_json(body: bytes) -> KnhkError | None:
-    """Why a non-empty body is not strict JSON, or None (an empty body is the route's to judge)."""
-    if not body.strip():
-        return None
-    try:
-        loads_strict(body)
-    except KnhkError as exc:
-        return exc
-    return None

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from knhk.audit.erasure import ErasureReport as Erasure
+from knhk.errors import InvalidInputError, UsageError
 from knhk.observations.model import ObservationView as Observation
 from knhk.ontology.registry import PointerMoveView as PointerMove
 
@@ -33,6 +34,38 @@ class ObservationIn(_Model):
 
 class ObservationBatchIn(_Model):
     observations: list[ObservationIn] = Field(max_length=10_000, description="1–10,000 observations, atomic.")
+
+
+#: The batch route's request body in the OpenAPI document: ``ObservationBatchIn`` (the route validates it
+#: itself, :func:`batch_items`, so it declares the schema instead of a parameter).
+BATCH_REQUEST_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "title": "ObservationBatchIn", "type": "object", "additionalProperties": False, "required": ["observations"],
+    "properties": {"observations": {"type": "array", "maxItems": 10_000, "description": "1–10,000 observations, "
+                                    "atomic.", "items": {"$ref": "#/components/schemas/ObservationIn"}}}}}}}}
+_NOT_NULL = ("event_type", "sector", "value", "metadata")  # ObservationIn fields that may be absent but not null
+
+
+def batch_items(document: Any) -> list[dict[str, Any]]:
+    """The items of a batch body ``{"observations": [...]}`` as sent, refusing what ``ObservationBatchIn``
+    refuses before the ingest's own checks of each item (:func:`knhk.observations.model.parse_observation`,
+    which applies the rules of ``ObservationIn``): 422 for a wrong shape, naming the item; 413 (from the
+    ingest) beyond 10,000 items; 400 for an empty batch."""
+    if not isinstance(document, dict) or not isinstance(document.get("observations"), list):
+        raise InvalidInputError('the body must be an object {"observations": [...]} with a list of observations',
+                                field="observations")
+    extra = sorted(str(k) for k in document if k != "observations")
+    if extra:
+        raise InvalidInputError(f"unknown field(s) {', '.join(extra)}; a batch has only observations", field=extra[0])
+    items: list[Any] = document["observations"]
+    if not items:
+        raise UsageError("a batch needs at least one observation")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"observation {index}: an observation must be a JSON object", index=index)
+        for name in _NOT_NULL:
+            if name in item and item[name] is None:
+                raise InvalidInputError(f"observation {index}: {name} must not be null", field=name, index=index)
+    return items
 
 
 class IngestResult(BaseModel):

@@ -5,6 +5,7 @@ there is at most one running instance:
   ago; the cycle itself holds the sector's cycle lease);
 * a full ledger verification every ``verify_interval_s``, setting ``knhk_receipt_chain_valid{log}``;
 * a checkpoint of each log every ``checkpoint_interval_s`` when it has grown;
+* hourly, the observation partitions of this month and the next ``partitions_ahead`` (knhk.observations.partitions);
 * the per-minute flush of aggregated ingest and authentication-failure audit entries, and the pool/tree-size/
   outbox gauges.
 
@@ -18,6 +19,7 @@ import logging
 import threading
 import time
 
+from knhk.errors import DependencyUnavailableError
 from knhk.loop.coordinator import CycleRecord
 from knhk.ops.telemetry.selfcheck import active_processor, check_exposition, hot_path_ticks
 from knhk.service import metrics
@@ -74,10 +76,11 @@ def telemetry_check(st: ServiceState) -> None:
 def _loop(st: ServiceState) -> None:
     s = st.settings
     last = {"cycle": 0.0, "verify": 0.0, "checkpoint": 0.0, "minute": 0.0, "auth": 0.0, "gauges": 0.0,
-            "telemetry": 0.0}
+            "telemetry": 0.0, "partitions": 0.0}
     jobs = [("cycle", s.cycle_interval_s, run_due_cycles), ("verify", s.verify_interval_s, verify_ledger),
             ("checkpoint", s.checkpoint_interval_s, issue_checkpoints),
             ("minute", 10.0, lambda st: st.ingest_audit.flush()), ("auth", 10.0, lambda st: st.app.auth_audit.flush()),
+            ("partitions", 3600.0, lambda st: st.app.ensure_partitions()),
             ("gauges", 5.0, update_gauges), ("telemetry", s.telemetry_check_interval_s, telemetry_check)]
     while not st.stop.is_set():
         now = time.monotonic()
@@ -86,6 +89,8 @@ def _loop(st: ServiceState) -> None:
                 last[name] = now
                 try:
                     job(st)
+                except DependencyUnavailableError as exc:  # an outage: one line, no traceback (it is expected)
+                    log.warning("background job %s skipped: %s", name, exc.message)
                 except Exception:
                     log.exception("background job %s failed", name)
         st.stop.wait(1.0)

@@ -5,6 +5,13 @@ SQL is written once with ``?`` parameter markers and translated for psycopg. SQL
 the database write lock up front (``BEGIN IMMEDIATE``). PostgreSQL uses a psycopg connection pool
 (defaults max 50, min 10), a statement timeout, and transaction-scoped advisory locks where one writer at a
 time is required across processes (:meth:`Database.transaction` with ``lock=``).
+
+Every PostgreSQL call is bounded (docs/reliability.md): a new connection by ``connect_timeout``, a statement by
+the server's ``statement_timeout``, the wait for a pool connection by ``pool_timeout_s`` (then
+:class:`PoolExhaustedError`, a 503), and a call to a server that stopped answering by the
+:class:`~knhk.storage.watchdog.Watchdog`, which also opens the ``postgresql`` circuit breaker at once. While the
+breaker is open every call is refused without waiting. :meth:`Database.health` is the non-blocking, cached
+health state the service reports.
 """
 
 from __future__ import annotations
@@ -25,11 +32,28 @@ from knhk.errors import ConfigurationError, DependencyUnavailableError
 from knhk.ops import resilience
 from knhk.ops.telemetry import db_bulk, db_call
 from knhk.storage.fields import FieldCipher
+from knhk.storage.watchdog import Watchdog, liveness
 
 log = logging.getLogger("knhk.storage")
 
 Dialect = Literal["sqlite", "postgresql"]
 Row = tuple[Any, ...]
+
+#: a waiter for a pool connection looks at the breaker (and gives up when it opened) at least this often
+_POOL_SLICE_S = 0.1
+#: how long :meth:`Database.health` reuses its last answer
+_HEALTH_TTL_S = 1.0
+
+
+class PoolExhaustedError(DependencyUnavailableError):
+    """Every pool connection stayed in use for the whole pool timeout (the database itself answers)."""
+
+    code = "pool_exhausted"
+
+
+def _counts_against_breaker(exc: BaseException) -> bool:
+    """A dependency failure of PostgreSQL, not an exhausted pool of a database that answers."""
+    return not isinstance(exc, PoolExhaustedError) and resilience.is_dependency_failure(exc)
 
 
 class Connection(Protocol):
@@ -156,8 +180,17 @@ class Database:
         pool_max: int = 50,
         statement_timeout_ms: int = 30_000,
         connect_timeout_s: float = 5.0,
+        pool_timeout_s: float = 5.0,
+        hung_check_s: float = 0.25,
+        liveness_timeout_s: float = 0.5,
     ) -> None:
         self.url = url
+        self._limits = (statement_timeout_ms, connect_timeout_s, hung_check_s)
+        self.pool_timeout_s = pool_timeout_s
+        self.liveness_timeout_s = liveness_timeout_s
+        self._health: tuple[float, dict[str, Any]] | None = None
+        self._health_lock = threading.Lock()
+        self._watchdog: Watchdog | None = None
         self._local = threading.local()
         self._closed = False
         self._sqlite_conns: list[sqlite3.Connection] = []
@@ -177,6 +210,8 @@ class Database:
             self.dialect = "postgresql"
             self._breaker = resilience.breaker_for("postgresql")
             self._breaker.recover_with(self._probe)  # while open: a fresh connection ends the open period early
+            self._watchdog = Watchdog(url, check_after_s=hung_check_s, liveness_timeout_s=liveness_timeout_s,
+                                      on_outage=self._breaker.trip)
             self._open_pool(pool_min, pool_max, statement_timeout_ms, connect_timeout_s)
         else:
             raise ConfigurationError(f"unsupported database URL {url!r}")
@@ -204,7 +239,7 @@ class Database:
             kwargs={"options": options, "connect_timeout": max(1, int(connect_timeout_s))},
             configure=configure,
             open=False,
-            timeout=connect_timeout_s,
+            timeout=self.pool_timeout_s,
             name="knhk",
         )
         try:
@@ -227,6 +262,59 @@ class Database:
         size = int(stats.get("pool_size", 0))
         idle = int(stats.get("pool_available", 0))
         return {"in_use": size - idle, "idle": idle, "waiting": int(stats.get("requests_waiting", 0))}
+
+    def health(self) -> dict[str, Any]:
+        """The database's health without blocking a caller for long: ``{"status": "up"|"down", "latency_ms",
+        "error"?}``. PostgreSQL: down at once while the breaker is open; else a liveness probe (bounded by
+        ``liveness_timeout_s``) and ``SELECT 1`` through the pool (a pool wait of at most that bound; an
+        exhausted pool of a live server is up, with ``pool_exhausted``). The answer is reused for 1 s, and a
+        caller arriving while another computes it gets the previous answer. SQLite: ``SELECT 1`` each time (a
+        local file, no lock taken)."""
+        if self.dialect == "sqlite":
+            return self._check_health()
+        now = time.monotonic()
+        cached = self._health
+        if cached is not None and now - cached[0] < _HEALTH_TTL_S:
+            return cached[1]
+        if not self._health_lock.acquire(blocking=cached is None):
+            return cached[1] if cached is not None else {"status": "down", "error": "health check in progress"}
+        try:
+            result = self._check_health()
+            self._health = (time.monotonic(), result)
+            return result
+        finally:
+            self._health_lock.release()
+
+    def _check_health(self) -> dict[str, Any]:
+        started = time.perf_counter()
+
+        def answer(error: str | None = None, **extra: Any) -> dict[str, Any]:
+            ms = round((time.perf_counter() - started) * 1000, 2)
+            return {"status": "down" if error else "up", "latency_ms": ms, **({"error": error} if error else {}),
+                    **extra}
+
+        if self.dialect == "sqlite":
+            try:
+                with self.connection() as conn:
+                    conn.fetchone("SELECT 1")
+            except Exception as exc:
+                return answer(str(exc)[:300] or type(exc).__name__)
+            return answer()
+        if self._breaker.current_state == "open":
+            return answer(f"circuit breaker open (retry in {self._breaker.retry_after_s()} s)")
+        reason = liveness(self.url, self.liveness_timeout_s)
+        if reason is not None:
+            assert self._watchdog is not None
+            self._watchdog.report(reason)  # calls in progress are aborted and the breaker opens, as on its own probe
+            return answer(reason[:300])
+        try:
+            with self._pg_connection(pool_timeout_s=self.liveness_timeout_s) as raw:
+                raw.execute("SELECT 1")
+        except PoolExhaustedError:
+            return answer(pool_exhausted=True)
+        except Exception as exc:
+            return answer(" ".join(str(exc).split())[:300] or type(exc).__name__)
+        return answer()
 
     # -- SQLite -----------------------------------------------------------------------------------------
     def _sqlite(self) -> sqlite3.Connection:
@@ -254,25 +342,59 @@ class Database:
         with self._pg_connection() as raw:
             yield _PgConnection(raw, self.fields)
 
-    @contextmanager
-    def _pg_connection(self) -> Iterator[Any]:
+    def _checkout(self, timeout_s: float) -> Any:
+        """A pool connection, waiting at most ``timeout_s``; given up at once when the breaker opens meanwhile
+        (the watchdog found the server down or hung)."""
         import psycopg
         import psycopg_pool
 
-        with self._breaker.guard():
-            try:
-                ctx = self._pool.connection()
-                raw = ctx.__enter__()
-            except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
-                raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
-            try:
-                yield raw
-            except BaseException as exc:
-                ctx.__exit__(type(exc), exc, exc.__traceback__)
-                if isinstance(exc, psycopg.OperationalError):
+        assert self._watchdog is not None
+        deadline = time.monotonic() + timeout_s
+        errors = self._pool.get_stats().get("connections_errors", 0)
+        with self._watchdog.waiting():
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    return self._pool.getconn(timeout=max(0.001, min(left, _POOL_SLICE_S)))
+                except psycopg_pool.PoolTimeout:
+                    self._breaker.refuse_if_open()
+                    stats = self._pool.get_stats()
+                    if (stats.get("connections_errors", 0) > errors
+                            and stats.get("pool_size", 0) < self._pool.max_size):
+                        # not exhaustion: the pool has room but its connection attempts fail (a server that
+                        # answers the protocol yet refuses connections: shutting down, too many clients,
+                        # the database closed to connections, authentication)
+                        raise DependencyUnavailableError(
+                            "PostgreSQL accepts no new connections (the pool's attempts fail; see the "
+                            "psycopg.pool log)") from None
+                    if left <= _POOL_SLICE_S:
+                        raise PoolExhaustedError(
+                            f"all {self._pool.max_size} PostgreSQL pool connections stayed in use for "
+                            f"{timeout_s:g} s (KNHK_DB_POOL_TIMEOUT_S); retry shortly", retry_after=1) from None
+                except psycopg.OperationalError as exc:
                     raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
-                raise
-            ctx.__exit__(None, None, None)
+
+    @contextmanager
+    def _pg_connection(self, pool_timeout_s: float | None = None) -> Iterator[Any]:
+        import psycopg
+
+        assert self._watchdog is not None
+        with self._breaker.guard(_counts_against_breaker):
+            raw = self._checkout(self.pool_timeout_s if pool_timeout_s is None else pool_timeout_s)
+            try:
+                with self._watchdog.held(raw) as aborted, raw:
+                    try:
+                        yield raw
+                    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                        if aborted():
+                            raise DependencyUnavailableError(
+                                "PostgreSQL stopped answering (the call was aborted after "
+                                f"{self._watchdog.check_after_s + self._watchdog.liveness_timeout_s:g} s)") from exc
+                        if isinstance(exc, psycopg.OperationalError):
+                            raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
+                        raise
+            finally:
+                self._pool.putconn(raw)
 
     @contextmanager
     def transaction(self, *, lock: str | None = None, write: bool = True) -> Iterator[Connection]:
@@ -328,12 +450,17 @@ class Database:
         """A second handle on the same database (its own connections), e.g. for a sequencer thread."""
         if self.dialect != "postgresql":
             return self
-        other = Database(self.url, pool_min=1, pool_max=2)
+        statement_ms, connect_s, hung_s = self._limits
+        other = Database(self.url, pool_min=1, pool_max=2, statement_timeout_ms=statement_ms,
+                         connect_timeout_s=connect_s, pool_timeout_s=self.pool_timeout_s, hung_check_s=hung_s,
+                         liveness_timeout_s=self.liveness_timeout_s)
         other.fields = self.fields
         return other
 
     def close(self) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.stop()
         if self._pool is not None:
             self._pool.close()
         with self._sqlite_lock:

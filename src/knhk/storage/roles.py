@@ -33,6 +33,7 @@ APPEND_ONLY: tuple[str, ...] = (
     "ledger_entries", "ledger_nodes", "ledger_checkpoints", "ledger_key_use", "observations", "snapshots",
     "snapshot_history", "snapshot_collections", "proposals", "validations", "approvals", "cycles",
     "subject_erasures", "schema_migrations", "evidence_sets", "relaxations", "relaxation_approvals",
+    "observation_ids", "observation_segments",
 )
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -1,7 +1,8 @@
 """Health and metrics (unauthenticated): ``/health/live``, ``/health/ready``, ``/health``, ``/metrics``.
 
 ``live`` never touches a dependency. ``ready`` fails (503) until the store is reachable, migrations are
-applied, a signing key is usable and every sector pack is installed. ``/health`` reports each dependency and
+applied, a signing key is usable and every sector pack is installed (the last three checked until they hold
+once, then only the database), and while the database is down. ``/health`` reports each dependency and
 an overall status: ``unhealthy`` (503) when the database or ledger is down or the ledger failed its last
 verification, ``degraded`` (200) when only optional parts (Redis) are down.
 """
@@ -28,17 +29,15 @@ def live() -> dict[str, str]:
 
 
 def _database(request: Request) -> dict[str, Any]:
+    """The database's state, never blocking for long: cached for a second, down at once while its circuit
+    breaker is open, otherwise a probe bounded by ``KNHK_DB_LIVENESS_TIMEOUT_S``."""
     st = state_of(request)
-    started = time.perf_counter()
     try:
-        st.app.ping_database()
-        ok = True
-        error = None
+        report = dict(st.app.database_health())
     except Exception as exc:
-        ok, error = False, str(exc)[:300]
-    metrics.DEPENDENCY_UP.labels("database").set(1 if ok else 0)
-    return {"status": "up" if ok else "down", "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            "dialect": st.app.database_dialect, **({"error": error} if error else {})}
+        report = {"status": "down", "error": str(exc)[:300]}
+    metrics.DEPENDENCY_UP.labels("database").set(1 if report["status"] == "up" else 0)
+    return {**report, "dialect": st.app.database_dialect}
 
 
 @router.get("/health/ready", response_model=dict[str, Any], responses={503: {"description": "Not ready"}})
@@ -48,18 +47,26 @@ def ready(request: Request) -> Response:
     checks: dict[str, Any] = {}
     db = _database(request)
     checks["database"] = db["status"] == "up"
-    try:
-        checks["migrations"] = checks["database"] and not st.app.migrations_pending()
-    except Exception:
-        checks["migrations"] = False
-    try:
-        checks["signing_key"] = st.app.signing_key_usable()
-    except Exception:
-        checks["signing_key"] = False
-    try:
-        checks["sector_packs"] = st.app.sector_packs_installed()
-    except Exception:
-        checks["sector_packs"] = False
+    if st.installation_ready:
+        # confirmed once; none of them comes undone in a running process, and each costs database reads that
+        # would wait for the pool when it is exhausted: only the (bounded) database state is checked again
+        checks |= {"migrations": True, "signing_key": True, "sector_packs": True}
+    elif not checks["database"]:
+        checks |= {"migrations": False, "signing_key": False, "sector_packs": False}
+    else:
+        try:
+            checks["migrations"] = not st.app.migrations_pending()
+        except Exception:
+            checks["migrations"] = False
+        try:
+            checks["signing_key"] = st.app.signing_key_usable()
+        except Exception:
+            checks["signing_key"] = False
+        try:
+            checks["sector_packs"] = st.app.sector_packs_installed()
+        except Exception:
+            checks["sector_packs"] = False
+        st.installation_ready = all(checks.values())
     ok = all(checks.values())
     body = {"status": "ready" if ok else "not_ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ok else 503, headers={} if ok else {"Retry-After": "5"})
@@ -96,6 +103,8 @@ def health(request: Request) -> Response:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {metrics.CONTENT_TYPE: {}}}})
-def prometheus() -> Response:
-    """Prometheus text exposition."""
+def prometheus(request: Request) -> Response:
+    """Prometheus text exposition (the pool gauges read at the scrape: in-memory, never blocking)."""
+    for state, n in state_of(request).app.pool_stats().items():
+        metrics.POOL.labels(state).set(n)
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
