@@ -321,13 +321,19 @@ def test_pool_exhausted(service: Service) -> None:
         time.sleep(POOL_TIMEOUT_S / 2)
         waiting = _metric(service, "knhk_db_pool_connections", 'state="waiting"')
         in_use = _metric(service, "knhk_db_pool_connections", 'state="in_use"')
+        health = _health(service)  # exhaustion of a live server: healthy and ready, answered without waiting
+        report = httpx.get(service.url + "/health", timeout=10).json()["dependencies"]["database"]
         status, seconds, answer = extra.result(timeout=30)
         lock.rollback()
         results = [f.result(timeout=60) for f in held]
     print(f"\n[pool] in_use {in_use:.0f}/{POOL_MAX}, waiting {waiting:.0f}; the extra request answered {status} "
           f"{answer.json().get('code')} after {seconds:.2f} s (pool timeout {POOL_TIMEOUT_S} s, Retry-After "
           f"{answer.headers.get('retry-after')}); held requests {sorted({r[0] for r in results})}")
+    print(f"[pool] health while exhausted {health}; database {report}")
     assert in_use == POOL_MAX
+    assert health["/health"][0] == 200
+    assert health["/health/ready"][0] == 200
+    assert all(seconds < 1.5 for _, seconds in health.values()), health
     assert waiting >= 1
     assert status == 503
     assert answer.json()["code"] == "pool_exhausted"
@@ -336,5 +342,5 @@ def test_pool_exhausted(service: Service) -> None:
     # the held ones complete once the lock goes (one may have queued behind a background job's connection)
     assert {r[0] for r in results} <= {201, 503}
     assert sum(r[0] == 201 for r in results) >= POOL_MAX - 2
-    health = httpx.get(service.url + "/health", timeout=10)
-    assert health.status_code == 200, health.text
+    after = httpx.get(service.url + "/health", timeout=10)
+    assert after.status_code == 200, after.text
