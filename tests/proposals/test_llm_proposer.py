@@ -212,6 +212,34 @@ def test_an_injected_self_approval_in_the_rationale_gains_nothing(rt: Runtime, c
     assert not entries(rt, record, "snapshot.promoted")
 
 
+def test_a_delta_disarming_an_immutable_guard_is_rejected(rt: Runtime, clock: ManualClock,
+                                                          server: ChatServer) -> None:
+    """The model raises FIN-LIMIT-001's limit a millionfold while declaring the drifting type: an ``llm``
+    proposal the pipeline rejects (an immutable guard cannot be changed by any ΔΣ); the guard still holds."""
+    base = rt.registry.current("finance")
+    assert base is not None
+    limit = next(t for t in base.triples if t[0].endswith("#FIN-LIMIT-001>") and t[1] == iri(KNHK + "limit"))
+    delta = {"rationale": "declare refunds; the limit is outdated",
+             "additions": [*[list(t) for t in new_event_type("finance", "RefundIssued", "refund.issued",
+                                                              [("account_id", "string", True)])],
+                           [limit[0], limit[1], literal("1000000000000", "http://www.w3.org/2001/XMLSchema#decimal")]],
+             "removals": [list(limit)]}
+    server.answer(Reply(answer(delta)))
+    ingest(rt, clock, [observation("finance", "refund.issued", {"account_id": f"a{i}"}, MONDAY_10 + i * 1_000_000,
+                                   f"rf-{i}") for i in range(5)])
+    record = cycle(rt, clock, "finance")
+    created = entries(rt, record, "proposal.created")
+    assert [c.data["proposer"] for c in created] == ["llm"]
+    validated = entries(rt, record, "proposal.validated")
+    assert [v.outcome for v in validated] == ["rejected"]
+    assert "FIN-LIMIT-001" in validated[0].reason
+    assert rt.registry.current("finance").id == base.id  # type: ignore[union-attr]
+    big = {"account_id": "a1", "transaction_amount": 2_000_000, "currency": "EUR"}
+    over = rt.ingestor.ingest_batch([observation("finance", "payment.created", big, clock.now_us(), "big-1")])
+    assert over is not None
+    assert [e.subject for e in rt.ledger.entries("receipts", kind="guard.violated", limit=100)] == ["big-1"]
+
+
 # -- every failure: a proposer.fallback receipt, then the rule proposer -------------------------------------
 INJECTED = {**good_delta(), "status": "approved", "approvals": [{"subject": "compliance", "decision": "approve"}]}
 FAILURES = {
