@@ -115,6 +115,15 @@ def test_old_months_are_archived_then_dropped_whole_and_everything_else_stays(
     assert evidence.ok, evidence.message
     assert evidence.archived == {done["2026-01"].segment: 1}
     assert f"segment {done['2026-01'].segment}" in evidence.message
+    assert evidence.recomputed_root is None  # no archive directory given: named, not recomputed
+    # with the archives at hand (the application passes KNHK_ARCHIVE_DIR) the root is recomputed from them
+    full = app.receipt_evidence(OPERATOR, "receipts", guard_receipt.seq)
+    assert full.ok, full.message
+    assert full.recomputed_root == full.root
+    assert "read from the archives" in full.message
+    checked, failing = app.verify_evidence(OPERATOR)
+    assert failing is None
+    assert checked >= 2  # the guard.violated and alert.raised receipts of jan-big
 
     # ingest goes on; an archived id is never reused; rows still never leave one by one
     clock.set(NOW)

@@ -37,7 +37,7 @@ import httpx
 import orjson
 
 from knhk.errors import CircuitOpenError, ConfigurationError, DependencyUnavailableError
-from knhk.ops.resilience import breaker_for
+from knhk.ops.resilience import breaker_for, state_of
 from knhk.proposals.prompt import AnswerError, PromptContext, build_request, parse_answer, prompt_digest
 from knhk.proposals.proposer import Plan
 
@@ -117,6 +117,11 @@ class Allowance:
         while self._tokens and self._tokens[0][0] <= now - HOUR_S:
             self._tokens.popleft()
 
+    def requests_last_hour(self) -> int:
+        with self._lock:
+            self._trim(self._clock())
+            return len(self._requests)
+
     def spent_tokens(self) -> int:
         with self._lock:
             self._trim(self._clock())
@@ -187,6 +192,14 @@ class LlmProposer:
 
     def close(self) -> None:
         self._http.close()
+
+    def status(self) -> dict[str, Any]:
+        """What ``/health`` shows: the breaker's state (no call is made) and this process's use of the hour."""
+        state = state_of(DEPENDENCY) or "closed"
+        return {"status": "down" if state == "open" else "up", "breaker": state, "model": self.settings.model,
+                "requests_last_hour": self.allowance.requests_last_hour(),
+                "requests_per_hour": self.settings.requests_per_hour,
+                "tokens_last_hour": self.allowance.spent_tokens(), "tokens_per_hour": self.settings.tokens_per_hour}
 
     def request_for(self, ctx: PromptContext) -> dict[str, Any]:
         return build_request(self.settings.model, ctx, max_tokens=self.settings.max_tokens)

@@ -83,6 +83,8 @@ def health(request: Request) -> Response:
     deps["redis"] = {"status": "not_configured" if redis is None else ("up" if redis else "down")}
     if redis is not None:
         metrics.DEPENDENCY_UP.labels("redis").set(1 if redis else 0)
+    llm = st.app.llm_status()  # optional: an open breaker degrades (cycles fall back to the rule proposer)
+    deps["llm"] = llm if llm is not None else {"status": "not_configured"}
     ledger: dict[str, Any] = {"status": "up"}
     for name, report in st.verify_results.items():
         ledger[name] = {"verified": report["ok"], "tree_size": report["tree_size"],
@@ -92,7 +94,7 @@ def health(request: Request) -> Response:
     deps["ledger"] = ledger
     if deps["database"]["status"] != "up" or ledger["status"] != "up":
         status = "unhealthy"
-    elif redis is False:
+    elif redis is False or deps["llm"]["status"] == "down":
         status = "degraded"
     else:
         status = "healthy"
