@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request body limit (413 above).")
     max_batch_body_bytes: int = Field(default=33_554_432, ge=1024, description="Body limit of the batch ingest.")
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300, description="A connection must deliver a "
+                                         "complete request head this long after it opens or its last answer "
+                                         "began idling; else it is closed (408 if it had sent part of one).")
+    http_body_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="A request body must arrive "
+                                       "completely this long after its head; else 408 and the connection closed.")
+    http_keep_alive_s: int = Field(default=5, ge=1, le=300, description="An idle keep-alive connection is closed "
+                                   "this long after its last answer.")
+    http_max_connections: int = Field(default=4096, ge=16, le=1_000_000, description="Open connections per worker "
+                                      "process; a request arriving beyond them is answered 503.")
     redis_url: str | None = Field(default=None, description="Optional Redis (redis://…): the L2 cache of derived "
                                   "results and the rate limits shared by every worker and replica.")
     redis_timeout_s: float = Field(default=0.05, gt=0, le=5, description="Connect and socket timeout of each Redis "
