@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request body limit (413 above).")
     max_batch_body_bytes: int = Field(default=33_554_432, ge=1024, description="Body limit of the batch ingest.")
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300, description="A connection must deliver a "
+                                         "complete request head this long after it opens or its last answer "
+                                         "began idling; else it is closed (408 if it had sent part of one).")
+    http_body_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="A request body must arrive "
+                                       "completely this long after its head; else 408 and the connection closed.")
+    http_keep_alive_s: int = Field(default=5, ge=1, le=300, description="An idle keep-alive connection is closed "
+                                   "this long after its last answer.")
+    http_max_connections: int = Field(default=4096, ge=16, le=1_000_000, description="Open connections per worker "
+                                      "process; a request arriving beyond them is answered 503.")
     redis_url: str | None = Field(default=None, description="Optional Redis (redis://…): the L2 cache of derived "
                                   "results and the rate limits shared by every worker and replica.")
     redis_timeout_s: float = Field(default=0.05, gt=0, le=5, description="Connect and socket timeout of each Redis "
@@ -154,9 +163,11 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=60.0, gt=0, le=600, description="Read timeout of an LLM call.")
     llm_max_tokens: int = Field(default=2048, ge=64, le=65_536, description="max_tokens of one LLM answer.")
     llm_requests_per_hour: int = Field(default=10, ge=1, le=100_000,
-                                       description="LLM calls per rolling hour per process (then the rule proposer).")
+                                       description="LLM calls per rolling hour, all processes together (then the "
+                                                   "rule proposer).")
     llm_tokens_per_hour: int = Field(default=50_000, ge=100, le=100_000_000,
-                                     description="LLM token budget per rolling hour per process (prompt + answer).")
+                                     description="LLM token budget per rolling hour, all processes together "
+                                                 "(prompt + answer).")
 
     @field_validator("llm_url", "llm_model", "llm_key_file", mode="before")
     @classmethod

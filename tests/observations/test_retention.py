@@ -5,7 +5,8 @@ Proves: only whole months older than the retention go (newer ones are kept, rows
 archive verifies (count, roots, signed manifest, proof bundle of its ``observations.archived`` receipt); a
 modified line, a truncated file, an edited manifest and a foreign proof each fail verification naming what is
 wrong (exit 1; a file that is no segment file exits 2); receipts and audit only grow and still verify; a receipt
-whose evidence was archived reports the segment instead of tampering; ingest goes on afterwards, an archived id
+whose evidence was archived reports the segment instead of tampering; PostgreSQL drops no partition whose segment
+lacks its ledger entry or holds other than its rows; ingest goes on afterwards, an archived id
 is not reused, the DELETE trigger still refuses single rows, and a run repeated changes nothing.
 """
 
@@ -27,6 +28,7 @@ from knhk.app.application import Application
 from knhk.app.retention import verify_archive
 from knhk.config import Settings
 from knhk.errors import ConflictError
+from knhk.ledger import receipts
 from knhk.observations.evidence import check_evidence
 from knhk.ops.clock import ManualClock, parse_rfc3339
 from knhk.proof.entry import LOGS
@@ -113,6 +115,15 @@ def test_old_months_are_archived_then_dropped_whole_and_everything_else_stays(
     assert evidence.ok, evidence.message
     assert evidence.archived == {done["2026-01"].segment: 1}
     assert f"segment {done['2026-01'].segment}" in evidence.message
+    assert evidence.recomputed_root is None  # no archive directory given: named, not recomputed
+    # with the archives at hand (the application passes KNHK_ARCHIVE_DIR) the root is recomputed from them
+    full = app.receipt_evidence(OPERATOR, "receipts", guard_receipt.seq)
+    assert full.ok, full.message
+    assert full.recomputed_root == full.root
+    assert "read from the archives" in full.message
+    checked, failing = app.verify_evidence(OPERATOR)
+    assert failing is None
+    assert checked >= 2  # the guard.violated and alert.raised receipts of jan-big
 
     # ingest goes on; an archived id is never reused; rows still never leave one by one
     clock.set(NOW)
@@ -217,3 +228,39 @@ def test_knhk_archive_run_from_the_command_line(settings: Settings) -> None:
     assert bad.returncode == 2
     assert "--retention" in bad.stderr
     assert now < parse_rfc3339(later)
+
+
+def test_postgresql_drops_no_partition_that_is_not_archived_whole(pg_url: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", database_url=pg_url, db_pool_min=1, db_pool_max=4)
+    clock = ManualClock(JAN)
+    app = Application.open(settings, access=LocalAccess(), loop_clock=clock)
+    rt = app.runtime
+    try:
+        rt.ingestor.ingest_batch(_payments("jan", 5))
+        row = ("observations-2026-01-000000000000", "2026-01", parse_rfc3339("2026-01-01T00:00:00Z"),
+               parse_rfc3339("2026-02-01T00:00:00Z"))
+        insert = ("INSERT INTO observation_segments (id, period, lo_us, hi_us, count, first_seq, last_seq, merkle_root,"
+                  " manifest_sha256, ledger_log, ledger_seq, archive, created_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+        with rt.db.connection() as conn:
+            first, last = conn.fetchone("SELECT MIN(seq), MAX(seq) FROM observations") or (0, 0)
+        # registered, but no observations.archived entry in the ledger
+
+        def register_and_drop(values: tuple[Any, ...]) -> None:
+            with rt.db.transaction() as conn:
+                conn.execute(insert, values)
+                conn.fetchone("SELECT knhk_drop_observation_partition(?)", (row[0],))
+
+        with pytest.raises(Exception, match=r"has no observations\.archived entry"):
+            register_and_drop((*row, 5, first, last, "0" * 64, "0" * 64, "receipts", 0, "x", 0))
+        # with its entry, but a segment that holds fewer rows than the partition
+        entry = rt.ledger.append(receipts.observations_archived(
+            segment=row[0], period="2026-01", count=4, first_seq=first, last_seq=last, lo_us=row[2], hi_us=row[3],
+            content_root="0" * 64, rows_root="0" * 64, archive_sha256="0" * 64, manifest_sha256="0" * 64))
+        with pytest.raises(Exception, match="holds 5 rows"):
+            register_and_drop((*row, 4, first, last, "0" * 64, "0" * 64, "receipts", entry.seq, "x", 0))
+        with rt.db.connection() as conn:
+            assert conn.fetchone("SELECT COUNT(*) FROM observations") == (5,)
+            assert conn.fetchone("SELECT COUNT(*) FROM observation_segments") == (0,)
+            assert conn.fetchone("SELECT to_regclass('observations_p202601') IS NOT NULL") == (True,)
+    finally:
+        app.close()

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from service_support import Api
 
+from knhk.errors import DependencyUnavailableError
 from knhk.ontology.namespaces import KNHK, OWL_CLASS, RDF_TYPE, RDFS, RDFS_CLASS, iri, literal, sector_namespace
+from knhk.ops import resilience
 from knhk.proof.canonical import canonical_bytes
 from support.chatserver import ChatServer, Reply, chat_server
 
@@ -95,3 +97,23 @@ def test_a_cycle_through_the_api_uses_the_llm_and_falls_back(llm_api: Api, chat:
     assert {c["data"]["pattern"] for c in rule} == set(fallbacks)  # (one of them rebased: two receipts)
     assert [p["outcome"] for p in ran.json()["proposals"]] == ["promoted", "promoted"]
     assert fallback["data"]["cycle_id"] == ran.json()["id"]
+
+    # /health shows the LLM (its breaker read, nothing called); an open breaker degrades the service
+    health = api.client.get("/health").json()
+    llm = health["dependencies"]["llm"]
+    assert (llm["status"], llm["breaker"], llm["model"]) == ("up", "closed", MODEL)
+    assert llm["requests_last_hour"] == len(chat.requests) == 3
+    assert llm["tokens_last_hour"] == 1000  # the one answered call's usage.total_tokens (errors report none)
+    assert health["status"] == "healthy"
+    breaker = resilience.breaker_for("llm")
+    for _ in range(5):
+        with pytest.raises(DependencyUnavailableError), breaker.guard():
+            raise DependencyUnavailableError("endpoint down")
+    health = api.client.get("/health").json()
+    assert health["dependencies"]["llm"]["breaker"] == "open"
+    assert health["dependencies"]["llm"]["status"] == "down"
+    assert health["status"] == "degraded"
+
+
+def test_health_without_an_llm(api: Api) -> None:
+    assert api.client.get("/health").json()["dependencies"]["llm"] == {"status": "not_configured"}

@@ -72,12 +72,14 @@ class LedgerOps(Operations):
         """Entry ``seq``'s evidence commitment recomputed from the observation store (SPEC §8): the report
         names the first mismatch (a missing or edited observation, a root that no longer matches)."""
         self._allow(actor, READ_RECEIPTS)
-        return check_evidence(self.runtime.ledger, self.runtime.db, log, seq)
+        return check_evidence(self.runtime.ledger, self.runtime.db, log, seq,
+                              self.runtime.settings.resolved_archive_dir)
 
     def verify_evidence(self, actor: Principal) -> tuple[int, EvidenceReport | None]:
         """Every receipt's evidence commitment recomputed: (how many were checked, the first failing report)."""
         self._allow(actor, READ_RECEIPTS)
-        return check_all_evidence(self.runtime.ledger, self.runtime.db)
+        return check_all_evidence(self.runtime.ledger, self.runtime.db,
+                                  archive_dir=self.runtime.settings.resolved_archive_dir)
 
     def checkpoint(self, actor: Principal, log: str = "receipts") -> StoredCheckpoint:
         """The signed checkpoint of the log's current tree (issued now if the log grew since the latest)."""

@@ -140,6 +140,11 @@ class SystemOps(Operations):
         with self.runtime.db.connection() as conn:
             conn.fetchone("SELECT 1")
 
+    def llm_status(self) -> dict[str, Any] | None:
+        """The LLM proposer's state for ``/health`` (None: not configured; its breaker is read, nothing called)."""
+        planner = self.runtime.coordinator.llm
+        return None if planner is None else planner.proposer.status()
+
     def redis_up(self) -> bool | None:
         """Whether the Redis of the L2 cache answers (``None``: no L2 configured; ``False`` at once while the
         ``redis`` circuit breaker is open)."""

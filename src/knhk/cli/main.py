@@ -23,6 +23,7 @@ from knhk.cli import (
     guards,
     keys,
     loop,
+    preflight,
     proposals,
     receipts,
     sectors,
@@ -59,6 +60,7 @@ app.add_typer(guards.app, name="guards")
 app.command("ingest")(loop.ingest)
 app.command("serve")(serve.serve)
 app.command("cycle")(loop.cycle)
+app.command("preflight")(preflight.preflight)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 

@@ -21,6 +21,11 @@ Every rejection is a :class:`BearerTokenError` (an :class:`AuthenticationError`,
 was wrong and never contains the token. An issuer that cannot be reached when its keys are needed is a
 :class:`DependencyUnavailableError` (503). Verified tokens are cached by SHA-256 of the token until they
 expire (or reach the maximum age), so a repeated token costs one hash and one dictionary lookup.
+
+Discovery and JWKS fetches are idempotent reads: each goes through the issuer's circuit breaker
+(``oidc:<issuer>``, :mod:`knhk.ops.resilience`; open after 5 failed fetches, then 503 ``circuit_open`` without
+a request) and is retried on transport errors, 429 and 5xx (``knhk_retries_total{operation="oidc.fetch"}``)
+with no retry whose wait would end later than one HTTP timeout after the first attempt began.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from jwt.exceptions import InvalidSignatureError, PyJWTError
 
 from knhk.errors import AuthenticationError, ConfigurationError, DependencyUnavailableError
 from knhk.identity.rbac import DEFAULT_MFA_REQUIRED_ROLES, ROLES, Principal, authorize
+from knhk.ops import resilience
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("knhk.auth")
@@ -82,6 +88,16 @@ _MAX_TOKEN_BYTES = 16 * 1024
 _MAX_DOCUMENT_BYTES = 1024 * 1024
 _MIN_RSA_BITS = 2048
 _FAILURE_BACKOFF_S = 5.0  # after a failed key fetch, answer 503 without retrying for this long
+
+
+class _TransientFetchError(DependencyUnavailableError):
+    """A provider fetch that failed in a way worth one more try: no connection, a timeout, 429 or 5xx."""
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, _TransientFetchError)
+
+
 _REALM = "knhk"
 
 
@@ -421,6 +437,7 @@ class Authenticator:
         self.on_failure = on_failure
         self.mfa_required_roles = tuple(_role_set(list(mfa_required_roles), "the MFA-required roles"))
         self._own_client = http_client is None
+        self._http_timeout_s = http_timeout_s
         self._http = http_client or httpx.Client(
             timeout=httpx.Timeout(http_timeout_s), follow_redirects=False,
             headers={"accept": "application/json"},
@@ -738,13 +755,27 @@ class Authenticator:
             raise DependencyUnavailableError(f"issuer {config.issuer}: {exc.message}") from exc
         return jwks_uri
 
-    def _get_json(self, url: str, issuer: str, what: str) -> object:
+    def _get_with_retries(self, url: str, issuer: str, what: str) -> httpx.Response:
+        retrying = resilience.idempotent_retry("oidc.fetch", retry_on=_transient, deadline_s=self._http_timeout_s)
+        return retrying(self._get_once)(url, issuer, what)
+
+    def _get_once(self, url: str, issuer: str, what: str) -> httpx.Response:
         try:
             response = self._http.get(url)
         except httpx.HTTPError as exc:
-            raise DependencyUnavailableError(
+            raise _TransientFetchError(
                 f"identity provider {issuer} unreachable: fetching its {what} from {url} failed "
                 f"({type(exc).__name__})") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _TransientFetchError(
+                f"identity provider {issuer} answered HTTP {response.status_code} for its {what} ({url})")
+        return response
+
+    def _get_json(self, url: str, issuer: str, what: str) -> object:
+        """GET a JSON document of the provider: through the issuer's circuit breaker (``oidc:<issuer>``), retried
+        (an idempotent read) on transport errors, 429 and 5xx within one HTTP timeout of waiting."""
+        with resilience.breaker_for(f"oidc:{issuer}").guard():
+            response = self._get_with_retries(url, issuer, what)
         if response.status_code != 200:
             raise DependencyUnavailableError(
                 f"identity provider {issuer} answered HTTP {response.status_code} for its {what} ({url})")

@@ -234,11 +234,18 @@ def read_manifest(path: Path) -> SegmentManifest:
     try:
         return SegmentManifest(**orjson.loads(path.read_bytes()))
     except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
-        raise _Bad(f"manifest {path.name} is not a valid segment manifest: {str(exc).splitlines()[0]}") from exc
+        raise FormatError(f"manifest {path.name} is not a valid segment manifest: {str(exc).splitlines()[0]}") from exc
 
 
-class _Bad(Exception):
-    pass
+class FormatError(Exception):
+    """A file that is not what the archive format says (the message names it)."""
+
+
+def signed(manifest: SegmentManifest) -> bool:
+    """Does the manifest's signature verify with its public key (whose id is its key id)?"""
+    public = bytes.fromhex(manifest.public_key)
+    return key_id_of(public) == manifest.key_id and is_valid_signature(
+        public, canonical_bytes(manifest.body()), bytes.fromhex(manifest.signature))
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -257,7 +264,7 @@ def verify_segment(file: Path) -> SegmentReport:
         return report
     try:
         manifest = read_manifest(manifest_path)
-    except _Bad as exc:
+    except FormatError as exc:
         report.problems.append(str(exc))
         return report
     report.segment = manifest.segment

@@ -6,8 +6,10 @@ evidence set of its root when it is a truncated sample — and read back from th
 observation's content hash is recomputed from its stored content (:func:`knhk.observations.model.content_hash`),
 and the Merkle root over (id, recomputed hash) must equal the committed ``evidence_root``
 (:mod:`knhk.proof.evidence`). A member that retention archived (its month dropped after the archive's ledger
-entry, :mod:`knhk.observations.retention`) is reported as archived in its segment, not as missing: the check
-passes for the members still stored, and names the segments to prove with ``knhk archive verify``. The report
+entry, :mod:`knhk.observations.retention`) is reported as archived in its segment, not as missing: its content
+hash is read from the segment's archive (in ``archive_dir``, once the file is shown to be the one its
+``observations.archived`` receipt records) and the whole root recomputed; without the archive the check passes for
+the members still stored and names the segments to prove with ``knhk archive verify``. The report
 names the first problem: a member missing from the store, a sample id
 that is no member, an observation whose stored row no longer matches its own content hash (an edited row), or —
 when every row is self-consistent yet the root differs (content and stored hash both rewritten) — the root.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from knhk.errors import KnhkError
@@ -70,18 +73,21 @@ def recomputed_hash(obs: Observation) -> str:
                         obs.metadata)
 
 
-def check_evidence(ledger: Ledger, db: Database, log: str, seq: int) -> EvidenceReport:
-    """Recompute the evidence commitment of entry ``seq`` of ``log`` from the store."""
+def check_evidence(ledger: Ledger, db: Database, log: str, seq: int,
+                   archive_dir: Path | None = None) -> EvidenceReport:
+    """Recompute the evidence commitment of entry ``seq`` of ``log`` from the store (and, for members retention
+    archived, from their archives in ``archive_dir`` when they are there)."""
     entry = ledger.entry(log, seq)
     report = EvidenceReport(log, seq, entry.kind)
     try:
         verify_bundle(ledger.prove(log, seq))
     except KnhkError as exc:
         return report.fail(f"receipt {seq} itself does not verify: {exc.message}")
-    return _check(entry, db, report)
+    return _check(entry, db, report, ledger, archive_dir)
 
 
-def _check(entry: Entry, db: Database, report: EvidenceReport) -> EvidenceReport:
+def _check(entry: Entry, db: Database, report: EvidenceReport, ledger: Ledger,
+           archive_dir: Path | None) -> EvidenceReport:
     data = entry.data
     listed = [str(x) for x in entry.evidence]
     if "evidence_root" not in data:
@@ -124,6 +130,7 @@ def _check(entry: Entry, db: Database, report: EvidenceReport) -> EvidenceReport
         absent_ids = sorted({n for n in absent if not n.startswith("seq ")} | (set(listed) - stored_ids))
         archived = retention.archived_in(conn, absent_ids, [int(n[4:]) for n in absent if n.startswith("seq ")]
                                          ) if absent else {}
+        known = {str(s["segment"]): s for s in retention.segments(conn)} if archived else {}
     for name, obs in members:
         if obs is None and name not in archived:
             return report.fail(f"observation {name} of the evidence is missing from the store",
@@ -145,10 +152,24 @@ def _check(entry: Entry, db: Database, report: EvidenceReport) -> EvidenceReport
     if archived:
         report.archived = dict(Counter(archived.values()))
         where = ", ".join(f"{n} in segment {seg}" for seg, n in sorted(report.archived.items()))
-        report.message = (f"receipt {report.seq} ({entry.kind}): {len(archived)} of its {report.count} observation(s) "
-                          f"were archived after the retention ({where}; prove them with `knhk archive verify`), "
-                          f"the other {len(pairs)} are in the store and unchanged; the root is not recomputed from "
-                          "the store")
+        from_archives = _from_archives(ledger, archive_dir, known, archived)
+        if from_archives is None:
+            report.message = (f"receipt {report.seq} ({entry.kind}): {len(archived)} of its {report.count} "
+                              f"observation(s) were archived after the retention ({where}; prove them with `knhk "
+                              f"archive verify`), the other {len(pairs)} are in the store and unchanged; the root is "
+                              "not recomputed (the archives are not in the archive directory)")
+            return report
+        every = {**dict(from_archives), **dict(pairs)}
+        report.checked = len(every)
+        report.recomputed_root = evidence_root(every.items())
+        if report.recomputed_root != report.root or len(every) != report.count:
+            return report.fail(f"the {len(every)} observations ({len(pairs)} stored, the others read from their "
+                               f"archives: {where}) do not hash to the committed root {report.root} (recomputed "
+                               f"{report.recomputed_root})", recomputed_root=report.recomputed_root)
+        report.message = (f"receipt {report.seq} ({entry.kind}): all {report.count} observation(s) of its evidence "
+                          f"hash to its root {report.root}; {len(every) - len(pairs)} were read from the archives of "
+                          f"the retention ({where}; each archive is the one its observations.archived receipt "
+                          "records)")
         return report
     report.recomputed_root = evidence_root(pairs)
     if report.recomputed_root != report.root:
@@ -160,8 +181,23 @@ def _check(entry: Entry, db: Database, report: EvidenceReport) -> EvidenceReport
     return report
 
 
-def check_all_evidence(ledger: Ledger, db: Database, log: str = "receipts",
-                       page: int = 1000) -> tuple[int, EvidenceReport | None]:
+def _from_archives(ledger: Ledger, archive_dir: Path | None, known: dict[str, dict[str, Any]],
+                   archived: dict[str, str]) -> list[tuple[str, str]] | None:
+    """(id, content hash) of every archived member, read from its segment's archive; None if any is not at hand."""
+    if archive_dir is None:
+        return None
+    out: list[tuple[str, str]] = []
+    for segment in sorted(set(archived.values())):
+        wanted = {name for name, seg in archived.items() if seg == segment}
+        got = retention.archived_hashes(ledger, archive_dir, known[segment], wanted)
+        if got is None or set(got) != wanted:
+            return None
+        out.extend(got.values())
+    return out
+
+
+def check_all_evidence(ledger: Ledger, db: Database, log: str = "receipts", page: int = 1000,
+                       archive_dir: Path | None = None) -> tuple[int, EvidenceReport | None]:
     """Recompute the evidence commitment of every receipt with observation evidence (after the chain itself
     has been verified); (how many were checked, the first failing report or None)."""
     checked = 0
@@ -172,7 +208,7 @@ def check_all_evidence(ledger: Ledger, db: Database, log: str = "receipts",
             return checked, None
         for entry in entries:
             if entry.kind in OBSERVATION_EVIDENCE:
-                report = _check(entry, db, EvidenceReport(log, entry.seq, entry.kind))
+                report = _check(entry, db, EvidenceReport(log, entry.seq, entry.kind), ledger, archive_dir)
                 checked += 1
                 if not report.ok:
                     return checked, report

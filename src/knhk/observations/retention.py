@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from knhk.errors import ConflictError, IntegrityError, UsageError
+import orjson
+
+from knhk.errors import ConflictError, IntegrityError, KnhkError, UsageError
 from knhk.ledger import receipts
 from knhk.ledger.keyring import Keyring
 from knhk.ledger.ledger import Ledger
@@ -220,3 +222,30 @@ def archived_in(conn: Connection, ids: list[str], seqs: list[int]) -> dict[str, 
                 found[name] = str(seg["segment"])
                 break
     return found
+
+
+def archived_hashes(ledger: Ledger, archive_dir: Path, segment: dict[str, Any],
+                    wanted: set[str]) -> dict[str, tuple[str, str]] | None:
+    """(id, content hash) of the ``wanted`` members (ids, or ``"seq N"``) read from a segment's archive file, once
+    the file is shown to be the one its ledger entry records (manifest digest in the receipt, file digest and
+    signature in the manifest); None when the archive is not at hand or not that one."""
+    path = archive_dir / str(segment["archive"])
+    _, manifest_path, _ = fmt.paths(path)
+    if not path.is_file() or not manifest_path.is_file():
+        return None
+    try:
+        manifest = fmt.read_manifest(manifest_path)
+        entry = ledger.entry(str(segment["ledger_log"]), int(segment["ledger_seq"]))
+    except (fmt.FormatError, KnhkError):
+        return None
+    if entry.data.get("manifest_sha256") != manifest.digest() or not fmt.signed(manifest) or (
+            fmt.file_digest(path) != (manifest.archive.bytes, manifest.archive.sha256)):
+        return None
+    out: dict[str, tuple[str, str]] = {}
+    with gzip.open(path, "rb") as fh:
+        for raw in fh:
+            doc = orjson.loads(raw)
+            for name in (str(doc["id"]), f"seq {doc['seq']}"):
+                if name in wanted:
+                    out[name] = (str(doc["id"]), str(doc["content_hash"]))
+    return out

@@ -288,10 +288,12 @@ def retry_wait(policy: RetryPolicy, attempt: int) -> float:
 
 
 def idempotent_retry(operation: str,
-                     retry_on: Callable[[BaseException], bool] = is_dependency_failure
-                     ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+                     retry_on: Callable[[BaseException], bool] = is_dependency_failure,
+                     *, deadline_s: float | None = None) -> Callable[[Callable[P, T]], Callable[P, T]]:
     """Decorate an idempotent operation: retried on transient dependency failures, ``knhk_retries_total``
-    counting each retry; the last failure is re-raised unchanged."""
+    counting each retry; the last failure is re-raised unchanged. ``deadline_s``: no retry whose wait would end
+    later than this many seconds after the first attempt began (a caller is waiting: a dependency that hangs
+    until its timeout is tried once or twice, not five times)."""
     RETRIES.labels(operation)
 
     def count(retry_state: tenacity.RetryCallState) -> None:
@@ -304,7 +306,10 @@ def idempotent_retry(operation: str,
         @wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             policy = _retry_policy
-            retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(policy.attempts),
+            stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.attempts)
+            if deadline_s is not None:
+                stop = stop | tenacity.stop_before_delay(deadline_s)
+            retrying = tenacity.Retrying(stop=stop,
                                          wait=_JitteredExponential(policy),
                                          retry=tenacity.retry_if_exception(retry_on),
                                          before_sleep=count, reraise=True)

@@ -80,7 +80,8 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
     console_app = console.create_console(settings)
     app.mount("/console", console_app)
     limits = {f"{PREFIX}/observations/batch": settings.max_batch_body_bytes}
-    app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits, forms_under="/console/")
+    app.add_middleware(RequestGuards, default_limit=settings.max_body_bytes, limits=limits, forms_under="/console/",
+                       body_timeout_s=settings.http_body_timeout_s)
     app.add_middleware(StaleMarker)
     telemetry.instrument_app(app)
     return app

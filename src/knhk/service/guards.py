@@ -3,6 +3,10 @@
 * Body size: a ``Content-Length`` over the route's limit is refused with 413 before the body is read; a
   body without a length is read up to the limit and refused with 413 beyond it (the route then sees the
   buffered body).
+* Body deadline: the whole body must arrive within ``body_timeout_s`` of the request head
+  (``KNHK_HTTP_BODY_TIMEOUT_S``), else ``408 Request Timeout`` (problem code ``body_timeout``) with
+  ``Connection: close``, and uvicorn closes the connection: a client sending its body a byte at a time holds
+  a connection and a task for that long at most (``knhk_http_timeouts_total{phase="body"}``).
 * Media type: a request with a body must be ``application/json`` (or ``application/*+json``), else 415; under
   the console's path (``forms_under``) it is an HTML form (``application/x-www-form-urlencoded``) instead.
 * Strict JSON: a body must be I-JSON (:mod:`knhk.ops.json_input`: no duplicate keys, no lone surrogates, no
@@ -18,6 +22,8 @@ import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import anyio
 
 from knhk.errors import KnhkError
 from knhk.ops.json_input import loads_strict
@@ -35,23 +41,27 @@ PARSED_BODY = "knhk.parsed_body"  # scope key: the strictly parsed JSON body (ab
 _WORKER = os.urandom(4).hex().encode()  # an opaque id of the worker process that answered (X-KNHK-Worker)
 
 
-async def _send_problem(send: Send, status: int, detail: str, code: str, **extra: Any) -> None:
+async def _send_problem(send: Send, status: int, detail: str, code: str, *, close: bool = False,
+                        **extra: Any) -> None:
     import orjson
 
     body = orjson.dumps({"type": f"https://knhk.dev/problems/{code}", "title": {400: "Bad Request",
-                         413: "Content Too Large", 415: "Unsupported Media Type"}[status], "status": status,
-                         "detail": detail, "code": code, **extra})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
+                         408: "Request Timeout", 413: "Content Too Large", 415: "Unsupported Media Type"}[status],
+                         "status": status, "detail": detail, "code": code, **extra})
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 class RequestGuards:
     """Body-size and media-type checks plus request metrics."""
 
-    def __init__(self, app: ASGIApp, *, default_limit: int, limits: dict[str, int], forms_under: str | None = None
-                 ) -> None:
+    def __init__(self, app: ASGIApp, *, default_limit: int, limits: dict[str, int], forms_under: str | None = None,
+                 body_timeout_s: float = 30.0) -> None:
         self.app = app
+        self.body_timeout_s = body_timeout_s
         self.forms_under = forms_under
         self.default_limit = default_limit
         self.limits = limits  # path → byte limit
@@ -76,7 +86,14 @@ class RequestGuards:
                 refused = await self._check(scope, send_wrapper)
                 if refused:
                     return
-                buffered = await self._read(scope, receive)
+                try:
+                    with anyio.fail_after(self.body_timeout_s):
+                        buffered = await self._read(scope, receive)
+                except TimeoutError:
+                    metrics.HTTP_TIMEOUTS.labels("body").inc()
+                    await _send_problem(send_wrapper, 408, f"the request body did not arrive within "
+                                        f"{self.body_timeout_s:g} s", "body_timeout", close=True)
+                    return
                 if buffered is None:
                     await _send_problem(send_wrapper, 413, f"the request body exceeds {self._limit(scope)} bytes",
                                         "too_large")

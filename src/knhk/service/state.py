@@ -26,5 +26,6 @@ class ServiceState:
     ingest_audit: IngestAudit  # the application's, flushed by the scheduler's minute job
     started: float = field(default_factory=time.time)
     verify_results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    installation_ready: bool = False  # /health/ready saw migrations, signing key and sector packs in place
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)

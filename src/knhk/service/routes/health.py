@@ -1,7 +1,8 @@
 """Health and metrics (unauthenticated): ``/health/live``, ``/health/ready``, ``/health``, ``/metrics``.
 
 ``live`` never touches a dependency. ``ready`` fails (503) until the store is reachable, migrations are
-applied, a signing key is usable and every sector pack is installed. ``/health`` reports each dependency and
+applied, a signing key is usable and every sector pack is installed (the last three checked until they hold
+once, then only the database), and while the database is down. ``/health`` reports each dependency and
 an overall status: ``unhealthy`` (503) when the database or ledger is down or the ledger failed its last
 verification, ``degraded`` (200) when only optional parts (Redis) are down.
 """
@@ -46,18 +47,26 @@ def ready(request: Request) -> Response:
     checks: dict[str, Any] = {}
     db = _database(request)
     checks["database"] = db["status"] == "up"
-    try:
-        checks["migrations"] = checks["database"] and not st.app.migrations_pending()
-    except Exception:
-        checks["migrations"] = False
-    try:
-        checks["signing_key"] = st.app.signing_key_usable()
-    except Exception:
-        checks["signing_key"] = False
-    try:
-        checks["sector_packs"] = st.app.sector_packs_installed()
-    except Exception:
-        checks["sector_packs"] = False
+    if st.installation_ready:
+        # confirmed once; none of them comes undone in a running process, and each costs database reads that
+        # would wait for the pool when it is exhausted: only the (bounded) database state is checked again
+        checks |= {"migrations": True, "signing_key": True, "sector_packs": True}
+    elif not checks["database"]:
+        checks |= {"migrations": False, "signing_key": False, "sector_packs": False}
+    else:
+        try:
+            checks["migrations"] = not st.app.migrations_pending()
+        except Exception:
+            checks["migrations"] = False
+        try:
+            checks["signing_key"] = st.app.signing_key_usable()
+        except Exception:
+            checks["signing_key"] = False
+        try:
+            checks["sector_packs"] = st.app.sector_packs_installed()
+        except Exception:
+            checks["sector_packs"] = False
+        st.installation_ready = all(checks.values())
     ok = all(checks.values())
     body = {"status": "ready" if ok else "not_ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ok else 503, headers={} if ok else {"Retry-After": "5"})
@@ -74,6 +83,8 @@ def health(request: Request) -> Response:
     deps["redis"] = {"status": "not_configured" if redis is None else ("up" if redis else "down")}
     if redis is not None:
         metrics.DEPENDENCY_UP.labels("redis").set(1 if redis else 0)
+    llm = st.app.llm_status()  # optional: an open breaker degrades (cycles fall back to the rule proposer)
+    deps["llm"] = llm if llm is not None else {"status": "not_configured"}
     ledger: dict[str, Any] = {"status": "up"}
     for name, report in st.verify_results.items():
         ledger[name] = {"verified": report["ok"], "tree_size": report["tree_size"],
@@ -83,7 +94,7 @@ def health(request: Request) -> Response:
     deps["ledger"] = ledger
     if deps["database"]["status"] != "up" or ledger["status"] != "up":
         status = "unhealthy"
-    elif redis is False:
+    elif redis is False or deps["llm"]["status"] == "down":
         status = "degraded"
     else:
         status = "healthy"
