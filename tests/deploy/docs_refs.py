@@ -15,11 +15,15 @@ from typing import Any
 import typer
 import yaml
 
+from knhk.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "monitoring" / "rules"
 SKIPPED_BLOCKS = {"mermaid", "json", "turtle", "ttl", "sparql", "yaml", "jsonc", "text"}
 # knhk_… identifiers in the docs that are not metrics: PostgreSQL role names and name prefixes
 NOT_METRICS = {"knhk_app", "knhk_app_password", "knhk_owner", "knhk_console"}  # roles, a cookie
+# the secret files of KNHK_SECRETS_DIR are named after settings (knhk_database_url, knhk_signing_key, ...)
+SECRET_FILES = {f"knhk_{name}" for name in Settings.model_fields}
 METRIC = re.compile(r"(?<![\w/.-])((?:knhk|process|python)_[a-z0-9_]+)\b(?![(=])")  # not f(…) nor key=
 ALERT = re.compile(r"\b(Knhk[A-Z][A-Za-z0-9]+)\b")
 RECORDING = re.compile(r"\b(knhk:[a-z_]+:(?:rate|ratio|p\d+|mean)[a-z0-9_]*)\b")
@@ -93,7 +97,7 @@ def extract(paths: Iterable[Path] | None = None) -> list[Ref]:
             refs += [Ref("command", c, name, n) for c in commands_in(line, lang)]
             refs += [Ref("route", f"{m.group(1)} {m.group(2)}", name, n) for m in ROUTE.finditer(line)]
             refs += [Ref("metric", m, name, n) for m in METRIC.findall(line)
-                     if m not in NOT_METRICS and not m.endswith("_")]
+                     if m not in NOT_METRICS and m not in SECRET_FILES and not m.endswith("_")]
             refs += [Ref("alert", m, name, n) for m in ALERT.findall(line)]
             refs += [Ref("recording", m, name, n) for m in RECORDING.findall(line)]
     return refs
