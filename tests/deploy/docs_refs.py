@@ -15,16 +15,21 @@ from typing import Any
 import typer
 import yaml
 
+from knhk.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "monitoring" / "rules"
 SKIPPED_BLOCKS = {"mermaid", "json", "turtle", "ttl", "sparql", "yaml", "jsonc", "text"}
 # knhk_… identifiers in the docs that are not metrics: PostgreSQL role names and name prefixes
 NOT_METRICS = {"knhk_app", "knhk_app_password", "knhk_owner", "knhk_console"}  # roles, a cookie
-METRIC = re.compile(r"(?<![\w/.-])((?:knhk|process|python)_[a-z0-9_]+)\b(?!\()")  # not f(…): SQL functions
+# the secret files of KNHK_SECRETS_DIR are named after settings (knhk_database_url, knhk_signing_key, ...)
+SECRET_FILES = {f"knhk_{name}" for name in Settings.model_fields}
+METRIC = re.compile(r"(?<![\w/.-])((?:knhk|process|python)_[a-z0-9_]+)\b(?![(=])")  # not f(…) nor key=
 ALERT = re.compile(r"\b(Knhk[A-Z][A-Za-z0-9]+)\b")
 RECORDING = re.compile(r"\b(knhk:[a-z_]+:(?:rate|ratio|p\d+|mean)[a-z0-9_]*)\b")
 ROUTE = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD) (/[^\s`'\"),;]*)")
-COMMAND = re.compile(r"(?:^|[\s;&|(`$])knhk\s+(?=[-a-z])")
+# `knhk` in command position: at the start (after VAR=value assignments), or after | ; && $( ( or a backtick
+COMMAND = re.compile(r"(?:^\s*(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*|(?:\$\(|[;&|(`])\s*)(?:\S*/)?knhk\s+(?=[-a-z])")
 FENCE = re.compile(r"^\s*```(\S*)\s*$")
 STOP_TOKENS = {"|", "||", ";", "&&", "&", ">", ">>", "<", "2>&1", "#", "\\"}
 
@@ -73,16 +78,12 @@ def _command_tokens(rest: str) -> list[str]:
 
 
 def commands_in(text: str, lang: str | None) -> list[str]:
-    """Every ``knhk …`` invocation of one line: in a shell block anywhere on the line, in prose only as the
-    start of an inline code span."""
+    """Every ``knhk …`` invocation of one line in command position: in a shell block, or in prose inside an
+    inline code span."""
     found = []
-    if lang is None:
-        for span in re.findall(r"`([^`]+)`", text):
-            if span.startswith("knhk "):
-                found.append(" ".join(_command_tokens(span[5:])))
-    else:
-        for m in COMMAND.finditer(text):
-            found.append(" ".join(_command_tokens(text[m.end():])))
+    for line in re.findall(r"`([^`]+)`", text) if lang is None else [text]:
+        for m in COMMAND.finditer(line):
+            found.append(" ".join(_command_tokens(line[m.end():])))
     return [f"knhk {c}".rstrip() for c in found]
 
 
@@ -96,7 +97,7 @@ def extract(paths: Iterable[Path] | None = None) -> list[Ref]:
             refs += [Ref("command", c, name, n) for c in commands_in(line, lang)]
             refs += [Ref("route", f"{m.group(1)} {m.group(2)}", name, n) for m in ROUTE.finditer(line)]
             refs += [Ref("metric", m, name, n) for m in METRIC.findall(line)
-                     if m not in NOT_METRICS and not m.endswith("_")]
+                     if m not in NOT_METRICS and m not in SECRET_FILES and not m.endswith("_")]
             refs += [Ref("alert", m, name, n) for m in ALERT.findall(line)]
             refs += [Ref("recording", m, name, n) for m in RECORDING.findall(line)]
     return refs
