@@ -163,9 +163,11 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=60.0, gt=0, le=600, description="Read timeout of an LLM call.")
     llm_max_tokens: int = Field(default=2048, ge=64, le=65_536, description="max_tokens of one LLM answer.")
     llm_requests_per_hour: int = Field(default=10, ge=1, le=100_000,
-                                       description="LLM calls per rolling hour per process (then the rule proposer).")
+                                       description="LLM calls per rolling hour, all processes together (then the "
+                                                   "rule proposer).")
     llm_tokens_per_hour: int = Field(default=50_000, ge=100, le=100_000_000,
-                                     description="LLM token budget per rolling hour per process (prompt + answer).")
+                                     description="LLM token budget per rolling hour, all processes together "
+                                                 "(prompt + answer).")
 
     @field_validator("llm_url", "llm_model", "llm_key_file", mode="before")
     @classmethod

@@ -24,11 +24,12 @@ SKIPPED_BLOCKS = {"mermaid", "json", "turtle", "ttl", "sparql", "yaml", "jsonc",
 NOT_METRICS = {"knhk_app", "knhk_app_password", "knhk_owner", "knhk_console"}  # roles, a cookie
 # the secret files of KNHK_SECRETS_DIR are named after settings (knhk_database_url, knhk_signing_key, ...)
 SECRET_FILES = {f"knhk_{name}" for name in Settings.model_fields}
-METRIC = re.compile(r"(?<![\w/.-])((?:knhk|process|python)_[a-z0-9_]+)\b(?!\()")  # not f(…): SQL functions
+METRIC = re.compile(r"(?<![\w/.-])((?:knhk|process|python)_[a-z0-9_]+)\b(?![(=])")  # not f(…) nor key=
 ALERT = re.compile(r"\b(Knhk[A-Z][A-Za-z0-9]+)\b")
 RECORDING = re.compile(r"\b(knhk:[a-z_]+:(?:rate|ratio|p\d+|mean)[a-z0-9_]*)\b")
 ROUTE = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD) (/[^\s`'\"),;]*)")
-COMMAND = re.compile(r"(?:^|[\s;&|(`$])knhk\s+(?=[-a-z])")
+# `knhk` in command position: at the start (after VAR=value assignments), or after | ; && $( ( or a backtick
+COMMAND = re.compile(r"(?:^\s*(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*|(?:\$\(|[;&|(`])\s*)(?:\S*/)?knhk\s+(?=[-a-z])")
 FENCE = re.compile(r"^\s*```(\S*)\s*$")
 STOP_TOKENS = {"|", "||", ";", "&&", "&", ">", ">>", "<", "2>&1", "#", "\\"}
 
@@ -77,16 +78,12 @@ def _command_tokens(rest: str) -> list[str]:
 
 
 def commands_in(text: str, lang: str | None) -> list[str]:
-    """Every ``knhk …`` invocation of one line: in a shell block anywhere on the line, in prose only as the
-    start of an inline code span."""
+    """Every ``knhk …`` invocation of one line in command position: in a shell block, or in prose inside an
+    inline code span."""
     found = []
-    if lang is None:
-        for span in re.findall(r"`([^`]+)`", text):
-            if span.startswith("knhk "):
-                found.append(" ".join(_command_tokens(span[5:])))
-    else:
-        for m in COMMAND.finditer(text):
-            found.append(" ".join(_command_tokens(text[m.end():])))
+    for line in re.findall(r"`([^`]+)`", text) if lang is None else [text]:
+        for m in COMMAND.finditer(line):
+            found.append(" ".join(_command_tokens(line[m.end():])))
     return [f"knhk {c}".rstrip() for c in found]
 
 

@@ -106,15 +106,20 @@ def test_the_request_and_its_digest_are_deterministic() -> None:
 def test_allowance_counts_requests_and_tokens_per_rolling_hour() -> None:
     now = [0.0]
     allowance = Allowance(2, 1000, clock=lambda: now[0])
-    allowance.take(100)
-    allowance.spend(600)
+    allowance.take(100)  # reserves 100
+    assert allowance.spent_tokens() == 100
+    allowance.spend(600, 100)  # the answer spent 600
+    assert allowance.spent_tokens() == 600
     with pytest.raises(LlmFailure) as e:
         allowance.take(500)  # 600 spent + 500 > 1000
     assert e.value.reason == "budget_exhausted"
     allowance.take(300)
+    allowance.spend(0, 300)  # no answer came back: the reservation is released
+    assert allowance.spent_tokens() == 600
     with pytest.raises(LlmFailure) as e:
         allowance.take(0)
     assert e.value.reason == "rate_limit"
+    assert allowance.requests_last_hour() == 2
     now[0] = 3600.0  # an hour later both are free again
     assert allowance.spent_tokens() == 0
     allowance.take(900)

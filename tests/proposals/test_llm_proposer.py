@@ -252,6 +252,8 @@ FAILURES = {
     "not_triples": (Reply(answer({"rationale": "x", "additions": [["a", "b"]], "removals": []})),
                     "schema_violation"),
     "empty": (Reply(answer({"rationale": "nothing to do", "additions": [], "removals": []})), "empty"),
+    "not_n_triples": (Reply(answer({"rationale": "x", "additions": [["foo", "bar", "baz"]], "removals": []})),
+                      "refused"),  # well-formed JSON, but no term a snapshot can hold: refused on recording
     "refusal": (Reply(None, refusal="I can't help with that."), "refusal"),
     "truncated": (Reply('{"rationale": "x", "additions": [', finish_reason="length"), "truncated"),
     "slow": (Reply(answer(good_delta()), delay_s=2.5), "timeout"),
@@ -336,6 +338,31 @@ def test_rate_limit_and_token_budget(settings: Settings, server: ChatServer, tmp
         record = cycle(runtime, clock, "finance")
         assert [f.outcome for f in entries(runtime, record, "proposer.fallback")] == ["rate_limit"]
     assert server.requests == []
+
+
+def test_the_allowance_is_shared_by_every_process(settings: Settings, server: ChatServer, tmp_path: Path,
+                                                  clock: ManualClock) -> None:
+    """Two runtimes on one database (two workers or replicas) count one rate limit and one token budget."""
+    configured = llm_settings(settings, server, tmp_path, llm_requests_per_hour=2, llm_tokens_per_hour=2000)
+    with Runtime.open(configured, clock=clock, loop_clock=clock) as a, \
+            Runtime.open(configured, clock=clock, loop_clock=clock) as b:
+        assert a.coordinator.llm is not None
+        assert b.coordinator.llm is not None
+        first, second = a.coordinator.llm.proposer.allowance, b.coordinator.llm.proposer.allowance
+        first.take(100)
+        second.take(100)
+        with pytest.raises(LlmFailure) as refused:
+            first.take(100)
+        assert refused.value.reason == "rate_limit"
+        first.spend(1500, 100)
+        assert second.spent_tokens() == 1600
+        assert second.requests_last_hour() == 2
+        clock.advance(3601)
+        assert first.requests_last_hour() == 0
+        assert second.spent_tokens() == 0
+        with pytest.raises(LlmFailure) as refused:
+            second.take(2001)
+        assert refused.value.reason == "budget_exhausted"
 
 
 # -- configuration ------------------------------------------------------------------------------------------

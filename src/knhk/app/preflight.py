@@ -179,12 +179,15 @@ def oidc_check(settings: Settings) -> Check:
     try:
         with build_authenticator(settings) as authenticator:
             outcome = authenticator.prefetch()
+            counts = {issuer: authenticator.usable_keys(issuer) for issuer in outcome}
     except Exception as exc:
         return failed("oidc", title, _short(exc))
-    bad = {issuer: why for issuer, why in outcome.items() if why is not None}
+    bad = {issuer: why or ("its JWKS holds no usable signature-verification key" if not counts[issuer] else None)
+           for issuer, why in outcome.items()}
+    bad = {issuer: why for issuer, why in bad.items() if why is not None}
     if bad:
         return failed("oidc", title, "; ".join(f"{i}: {w}" for i, w in bad.items()))
-    return passed("oidc", title, f"{len(outcome)} issuer(s): keys loaded")
+    return passed("oidc", title, f"{len(outcome)} issuer(s): " + ", ".join(f"{n} key(s)" for n in counts.values()))
 
 
 def redis_check(settings: Settings) -> Check:

@@ -49,7 +49,7 @@ from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.ops.stale import LastSeen
 from knhk.proof.signing import SigningKey, read_key_file
-from knhk.proposals.llm import LlmProposer, LlmSettings
+from knhk.proposals.llm import LlmProposer, LlmSettings, StoredAllowance
 from knhk.proposals.llm import read_key_file as read_llm_key
 from knhk.sectors.classes import pack_class_rules
 from knhk.sectors.detectors import pack_detector_settings
@@ -176,11 +176,14 @@ def llm_settings(settings: Settings) -> LlmSettings | None:
                        settings.llm_tokens_per_hour)
 
 
-def llm_planner(settings: Settings, proposals: ProposalService) -> LlmPlanner | None:
+def llm_planner(settings: Settings, db: Database, clock: Clock, proposals: ProposalService) -> LlmPlanner | None:
+    """The LLM proposer when configured; its rate limit and token budget are counted in the database (shared by
+    every process of the installation)."""
     configured = llm_settings(settings)
     if configured is None:
         return None
-    return LlmPlanner(LlmProposer(configured), doctrines_for, proposals.decided)
+    allowance = StoredAllowance(db, configured.requests_per_hour, configured.tokens_per_hour, clock.now_us)
+    return LlmPlanner(LlmProposer(configured, allowance=allowance), doctrines_for, proposals.decided)
 
 
 @dataclass
@@ -275,7 +278,7 @@ class Runtime:
                                         classes_for=lambda sector: rules.get(sector, ClassRules()))
             proposals.on_outcome = thresholds.record
             coordinator = Coordinator(db, ledger, registry, engine, thresholds, proposals, lclock,
-                                      llm=llm_planner(settings, proposals))
+                                      llm=llm_planner(settings, db, clock, proposals))
         except BaseException:
             db.close()
             raise

@@ -495,6 +495,12 @@ class Authenticator:
                 out[issuer] = exc.message
         return out
 
+    def usable_keys(self, issuer: str) -> int:
+        """How many verification keys of the issuer's loaded key set are usable (0 before a load, or when the
+        set published none KNHK accepts)."""
+        keys = self._issuers[issuer].keys
+        return 0 if keys is None else len(keys.by_kid) + len(keys.without_kid)
+
     def jwks_fetches(self, issuer: str) -> int:
         """How many times this authenticator fetched (or tried to fetch) the issuer's key set."""
         return self._issuers[issuer].fetches

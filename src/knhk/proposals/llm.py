@@ -7,10 +7,12 @@ circuit breaker of the ``llm`` dependency (:func:`knhk.ops.resilience.breaker_fo
 endpoints and HTTP errors count as its failures; after ``KNHK_BREAKER_FAIL_MAX`` (5) in a row it opens and
 cycles stop waiting for the endpoint until it half-opens.
 
-Before each call the :class:`Allowance` checks the rate limit (requests per rolling hour, default 10) and
-the token budget (tokens per rolling hour, default 50,000; a call is refused when the hour's spent tokens plus
-the estimated prompt plus ``max_tokens`` would exceed it). Spent tokens are the ``usage.total_tokens`` the
-endpoint reports, or an estimate (characters / 4) when it reports none. Both count per process. A usable
+Before each call the allowance checks the rate limit (requests per rolling hour, default 10) and the token
+budget (tokens per rolling hour, default 50,000; a call is refused when the hour's spent tokens plus the
+estimated prompt plus ``max_tokens`` would exceed it; that much is reserved until the answer settles it).
+Spent tokens are the ``usage.total_tokens`` the endpoint reports, an estimate (characters / 4) when it reports
+none, 0 when no answer came back. The runtime uses :class:`StoredAllowance`: the rows of ``llm_usage``, shared
+by every worker and replica; :class:`Allowance` is the same arithmetic in memory. A usable
 answer is kept per prompt digest (the request is deterministic, temperature 0), so a pattern that persists over
 cycles with nothing else changed costs one call, not one per cycle.
 
@@ -38,8 +40,10 @@ import orjson
 
 from knhk.errors import CircuitOpenError, ConfigurationError, DependencyUnavailableError
 from knhk.ops.resilience import breaker_for, state_of
+from knhk.proposals import store
 from knhk.proposals.prompt import AnswerError, PromptContext, build_request, parse_answer, prompt_digest
 from knhk.proposals.proposer import Plan
+from knhk.storage.database import Database
 
 DEPENDENCY = "llm"
 HOUR_S = 3600.0
@@ -99,8 +103,21 @@ def read_key_file(path: Path) -> str:
     return text
 
 
+def _refuse(requests: int, spent: int, expected_tokens: int, requests_per_hour: int, tokens_per_hour: int) -> None:
+    if requests >= requests_per_hour:
+        raise LlmFailure("rate_limit", f"LLM rate limit reached: {requests_per_hour} requests in the last hour",
+                         limit=requests_per_hour)
+    if spent + expected_tokens > tokens_per_hour:
+        raise LlmFailure("budget_exhausted", f"LLM token budget exhausted: {spent} of {tokens_per_hour} tokens "
+                         f"spent in the last hour, this request may need {expected_tokens}", spent=spent,
+                         budget=tokens_per_hour)
+
+
 class Allowance:
-    """Requests and tokens spent in the last hour (rolling), against the configured limits."""
+    """Requests and tokens of the last hour (rolling) in this process, against the configured limits.
+
+    :meth:`take` admits a call and reserves the tokens it may need; :meth:`spend` settles the reservation
+    with what the call spent (0 when no answer came back)."""
 
     def __init__(self, requests_per_hour: int, tokens_per_hour: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -125,26 +142,55 @@ class Allowance:
     def spent_tokens(self) -> int:
         with self._lock:
             self._trim(self._clock())
-            return sum(n for _, n in self._tokens)
+            return max(0, sum(n for _, n in self._tokens))
 
     def take(self, expected_tokens: int) -> None:
-        """Count one request, or refuse it (:class:`LlmFailure` ``rate_limit`` / ``budget_exhausted``)."""
+        """Admit one request, or refuse it (:class:`LlmFailure` ``rate_limit`` / ``budget_exhausted``)."""
         with self._lock:
             now = self._clock()
             self._trim(now)
-            if len(self._requests) >= self.requests_per_hour:
-                raise LlmFailure("rate_limit", f"LLM rate limit reached: {self.requests_per_hour} requests in the "
-                                               "last hour", limit=self.requests_per_hour)
-            spent = sum(n for _, n in self._tokens)
-            if spent + expected_tokens > self.tokens_per_hour:
-                raise LlmFailure("budget_exhausted", f"LLM token budget exhausted: {spent} of {self.tokens_per_hour}"
-                                 f" tokens spent in the last hour, this request may need {expected_tokens}",
-                                 spent=spent, budget=self.tokens_per_hour)
+            _refuse(len(self._requests), sum(n for _, n in self._tokens), expected_tokens, self.requests_per_hour,
+                    self.tokens_per_hour)
             self._requests.append(now)
+            self._tokens.append((now, expected_tokens))
 
-    def spend(self, tokens: int) -> None:
+    def spend(self, tokens: int, reserved: int = 0) -> None:
         with self._lock:
-            self._tokens.append((self._clock(), max(0, tokens)))
+            self._tokens.append((self._clock(), max(0, tokens) - reserved))
+
+
+class StoredAllowance(Allowance):
+    """The same limits counted in the database (``llm_usage``), so every worker and replica of the installation
+    shares them; admission is serialised by a transaction-scoped lock."""
+
+    LOCK = "knhk.llm.usage"
+
+    def __init__(self, db: Database, requests_per_hour: int, tokens_per_hour: int,
+                 now_us: Callable[[], int]) -> None:
+        super().__init__(requests_per_hour, tokens_per_hour)
+        self.db = db
+        self._now_us = now_us
+
+    def _since(self) -> int:
+        return self._now_us() - int(HOUR_S * 1_000_000)
+
+    def requests_last_hour(self) -> int:
+        with self.db.connection() as conn:
+            return store.usage_since(conn, self._since())[0]
+
+    def spent_tokens(self) -> int:
+        with self.db.connection() as conn:
+            return max(0, store.usage_since(conn, self._since())[1])
+
+    def take(self, expected_tokens: int) -> None:
+        with self.db.transaction(lock=self.LOCK) as conn:
+            requests, spent = store.usage_since(conn, self._since())
+            _refuse(requests, spent, expected_tokens, self.requests_per_hour, self.tokens_per_hour)
+            store.insert_usage(conn, self._now_us(), "request", expected_tokens)
+
+    def spend(self, tokens: int, reserved: int = 0) -> None:
+        with self.db.transaction() as conn:
+            store.insert_usage(conn, self._now_us(), "answer", max(0, tokens) - reserved)
 
 
 @dataclass(frozen=True)
@@ -214,10 +260,15 @@ class LlmProposer:
                 self._answers.move_to_end(digest)
                 return known
         body = orjson.dumps(request)
+        reserved = _estimate(len(body)) + self.settings.max_tokens
         try:
-            self.allowance.take(_estimate(len(body)) + self.settings.max_tokens)
-            data = self._call(body)
-            answer = self._read(data, digest, len(body))
+            self.allowance.take(reserved)
+            try:
+                data = self._call(body)
+            except LlmFailure:
+                self.allowance.spend(0, reserved)  # no answer came back: nothing to count
+                raise
+            answer = self._read(data, digest, len(body), reserved)
         except LlmFailure as exc:
             exc.details.setdefault("prompt_digest", digest)
             raise
@@ -262,7 +313,7 @@ class LlmProposer:
             raise _Unavailable("bad_response", "the LLM endpoint's answer is not a JSON object")
         return data
 
-    def _read(self, data: dict[str, Any], digest: str, request_chars: int) -> LlmPlan:
+    def _read(self, data: dict[str, Any], digest: str, request_chars: int, reserved: int) -> LlmPlan:
         choices = data.get("choices")
         raw_usage = data.get("usage")
         usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
@@ -276,7 +327,7 @@ class LlmProposer:
             total = (prompt_tokens if prompt_tokens is not None else _estimate(request_chars)) + (
                 completion_tokens if completion_tokens is not None
                 else _estimate(len(content) if isinstance(content, str) else 0))
-        self.allowance.spend(total)
+        self.allowance.spend(total, reserved)
         if not isinstance(message, dict):
             raise LlmFailure("bad_response", "the LLM endpoint's answer has no choices[0].message")
         refusal = message.get("refusal")
@@ -305,4 +356,4 @@ class LlmProposer:
 
 
 __all__ = ["DEPENDENCY", "REASONS", "Allowance", "LlmFailure", "LlmPlan", "LlmProposer", "LlmSettings",
-           "read_key_file"]
+           "StoredAllowance", "read_key_file"]
