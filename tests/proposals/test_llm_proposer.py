@@ -252,6 +252,8 @@ FAILURES = {
     "not_triples": (Reply(answer({"rationale": "x", "additions": [["a", "b"]], "removals": []})),
                     "schema_violation"),
     "empty": (Reply(answer({"rationale": "nothing to do", "additions": [], "removals": []})), "empty"),
+    "not_n_triples": (Reply(answer({"rationale": "x", "additions": [["foo", "bar", "baz"]], "removals": []})),
+                      "refused"),  # well-formed JSON, but no term a snapshot can hold: refused on recording
     "refusal": (Reply(None, refusal="I can't help with that."), "refusal"),
     "truncated": (Reply('{"rationale": "x", "additions": [', finish_reason="length"), "truncated"),
     "slow": (Reply(answer(good_delta()), delay_s=2.5), "timeout"),
