@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from crash_load import Checked, Load, check
 
 from knhk.config import Settings
@@ -93,6 +94,7 @@ def _service_env(database_url: str, data_dir: Path) -> dict[str, str]:
     return {**SERVICE_ENV, "KNHK_DATABASE_URL": database_url, "KNHK_DATA_DIR": str(data_dir)}
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_service_during_ingest_loses_nothing(database_url: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     rng = random.Random()
@@ -127,6 +129,7 @@ def test_kill_9_of_the_service_during_ingest_loses_nothing(database_url: str, tm
     _report(f"kill -9 of knhk serve ({database_url.split(':')[0]})", rounds, checked, loads, verifier.runs)
 
 
+@pytest.mark.slow
 def test_postgresql_crash_during_ingest_loses_nothing(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     rng = random.Random()

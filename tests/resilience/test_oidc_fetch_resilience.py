@@ -1,7 +1,7 @@
 """The OIDC key fetch is an idempotent read: retried on transient failures, bounded by one HTTP timeout, and
 guarded by the issuer's circuit breaker (``oidc:<issuer>``), against real loopback endpoints: an HTTP server
 that drops its first connections or answers 503 before it serves its JWK Set, a port nobody listens on, and
-a socket that accepts and never answers."""
+a socket that accepts and never answers. The console's sign-in reads the provider's documents the same way."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -18,6 +19,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from knhk.config import Settings
+from knhk.console.oidc import OidcLogin
 from knhk.errors import CircuitOpenError, DependencyUnavailableError
 from knhk.identity import IssuerConfig
 from knhk.identity.oidc import Authenticator
@@ -58,7 +61,11 @@ class FlakyProvider:
                 if provider.requests <= provider.drops + provider.errors:
                     self.send_error(503)
                     return
-                body = json.dumps({"keys": [JWK]}).encode()
+                document: dict[str, Any] = {"keys": [JWK]}
+                if self.path == "/.well-known/openid-configuration":
+                    document = {"issuer": provider.issuer, "authorization_endpoint": f"{provider.issuer}/auth",
+                                "token_endpoint": f"{provider.issuer}/token", "jwks_uri": f"{provider.issuer}/jwks"}
+                body = json.dumps(document).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
@@ -111,6 +118,21 @@ def test_a_flapping_provider_is_retried_until_it_answers() -> None:
         assert provider.requests == 4
         assert retries() - before == 3
         assert resilience.state_of(f"oidc:{provider.issuer}") == "closed"
+    finally:
+        provider.close()
+
+
+def test_the_console_reads_the_discovery_document_of_a_flapping_provider(tmp_path: Path) -> None:
+    provider = FlakyProvider(drops=1, errors=1)
+    before = retries()
+    try:
+        settings = Settings(data_dir=tmp_path, oidc_issuers=[{"issuer": provider.issuer, "audience": AUDIENCE}],
+                            console_oidc_client_id="knhk-console")
+        with Authenticator([config(provider.issuer)]) as auth:
+            login = OidcLogin(settings, auth)
+            assert login.metadata().jwks_uri == f"{provider.issuer}/jwks"
+        assert provider.requests == 3
+        assert retries() - before == 2
     finally:
         provider.close()
 

@@ -25,6 +25,11 @@ from knhk.config import Settings
 from knhk.errors import AuthenticationError, ConfigurationError, DependencyUnavailableError
 from knhk.identity import Authenticator, IssuerConfig, issuer_configs
 from knhk.identity.rbac import Principal
+from knhk.ops.resilience import breaker_for, idempotent_retry
+
+
+class _TransientRead(DependencyUnavailableError):
+    """A provider read worth one more try: no connection, a timeout, 429 or 5xx."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class OidcLogin:
         self.mfa_acr = sorted(settings.auth_mfa_acr_values)
         self.authenticator = authenticator
         self.http = http or httpx.Client(timeout=settings.oidc_http_timeout_s)
+        self.timeout_s = settings.oidc_http_timeout_s
         self._metadata: ProviderMetadata | None = None
         self._lock = threading.Lock()
 
@@ -61,8 +67,22 @@ class OidcLogin:
         return self.config.issuer
 
     def _get(self, url: str, what: str) -> Any:
+        """GET a JSON document of the provider (an idempotent read): through the issuer's breaker and retried on
+        transport errors, 429 and 5xx, as the API's key fetches are (:mod:`knhk.identity.oidc`)."""
+        retrying = idempotent_retry("oidc.fetch", retry_on=lambda exc: isinstance(exc, _TransientRead),
+                                    deadline_s=self.timeout_s)
+        with breaker_for(f"oidc:{self.issuer}").guard():
+            return retrying(self._get_once)(url, what)
+
+    def _get_once(self, url: str, what: str) -> Any:
         try:
             response = self.http.get(url)
+        except httpx.HTTPError as exc:
+            raise _TransientRead(f"the identity provider's {what} ({url}) cannot be read: {exc}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _TransientRead(f"the identity provider's {what} ({url}) cannot be read: HTTP "
+                                 f"{response.status_code}")
+        try:
             response.raise_for_status()
             return response.json()
         except (httpx.HTTPError, ValueError) as exc:

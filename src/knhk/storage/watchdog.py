@@ -232,12 +232,12 @@ class Watchdog:
             self._alive_at = float("-inf")
         log.warning("PostgreSQL is not answering (%s): aborting %d call(s) in progress", reason, len(victims),
                     extra={"dependency": "postgresql"})
-        for _, raw in victims:
-            abort(raw)
-        try:
+        try:  # first, so the aborted callers already find the breaker open
             self._on_outage(reason)
         except Exception:
             log.exception("reporting a PostgreSQL outage failed")
+        for _, raw in victims:
+            abort(raw)
 
 
 __all__ = ["Watchdog", "abort", "liveness"]
