@@ -66,10 +66,6 @@ CANARY="$(other_colour "$LIVE")"
 RESOURCE="namespace/$NAMESPACE/ingress/knhk-canary"
 meta() { json_object image "$IMAGE" stable "$LIVE" canary "$CANARY" "$@"; }
 
-SELECTOR="job=\"knhk\",namespace=\"$NAMESPACE\",track=\"$CANARY\",route!~\"/health.*|/metrics\""
-ERROR_QUERY="(sum(rate(knhk_requests_total{$SELECTOR,status=~\"5..\"}[$WINDOW])) or vector(0)) / sum(rate(knhk_requests_total{$SELECTOR}[$WINDOW]))"
-P95_QUERY="histogram_quantile(0.95, sum by (le) (rate(knhk_request_duration_seconds_bucket{$SELECTOR}[$WINDOW])))"
-
 set_weight() {
   kube annotate ingress knhk-canary --overwrite "nginx.ingress.kubernetes.io/canary-weight=$1" >/dev/null
 }
@@ -80,35 +76,6 @@ abort() {  # abort STEP REASON: the canary gets no more traffic; service/knhk st
   switch_service "$LIVE" || log "WARNING: could not confirm that service/knhk selects $LIVE"
   audit deploy.canary.rolled_back "$RESOURCE" failure "$1: $2" "$(meta step "$1")"
   exit 1
-}
-
-# query PROMQL: the first sample's value, or "none" (no series, NaN, or Prometheus did not answer).
-query() {
-  local body value
-  body="$(curl -sS --fail --max-time 10 --get --data-urlencode "query=$1" "$PROMETHEUS/api/v1/query" 2>/dev/null)" \
-    || { printf none; return 0; }
-  value="$(jq -r 'if .status == "success" and (.data.result | length) > 0 then .data.result[0].value[1]
-                  else "none" end' <<<"$body" 2>/dev/null)" || value=none
-  [[ "$value" =~ ^[+-]?[0-9.eE+-]+$ || "$value" == +Inf ]] || value=none
-  printf '%s' "$value"
-}
-
-above() { awk -v v="$1" -v max="$2" 'BEGIN { exit !(v == "+Inf" || v + 0 > max + 0) }'; }
-
-# analyse: prints "successful|failed|inconclusive ERROR_RATIO P95".
-analyse() {
-  local err p95
-  err="$(query "$ERROR_QUERY")"
-  p95="$(query "$P95_QUERY")"
-  if [[ "$err" != none ]] && above "$err" "$MAX_ERROR_RATE"; then
-    echo "failed $err $p95"
-  elif [[ "$p95" != none ]] && above "$p95" "$MAX_P95"; then
-    echo "failed $err $p95"
-  elif [[ "$err" == none || "$p95" == none ]]; then
-    echo "inconclusive $err $p95"
-  else
-    echo "successful $err $p95"
-  fi
 }
 
 log "canary of $IMAGE: stable $LIVE, canary $CANARY, stages $STAGES % in namespace $NAMESPACE"
@@ -130,7 +97,7 @@ for weight in "${STAGE_LIST[@]}"; do
   sleep "$STAGE_WAIT_S"
   inconclusive=0
   while :; do
-    read -r verdict err p95 <<<"$(analyse)"
+    read -r verdict err p95 <<<"$(analyse "$CANARY")"
     log "stage $weight %: analysis $verdict (error ratio $err, p95 ${p95}s)"
     case "$verdict" in
       successful)

@@ -123,3 +123,44 @@ smoke() {
   fi
   return "$rc"
 }
+
+# --- analysis (canary.sh, blue-green-deploy.sh --prometheus): the colour's error ratio and p95 latency from
+# Prometheus' HTTP API, over the series the ServiceMonitor scrapes (job="knhk", namespace, track; health
+# probes and /metrics excluded). Set PROMETHEUS, WINDOW, MAX_ERROR_RATE and MAX_P95 before calling.
+
+# analysis_queries COLOUR: sets ERROR_QUERY and P95_QUERY for that colour.
+analysis_queries() {
+  local selector="job=\"knhk\",namespace=\"$NAMESPACE\",track=\"$1\",route!~\"/health.*|/metrics\""
+  ERROR_QUERY="(sum(rate(knhk_requests_total{$selector,status=~\"5..\"}[$WINDOW])) or vector(0)) / sum(rate(knhk_requests_total{$selector}[$WINDOW]))"
+  P95_QUERY="histogram_quantile(0.95, sum by (le) (rate(knhk_request_duration_seconds_bucket{$selector}[$WINDOW])))"
+}
+
+# query PROMQL: the first sample's value, or "none" (no series, NaN, or Prometheus did not answer).
+query() {
+  local body value
+  body="$(curl -sS --fail --max-time 10 --get --data-urlencode "query=$1" "$PROMETHEUS/api/v1/query" 2>/dev/null)" \
+    || { printf none; return 0; }
+  value="$(jq -r 'if .status == "success" and (.data.result | length) > 0 then .data.result[0].value[1]
+                  else "none" end' <<<"$body" 2>/dev/null)" || value=none
+  [[ "$value" =~ ^[+-]?[0-9.eE+-]+$ || "$value" == +Inf ]] || value=none
+  printf '%s' "$value"
+}
+
+above() { awk -v v="$1" -v max="$2" 'BEGIN { exit !(v == "+Inf" || v + 0 > max + 0) }'; }
+
+# analyse COLOUR: prints "successful|failed|inconclusive ERROR_RATIO P95".
+analyse() {
+  local err p95
+  analysis_queries "$1"
+  err="$(query "$ERROR_QUERY")"
+  p95="$(query "$P95_QUERY")"
+  if [[ "$err" != none ]] && above "$err" "$MAX_ERROR_RATE"; then
+    echo "failed $err $p95"
+  elif [[ "$p95" != none ]] && above "$p95" "$MAX_P95"; then
+    echo "failed $err $p95"
+  elif [[ "$err" == none || "$p95" == none ]]; then
+    echo "inconclusive $err $p95"
+  else
+    echo "successful $err $p95"
+  fi
+}

@@ -300,6 +300,25 @@ def test_blue_green_refuses_an_unpinned_image_and_a_failing_audit(quick_cluster:
     assert not any(c[0] != "get" for c in quick_cluster.calls())  # no audit trail, no action
 
 
+@pytest.mark.parametrize(("scenarios", "analyses", "track", "last"), [
+    (["healthy"], 1, "green", "deploy.blue_green.completed"),
+    (["failing"], 1, "blue", "deploy.blue_green.rolled_back"),
+    (["nodata", "slow"], 2, "blue", "deploy.blue_green.rolled_back"),
+    (["nodata"], 2, "blue", "deploy.blue_green.rolled_back"),  # one more watch allowed, then back
+])
+def test_blue_green_watch_switches_back_on_bad_metrics(quick_cluster: Cluster, prometheus: FakePrometheus,
+                                                       scenarios: list[str], analyses: int, track: str,
+                                                       last: str) -> None:
+    prometheus.scenarios = scenarios
+    done = quick_cluster.run("blue-green-deploy.sh", "--image", NEW, "--prometheus", prometheus.url, "--watch", "0",
+                             "--max-inconclusive", "1")
+    assert done.returncode == (0 if track == "green" else 1), done.stderr
+    assert quick_cluster.track == track
+    assert quick_cluster.actions()[-1] == last
+    assert all('track="green"' in q for q in prometheus.queries)  # the new colour is the one analysed
+    assert len(prometheus.queries) == 2 * analyses
+
+
 # --- rollback.sh ------------------------------------------------------------------------------------------
 
 

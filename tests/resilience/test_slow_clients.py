@@ -193,8 +193,8 @@ def test_two_thousand_idle_connections_are_bounded(server: str) -> None:
 def test_the_deadlines_are_counted(server: str) -> None:
     with httpx.Client(base_url=server, timeout=10) as client:
         text = client.get("/metrics").text
-    assert 'knhk_http_timeouts_total{deadline="head"}' in text
-    assert 'knhk_http_timeouts_total{deadline="body"}' in text
+    assert 'knhk_http_timeouts_total{phase="head"}' in text
+    assert 'knhk_http_timeouts_total{phase="body"}' in text
 
 
 def test_a_fast_body_is_not_affected(server: str) -> None:

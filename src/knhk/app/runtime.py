@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from knhk.audit.erasure import References
@@ -64,6 +65,7 @@ from knhk.validation.doctrines import Doctrine
 SYSTEM_ACTOR = "system:knhk"
 
 log = logging.getLogger("knhk")
+_PRIME_PAGE = 5000  # observations fed to the detection windows at a time when a sector is first caught up
 
 
 def _configured_key(settings: Settings) -> SigningKey | None:
@@ -296,12 +298,16 @@ class Runtime:
         after = self._cursors.get(sector)
         if after is None:
             window_s = max(300.0, self.engine.config(sector).drift_window_s)
-            batch = list(self.reader.since(self.loop_clock.now_us() - int(window_s * 1_000_000), sector=sector))
             self.engine.monitor(sector)
-            self.engine.observe(batch)
-            fed = len(batch)
-            after = max((o.seq or 0 for o in batch), default=0)
-            if not batch:
+            after = 0
+            # page by page: the windows keep compact entries, so memory holds one page of observations at a
+            # time, never the whole window as one list
+            stream = self.reader.since(self.loop_clock.now_us() - int(window_s * 1_000_000), sector=sector)
+            while chunk := list(islice(stream, _PRIME_PAGE)):
+                self.engine.observe(chunk)
+                fed += len(chunk)
+                after = max(after, max(o.seq or 0 for o in chunk))
+            if not fed:
                 after = self.reader.last_seq(sector)
         while True:
             page = self.reader.query(sector=sector, after=after, limit=10_000)

@@ -8,7 +8,7 @@ bytes of a new request arrive after an answer; unless the request head is comple
 ``KNHK_HTTP_HEADER_TIMEOUT_S`` the connection is closed — with ``408 Request Timeout`` if part of a head had
 arrived, silently if nothing had. A running request is never cut by it: its body has its own deadline
 (``KNHK_HTTP_BODY_TIMEOUT_S``, :class:`knhk.service.guards.RequestGuards`). Each close counts in
-``knhk_http_timeouts_total{deadline="head"}``.
+``knhk_http_timeouts_total{phase="head"}``.
 
 The protocol is created by uvicorn in each worker process, so it reads its setting from the environment
 (``knhk serve`` puts the configured value there) once per process.

@@ -6,7 +6,7 @@
 * Body deadline: the whole body must arrive within ``body_timeout_s`` of the request head
   (``KNHK_HTTP_BODY_TIMEOUT_S``), else ``408 Request Timeout`` (problem code ``body_timeout``) with
   ``Connection: close``, and uvicorn closes the connection: a client sending its body a byte at a time holds
-  a connection and a task for that long at most (``knhk_http_timeouts_total{deadline="body"}``).
+  a connection and a task for that long at most (``knhk_http_timeouts_total{phase="body"}``).
 * Media type: a request with a body must be ``application/json`` (or ``application/*+json``), else 415; under
   the console's path (``forms_under``) it is an HTML form (``application/x-www-form-urlencoded``) instead.
 * Strict JSON: a body must be I-JSON (:mod:`knhk.ops.json_input`: no duplicate keys, no lone surrogates, no

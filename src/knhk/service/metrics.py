@@ -20,8 +20,7 @@ REQUEST_DURATION = Histogram(
     "knhk_request_duration_seconds", "HTTP request duration by method and route template.", ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 HTTP_TIMEOUTS = Counter("knhk_http_timeouts_total", "Connections closed by `knhk serve` for a client too slow: "
-                        "deadline head (no complete request head in time, idle ones included) or body (408).",
-                        ["deadline"])
+                        "phase head (no complete request head in time, idle ones included) or body (408).", ["phase"])
 OBSERVATIONS = Counter("knhk_observations_ingested_total", "Observations stored, by sector.", ["sector"])
 PATTERNS = Counter("knhk_patterns_detected_total", "Patterns detected, by sector and pattern.", ["sector", "pattern"])
 PROPOSALS = Counter("knhk_proposals_total", "Proposals decided, by sector and outcome.", ["sector", "outcome"])
