@@ -113,7 +113,8 @@ def test_newest_migration_applies_while_the_previous_release_ingests(migration: 
         assert migrate.returncode == 0, migrate.stdout + migrate.stderr
         assert migration.split(".")[0] in migrate.stdout
         assert proc.poll() is None, "the previous release's serve died during the migration"
-        assert during > 0 and len(acknowledged) > during, "ingest stopped making progress"
+        assert during > 0, "nothing was acknowledged before the migration"
+        assert len(acknowledged) > during, "ingest stopped making progress"
         assert not failures, f"{len(failures)} requests failed during the migration, first: {failures[0]}"
     finally:
         proc.terminate()
