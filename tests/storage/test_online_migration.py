@@ -39,6 +39,8 @@ def _git(*argv: str) -> bytes:
 def previous_release(migration: str, into: Path) -> Path:
     """Extract ``src/`` as it was in the parent of the commit that added ``migration``; return that ``src``."""
     rel = (MIGRATIONS / migration).relative_to(REPO).as_posix()
+    if _git("rev-parse", "--is-shallow-repository").strip() == b"true":
+        _git("fetch", "--quiet", "--unshallow")
     added = _git("log", "--diff-filter=A", "--format=%H", "--", rel).decode().split()
     assert added, f"{rel} has no commit adding it in this clone's history"
     archive = _git("archive", "--format=tar", f"{added[-1]}^", "src")
