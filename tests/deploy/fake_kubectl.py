@@ -53,6 +53,9 @@ def mutate(verb: list[str], kind: str, name: str, rest: list[str]) -> int:
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
         return done.returncode
+    if not done.stdout.strip():  # kubectl prints nothing when the change is a no-op (e.g. the same image)
+        print(f"{kind}/{name} unchanged")
+        return 0
     obj = json.loads(done.stdout)
     if obj["kind"] == "Deployment":
         obj["status"] = status_of(obj)
@@ -90,6 +93,9 @@ def create_job(args: list[str]) -> int:
     if args[0] != "job" or not args[2].startswith("--from=cronjob/"):
         print(f"fake kubectl: unsupported create {args}", file=sys.stderr)
         return 2
+    if path_of("job", args[1]).exists():
+        print(f'Error from server (AlreadyExists): jobs.batch "{args[1]}" already exists', file=sys.stderr)
+        return 1
     cron = json.loads(path_of("cronjob", args[2].removeprefix("--from=cronjob/")).read_text())
     failed = os.environ.get("FAKE_KUBECTL_JOB") == "fail"
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": args[1]},
@@ -117,6 +123,8 @@ def port_forward(args: list[str]) -> int:
     if not path_of(kind, name).exists():
         print(f'Error from server (NotFound): {kind} "{name}" not found', file=sys.stderr)
         return 1
+    with open(state().parent / "port-forward.pids", "a") as pids:  # the tests check each one is stopped
+        pids.write(f"{os.getpid()}\n")
     print(f"Forwarding from 127.0.0.1:{os.environ['FAKE_KUBECTL_FORWARD_PORT']} -> 8080", flush=True)
     while True:
         time.sleep(1)

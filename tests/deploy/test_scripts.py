@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import httpx
 import pytest
 import yaml
 
@@ -110,6 +112,19 @@ class Cluster:
         done = subprocess.run([KNHK, "audit", "list", "--json", "--limit", "500"], env=self.env,
                               capture_output=True, text=True, timeout=60, check=True)
         return [e for e in json.loads(done.stdout) if e["action"].startswith("deploy.")]
+
+    def forwards_running(self) -> list[int]:
+        """The fake `kubectl port-forward` processes a script started and left running."""
+        path = self.root / "port-forward.pids"
+        pids = [int(p) for p in path.read_text().split()] if path.exists() else []
+        running = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            running.append(pid)
+        return running
 
     def actions(self) -> list[str]:
         return [e["action"] for e in self.audit()]
@@ -245,6 +260,8 @@ def test_blue_green_happy_path_switches_the_selector_and_keeps_blue(quick_cluste
     assert quick_cluster.obj("Job", job)["spec"]["template"]["spec"]["containers"][0]["image"] == NEW
     assert quick_cluster.actions() == ["deploy.blue_green.started", "deploy.blue_green.migrated",
                                  "deploy.blue_green.rolled_out", "deploy.smoke_test", "deploy.blue_green.completed"]
+    assert (quick_cluster.root / "port-forward.pids").exists()
+    assert quick_cluster.forwards_running() == []  # the port-forward is stopped after the smoke test
     completed = quick_cluster.audit()[-1]
     assert completed["metadata"] == {"image": NEW, "from": "blue", "to": "green"}
     assert completed["resource"] == f"namespace/{NAMESPACE}/service/knhk"
@@ -257,6 +274,7 @@ def test_blue_green_smoke_failure_keeps_the_old_colour(quick_cluster: Cluster) -
     assert "still selects blue" in done.stderr
     assert quick_cluster.track == "blue"
     assert not any(c[:2] == ["patch", "service"] for c in quick_cluster.calls())
+    assert quick_cluster.forwards_running() == []
     assert quick_cluster.actions()[-2:] == ["deploy.smoke_test", "deploy.blue_green.failed"]
     failed = quick_cluster.audit()[-1]
     assert failed["outcome"] == "failure"
@@ -545,3 +563,60 @@ def test_canary_refuses_bad_usage(quick_cluster: Cluster) -> None:
         assert done.returncode == 2, args
         assert "usage:" in done.stderr, args
     assert quick_cluster.calls() == []
+
+
+@pytest.fixture
+def real_prometheus(tmp_path: Path, live: Live) -> Iterator[str]:
+    """Debian's Prometheus scraping the live `knhk serve` every second as the ServiceMonitor would label a
+    green pod in the staging namespace (job, namespace, track)."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed (scripts/test-tools.txt; ./scripts/bootstrap.sh --services)"
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "scrape_configs": [{"job_name": "knhk", "scrape_interval": "1s", "scrape_timeout": "1s",
+                                  "static_configs": [{"targets": [live.url.removeprefix("http://")],
+                                                      "labels": {"namespace": NAMESPACE, "track": "green"}}]}]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_canary_analysis_reads_real_series_from_a_real_prometheus(quick_cluster: Cluster, real_prometheus: str,
+                                                                  live: Live) -> None:
+    """The analysis queries return data on what `knhk serve` really exposes, scraped by a real Prometheus:
+    within limits the canary is promoted; with an impossible p95 limit the same data fails it. (The limits are
+    far from any latency this shared machine produces: the test is about the data, not the speed.)"""
+    headers = {"Authorization": f"Bearer {live.token}"}
+    query = 'count_over_time(knhk_request_duration_seconds_count{job="knhk",track="green"}[1m])'
+    deadline = time.monotonic() + 90
+    while True:  # traffic on an API route until Prometheus holds several scrapes of it
+        assert httpx.get(f"{live.url}/api/v1/receipts/checkpoint", headers=headers, timeout=10).status_code == 200
+        try:
+            result = httpx.get(f"{real_prometheus}/api/v1/query", params={"query": query},
+                               timeout=5).json()["data"]["result"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            result = []
+        if result and max(float(r["value"][1]) for r in result) >= 5:
+            break
+        assert time.monotonic() < deadline, "Prometheus did not scrape knhk serve"
+        time.sleep(0.5)
+    args = ["--image", NEW, "--prometheus", real_prometheus, "--stages", "100", "--stage-wait", "0",
+            "--window", "1m", "--smoke-url", live.url, "--max-inconclusive", "0"]
+    done = quick_cluster.run("canary.sh", *args, "--max-p95", "30")
+    assert done.returncode == 0, done.stderr
+    (analysis,) = [e for e in quick_cluster.audit() if e["action"] == "deploy.canary.analysis"]
+    assert float(analysis["metadata"]["error_ratio"]) == 0
+    assert 0 < float(analysis["metadata"]["p95_s"]) < 30
+    assert quick_cluster.track == "green"
+    done = quick_cluster.run("rollback.sh", "--yes")  # blue live again; the same data against a 1 µs p95 limit
+    assert done.returncode == 0, done.stderr
+    done = quick_cluster.run("canary.sh", *args, "--max-p95", "0.000001")
+    assert done.returncode == 1
+    assert quick_cluster.track == "blue"
+    assert quick_cluster.audit()[-1]["reason"].startswith("stage 100: analysis failed")

@@ -98,6 +98,10 @@ def test_a_cycle_through_the_api_uses_the_llm_and_falls_back(llm_api: Api, chat:
     assert [p["outcome"] for p in ran.json()["proposals"]] == ["promoted", "promoted"]
     assert fallback["data"]["cycle_id"] == ran.json()["id"]
 
+    text = api.client.get("/metrics").text
+    assert 'knhk_llm_plans_total{outcome="ok",sector="manufacturing"}' in text
+    assert 'knhk_llm_plans_total{outcome="http_error",sector="manufacturing"}' in text
+
     # /health shows the LLM (its breaker read, nothing called); an open breaker degrades the service
     health = api.client.get("/health").json()
     llm = health["dependencies"]["llm"]

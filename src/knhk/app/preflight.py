@@ -10,6 +10,7 @@ Each function returns :class:`~knhk.ops.preflight.Check` results; one that canno
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from knhk.app.runtime import Runtime
@@ -253,10 +254,26 @@ def backup_check(settings: Settings, max_age_h: float) -> Check:
     return passed("backup", title, f"{newest['id']}, {age_h:.1f} h old, verified ({result.live})")
 
 
-def deployment_checks(settings: Settings, *, app_role: str | None = None,
-                      backup_max_age_h: float = 26.0) -> list[Check]:
-    """Every installation check in order; the ones that need the database fail (not checked) when it is
-    unreachable or unmigrated."""
+DATABASE_CHECKS = ("database", "schema", "app-role", "keys", "sector-packs", "ledger")
+OTHER_CHECKS = ("key-files", "oidc", "redis", "backup")
+
+
+def deployment_checks(settings: Settings, *, app_role: str | None = None, backup_max_age_h: float = 26.0,
+                      only: frozenset[str] | None = None) -> list[Check]:
+    """Every installation check in order (or those of ``only``); the ones that need the database fail (not
+    checked) when it is unreachable or unmigrated."""
+    wanted = frozenset((*DATABASE_CHECKS, *OTHER_CHECKS)) if only is None else only
+    out: list[Check] = []
+    if wanted & set(DATABASE_CHECKS):
+        out += _database_checks(settings, app_role)
+    others: dict[str, Callable[[], Check]] = {
+        "key-files": lambda: key_files_check(settings), "oidc": lambda: oidc_check(settings),
+        "redis": lambda: redis_check(settings), "backup": lambda: backup_check(settings, backup_max_age_h)}
+    out += [run() for name, run in others.items() if name in wanted]
+    return [c for c in out if c.id in wanted]
+
+
+def _database_checks(settings: Settings, app_role: str | None) -> list[Check]:
     db, reachable = open_database(settings)
     out = [reachable]
     dependent = ("schema", "app-role", "keys", "sector-packs", "ledger")
@@ -274,8 +291,4 @@ def deployment_checks(settings: Settings, *, app_role: str | None = None,
                         for c in ("sector-packs", "ledger")]
         finally:
             db.close()
-    out.append(key_files_check(settings))
-    out.append(oidc_check(settings))
-    out.append(redis_check(settings))
-    out.append(backup_check(settings, backup_max_age_h))
     return out

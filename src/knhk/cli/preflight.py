@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from knhk.app.preflight import deployment_checks
+from knhk.app.preflight import DATABASE_CHECKS, OTHER_CHECKS, deployment_checks
 from knhk.cli.context import state
 from knhk.cli.output import print_json, say, table
 from knhk.config import Settings
@@ -29,8 +29,7 @@ from knhk.ops.preflight import (
     smoke_problems,
 )
 
-CHECK_IDS = ("database", "schema", "app-role", "keys", "sector-packs", "ledger", "key-files", "oidc", "redis",
-             "backup", "tls", "alert-rules", "telemetry", "smoke")
+CHECK_IDS = (*DATABASE_CHECKS, *OTHER_CHECKS, "tls", "alert-rules", "telemetry", "smoke")
 
 
 def tls_check(settings: Settings, base_url: str | None, min_days: float) -> Check:
@@ -128,8 +127,8 @@ def preflight(
         raise UsageError(f"--only: unknown check(s) {', '.join(sorted(unknown)) or '(none)'}; the checks are "
                          f"{', '.join(CHECK_IDS)}")
     settings = state(ctx).settings()
-    checks = [c for c in deployment_checks(settings, app_role=app_role, backup_max_age_h=backup_max_age_h)
-              if c.id in chosen] if chosen & set(CHECK_IDS[:10]) else []
+    checks = deployment_checks(settings, app_role=app_role, backup_max_age_h=backup_max_age_h,
+                               only=frozenset(chosen))
     if "tls" in chosen:
         checks.append(tls_check(settings, base_url, cert_min_days))
     if "alert-rules" in chosen:

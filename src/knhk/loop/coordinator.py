@@ -40,6 +40,7 @@ from knhk.ontology.registry import SnapshotRegistry
 from knhk.ontology.schema import SectorSchema
 from knhk.ops import telemetry
 from knhk.ops.clock import Clock
+from knhk.ops.telemetry.metrics import LLM_PLANS
 from knhk.proof.evidence import Commitment
 from knhk.proposals.llm import LlmFailure
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
@@ -290,9 +291,11 @@ class Coordinator:
         except InvalidInputError as exc:  # the ΔΣ could not even be recorded (e.g. a term no snapshot can hold)
             reason, message, details = "refused", f"the LLM's ΔΣ was refused: {exc}", {}
         else:
+            LLM_PLANS.labels(sector, "ok").inc()
             if created and proposal.receipt_id is not None:
                 record.receipt_ids.append(proposal.receipt_id)
             return PlannedChange(pattern, proposal.id, created)
+        LLM_PLANS.labels(sector, reason).inc()
         log.warning("LLM proposer gave no usable ΔΣ for %s (%s): %s; the rule proposer plans", pattern.name, reason,
                     message)
         entry = self.ledger.append(receipts.proposer_fallback(

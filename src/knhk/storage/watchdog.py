@@ -178,20 +178,27 @@ class Watchdog:
             waiting = any(self._alive_at < since <= limit for since in self._waiting.values())
         return held, waiting
 
+    def held_count(self) -> int:
+        """Connections callers hold right now."""
+        with self._lock:
+            return len(self._held)
+
     def _busy(self) -> bool:
         with self._lock:
             return bool(self._held or self._waiting)
 
     def _probe(self, held: set[tuple[str, int] | None], waiting: bool) -> tuple[str | None, set[tuple[str, int]]]:
-        """Probe the endpoints slow calls are connected to (each must answer), and for pool waiters or calls of
-        an unknown endpoint the URL's servers (any may answer); the failure reason and the dead endpoints."""
+        """Probe the endpoints slow calls are connected to (each must answer); when there are none, for pool
+        waiters or calls of an unknown endpoint, the URL's servers (any may answer). The failure reason and the
+        dead endpoints; one probe's wait at most per server."""
         reasons, dead = [], set()
-        for endpoint in sorted(e for e in held if e is not None):
+        known = sorted(e for e in held if e is not None)
+        for endpoint in known:
             reason = _answers(endpoint[0], endpoint[1], self.liveness_timeout_s)
             if reason is not None:
                 reasons.append(reason)
                 dead.add(endpoint)
-        if waiting or None in held:
+        if not known and (waiting or None in held):  # a server already probed answers for the pool too
             reason = liveness(self.url, self.liveness_timeout_s)
             if reason is not None:
                 reasons.append(reason)

@@ -72,3 +72,5 @@ BREAKER_STATE = Gauge("knhk_circuit_breaker_state",
                       ["dependency"], multiprocess_mode="max")
 RETRIES = Counter("knhk_retries_total", "Retries of idempotent operations after a transient failure, by operation.",
                   ["operation"])
+LLM_PLANS = Counter("knhk_llm_plans_total", "Patterns the LLM proposer was asked about, by sector and outcome (ok, or "
+                    "the reason it fell back to the rule proposer).", ["sector", "outcome"])
