@@ -99,7 +99,8 @@ smoke() {
     url="${template//\{colour\}/$colour}"
   else
     pf_log="$(mktemp)"
-    kube port-forward "service/knhk-$colour" :8080 >"$pf_log" 2>&1 &
+    # kubectl itself in the background (not the kube function, whose subshell would be the one killed)
+    "$KUBECTL" -n "$NAMESPACE" port-forward "service/knhk-$colour" :8080 >"$pf_log" 2>&1 &
     pf_pid=$!
     until port="$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$pf_log" | head -n 1)" \
         && [[ -n "$port" ]]; do

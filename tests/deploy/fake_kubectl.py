@@ -123,6 +123,8 @@ def port_forward(args: list[str]) -> int:
     if not path_of(kind, name).exists():
         print(f'Error from server (NotFound): {kind} "{name}" not found', file=sys.stderr)
         return 1
+    with open(state().parent / "port-forward.pids", "a") as pids:  # the tests check each one is stopped
+        pids.write(f"{os.getpid()}\n")
     print(f"Forwarding from 127.0.0.1:{os.environ['FAKE_KUBECTL_FORWARD_PORT']} -> 8080", flush=True)
     while True:
         time.sleep(1)

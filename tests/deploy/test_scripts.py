@@ -113,6 +113,19 @@ class Cluster:
                               capture_output=True, text=True, timeout=60, check=True)
         return [e for e in json.loads(done.stdout) if e["action"].startswith("deploy.")]
 
+    def forwards_running(self) -> list[int]:
+        """The fake `kubectl port-forward` processes a script started and left running."""
+        path = self.root / "port-forward.pids"
+        pids = [int(p) for p in path.read_text().split()] if path.exists() else []
+        running = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            running.append(pid)
+        return running
+
     def actions(self) -> list[str]:
         return [e["action"] for e in self.audit()]
 
@@ -247,6 +260,8 @@ def test_blue_green_happy_path_switches_the_selector_and_keeps_blue(quick_cluste
     assert quick_cluster.obj("Job", job)["spec"]["template"]["spec"]["containers"][0]["image"] == NEW
     assert quick_cluster.actions() == ["deploy.blue_green.started", "deploy.blue_green.migrated",
                                  "deploy.blue_green.rolled_out", "deploy.smoke_test", "deploy.blue_green.completed"]
+    assert (quick_cluster.root / "port-forward.pids").exists()
+    assert quick_cluster.forwards_running() == []  # the port-forward is stopped after the smoke test
     completed = quick_cluster.audit()[-1]
     assert completed["metadata"] == {"image": NEW, "from": "blue", "to": "green"}
     assert completed["resource"] == f"namespace/{NAMESPACE}/service/knhk"
@@ -259,6 +274,7 @@ def test_blue_green_smoke_failure_keeps_the_old_colour(quick_cluster: Cluster) -
     assert "still selects blue" in done.stderr
     assert quick_cluster.track == "blue"
     assert not any(c[:2] == ["patch", "service"] for c in quick_cluster.calls())
+    assert quick_cluster.forwards_running() == []
     assert quick_cluster.actions()[-2:] == ["deploy.smoke_test", "deploy.blue_green.failed"]
     failed = quick_cluster.audit()[-1]
     assert failed["outcome"] == "failure"

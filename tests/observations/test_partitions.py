@@ -64,7 +64,8 @@ def test_the_migration_keeps_every_row_of_the_previous_schema(database_url: str)
         with db.transaction() as conn:
             conn.executemany(f"INSERT INTO observations ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             before = conn.fetchall("SELECT seq, id, received_us, value, content_hash FROM observations ORDER BY seq")
-        assert [m.version for m in schema.migrate(db)] == [15]
+        assert [m.version for m in schema.migrate(db)] == [m.version for m in schema.available(db.dialect)
+                                                          if m.version >= 15]
         with db.connection() as conn:
             after = conn.fetchall("SELECT seq, id, received_us, value, content_hash FROM observations ORDER BY seq")
             claimed = conn.fetchall("SELECT id, seq, received_us FROM observation_ids ORDER BY seq")

@@ -273,14 +273,16 @@ class Database:
         """The database's health without blocking a caller for long: ``{"status": "up"|"down", "latency_ms",
         "error"?}``. PostgreSQL: down at once while the breaker is open; else a liveness probe (bounded by
         ``liveness_timeout_s``) and ``SELECT 1`` through the pool (a pool wait of at most that bound; an
-        exhausted pool of a live server is up, with ``pool_exhausted``). The answer is reused for 1 s, and a
-        caller arriving while another computes it gets the previous answer. SQLite: ``SELECT 1`` each time (a
+        exhausted pool of a live server is up, with ``pool_exhausted``). An "up" answer is reused for 1 s, and
+        a caller arriving while another computes it gets the previous answer. SQLite: ``SELECT 1`` each time (a
         local file, no lock taken)."""
         if self.dialect == "sqlite":
             return self._check_health()
         now = time.monotonic()
         cached = self._health
-        if cached is not None and now - cached[0] < _HEALTH_TTL_S:
+        # an "up" answer is reused for a second; a "down" one is recomputed (cheap and bounded: at once while
+        # the breaker is open), so the first check after the database returns already says so
+        if cached is not None and cached[1]["status"] == "up" and now - cached[0] < _HEALTH_TTL_S:
             return cached[1]
         if not self._health_lock.acquire(blocking=cached is None):
             return cached[1] if cached is not None else {"status": "down", "error": "health check in progress"}
@@ -373,6 +375,11 @@ class Database:
                         raise DependencyUnavailableError(
                             "PostgreSQL accepts no new connections (the pool's attempts fail; see the "
                             "psycopg.pool log)") from None
+                    if left <= _POOL_SLICE_S and self._watchdog.held_count() < self._pool.max_size:
+                        # callers do not hold every connection: the pool could not connect in time
+                        raise DependencyUnavailableError(
+                            f"PostgreSQL gave no connection within {timeout_s:g} s although the pool has room "
+                            "(its connection attempts fail or hang; see the psycopg.pool log)") from None
                     if left <= _POOL_SLICE_S:
                         raise PoolExhaustedError(
                             f"all {self._pool.max_size} PostgreSQL pool connections stayed in use for "
@@ -395,7 +402,9 @@ class Database:
                         if aborted():
                             raise DependencyUnavailableError(
                                 "PostgreSQL stopped answering (the call was aborted after "
-                                f"{self._watchdog.check_after_s + self._watchdog.liveness_timeout_s:g} s)") from exc
+                                f"{self._watchdog.check_after_s + self._watchdog.liveness_timeout_s:g} s; a write in "
+                                "progress may still commit when the server resumes: retrying it with the same ids "
+                                "is safe)") from exc
                         if isinstance(exc, psycopg.OperationalError):
                             raise DependencyUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
                         raise

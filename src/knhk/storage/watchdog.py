@@ -178,6 +178,11 @@ class Watchdog:
             waiting = any(self._alive_at < since <= limit for since in self._waiting.values())
         return held, waiting
 
+    def held_count(self) -> int:
+        """Connections callers hold right now."""
+        with self._lock:
+            return len(self._held)
+
     def _busy(self) -> bool:
         with self._lock:
             return bool(self._held or self._waiting)
