@@ -200,7 +200,9 @@ def test_rate_limits_are_shared_by_the_workers_and_bounded_across_a_redis_loss(s
         svc.redis.start()
     print(f"\nrate limit {LIMIT}/min across a Redis loss: {before} admitted before, {after} after "
           f"({before + after} in the minute)")
-    assert before + after <= LIMIT + 2  # at most one more per worker than the limit
+    # the worker that saw the newest count (40, past its share of 30) admits nothing more; the other at most its
+    # share less what it last saw (its view may lag): at most one share past the count before the loss
+    assert after <= LIMIT // 2
     assert refused
 
     _until(lambda: _health(svc)["status"] == "healthy")
