@@ -72,7 +72,7 @@ def high_frequency(view: SectorWindows, schema: SectorSchema | None, now_us: int
             evidence=_ids(evidence), detected_at_us=now_us,
             details={"event_type": event_type, "count": count, "threshold": cfg.high_frequency_count,
                      "window_us": view.hf_us, "window_s": window_seconds(view.hf_us),
-                     "first_ts_us": entries[0][0], "last_ts_us": entries[-1][0],
+                     "first_ts_us": entries.first_ts, "last_ts_us": entries.last_ts,
                      "evidence_truncated": count > len(evidence)},
         ))
     return out

@@ -1,0 +1,179 @@
+"""Compact, time-ordered columns of window entries (the memory of the detection windows, SPEC §12: < 1 GB).
+
+A window can hold most of a million observations at once (every observation of the 5-minute drift window),
+so its entries are not kept as one Python tuple each (≈ 330 bytes with their ints, id string and leaf hash)
+but in columns: ``array('q')`` of timestamps, arrival numbers and ingest sequence numbers, one ``bytearray``
+of 32-byte evidence leaves and one of the UTF-8 observation ids with an ``array('H')`` of their lengths
+(ids are 1–128 ASCII characters, knhk.observations.model) — about 90 bytes per entry.
+
+Entries stay sorted by (timestamp, arrival). Appending in order is O(1); an out-of-order entry (rare: skew is
+bounded) is inserted in place, O(entries after it). Eviction by time moves a head index forward and compacts
+the columns when the dead prefix is at least half of them, so it is O(1) amortised. Readers get entries back
+as :data:`Entry` tuples only when they ask (``tail``, iteration), which detection does for evidence only.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator
+
+#: (timestamp µs, arrival number, observation id, ingest seq, evidence leaf hash): ordered by the first two
+#: (unique); the last two let a receipt commit to every observation a pattern rests on (knhk.proof.evidence)
+Entry = tuple[int, int, str, int | None, bytes]
+
+LEAF_BYTES = 32
+MAX_ID_BYTES = 65535
+NO_SEQ = -(2 ** 63)  # an observation not yet given an ingest sequence number (seq None)
+_COMPACT_MIN = 1024  # dead head entries before compaction is considered
+
+
+class _TimeOrdered:
+    """(timestamp, arrival) columns in order with a head index, evicted by time."""
+
+    __slots__ = ("_head", "_n", "_ts")
+
+    def __init__(self) -> None:
+        self._ts = array("q")
+        self._n = array("q")
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._ts) - self._head
+
+    def __bool__(self) -> bool:
+        return len(self._ts) > self._head
+
+    @property
+    def first_ts(self) -> int:
+        """The oldest timestamp (the window must not be empty)."""
+        if not self:
+            raise IndexError("empty window")
+        return self._ts[self._head]
+
+    @property
+    def last_ts(self) -> int:
+        """The newest timestamp (the window must not be empty)."""
+        if not self:
+            raise IndexError("empty window")
+        return self._ts[-1]
+
+    def _position(self, ts: int, n: int) -> int:
+        """Where (ts, n) goes: after every entry ordered before it (``len`` of the columns when it is last)."""
+        size = len(self._ts)
+        if size == self._head or (ts, n) >= (self._ts[-1], self._n[-1]):
+            return size
+        pos = bisect_right(self._ts, ts - 1, self._head, size)  # first entry with timestamp ≥ ts
+        while pos < size and self._ts[pos] == ts and self._n[pos] < n:
+            pos += 1
+        return pos
+
+    def _evict_count(self, floor_us: int) -> int:
+        """How many live entries are older than ``floor_us``."""
+        if not self or self._ts[self._head] >= floor_us:
+            return 0
+        return bisect_right(self._ts, floor_us - 1, self._head, len(self._ts)) - self._head
+
+    def evict(self, floor_us: int) -> None:
+        """Drop the entries with timestamp < ``floor_us``."""
+        gone = self._evict_count(floor_us)
+        if gone:
+            self._drop(gone)
+
+    def _drop(self, gone: int) -> None:
+        self._head += gone
+        if (self._head >= _COMPACT_MIN and self._head * 2 >= len(self._ts)) or self._head == len(self._ts):
+            self._compact()
+
+    def _compact(self) -> None:
+        del self._ts[:self._head]
+        del self._n[:self._head]
+        self._head = 0
+
+
+class Stamps(_TimeOrdered):
+    """(timestamp, arrival) pairs: a window that only needs its count."""
+
+    __slots__ = ()
+
+    def add(self, ts: int, n: int) -> None:
+        pos = self._position(ts, n)
+        if pos == len(self._ts):
+            self._ts.append(ts)
+            self._n.append(n)
+        else:
+            self._ts.insert(pos, ts)
+            self._n.insert(pos, n)
+
+
+class EntryColumns(_TimeOrdered):
+    """Window entries (:data:`Entry`) in columns, oldest first."""
+
+    __slots__ = ("_id_bytes", "_id_len", "_leaf", "_seq")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seq = array("q")
+        self._leaf = bytearray()
+        self._id_len = array("H")
+        self._id_bytes = bytearray()
+
+    def add_entry(self, ts: int, n: int, obs_id: str, seq: int | None, leaf: bytes) -> None:
+        """Insert one entry in (timestamp, arrival) order."""
+        raw = obs_id.encode()
+        if len(raw) > MAX_ID_BYTES or len(leaf) != LEAF_BYTES:
+            raise ValueError(f"an observation id of at most {MAX_ID_BYTES} bytes and a 32-byte leaf hash expected")
+        code = NO_SEQ if seq is None else seq
+        stamps = self._ts
+        size = len(stamps)
+        if size == self._head or ts > stamps[-1] or (ts == stamps[-1] and n >= self._n[-1]):
+            pos = size
+        else:
+            pos = self._position(ts, n)
+        if pos == size:
+            stamps.append(ts)
+            self._n.append(n)
+            self._seq.append(code)
+            self._leaf += leaf
+            self._id_len.append(len(raw))
+            self._id_bytes += raw
+            return
+        at = len(self._id_bytes) - sum(self._id_len[pos:])
+        self._ts.insert(pos, ts)
+        self._n.insert(pos, n)
+        self._seq.insert(pos, code)
+        self._leaf[pos * LEAF_BYTES:pos * LEAF_BYTES] = leaf
+        self._id_len.insert(pos, len(raw))
+        self._id_bytes[at:at] = raw
+
+    def _entry(self, i: int, id_start: int) -> tuple[Entry, int]:
+        end = id_start + self._id_len[i]
+        seq = self._seq[i]
+        return (self._ts[i], self._n[i], self._id_bytes[id_start:end].decode(),
+                None if seq == NO_SEQ else seq,
+                bytes(self._leaf[i * LEAF_BYTES:(i + 1) * LEAF_BYTES])), end
+
+    def __iter__(self) -> Iterator[Entry]:
+        start = sum(self._id_len[:self._head])
+        for i in range(self._head, len(self._ts)):
+            entry, start = self._entry(i, start)
+            yield entry
+
+    def tail(self, count: int) -> list[Entry]:
+        """The last ``count`` entries (all when fewer), oldest first."""
+        size = len(self._ts)
+        first = max(self._head, size - max(count, 0))
+        start = len(self._id_bytes) - sum(self._id_len[first:])
+        out: list[Entry] = []
+        for i in range(first, size):
+            entry, start = self._entry(i, start)
+            out.append(entry)
+        return out
+
+    def _compact(self) -> None:
+        head = self._head
+        del self._id_bytes[:sum(self._id_len[:head])]
+        del self._id_len[:head]
+        del self._seq[:head]
+        del self._leaf[:head * LEAF_BYTES]
+        super()._compact()
