@@ -41,7 +41,10 @@ def test_columns_behave_like_a_sorted_list(script: list[tuple[str, int, str, int
             stamps.evict(number)
             want = [e for e in want if e[0] >= number]
         else:
-            assert columns.tail(number) == (want[-number:] if number else [])
+            last = want[-number:] if number else []
+            assert columns.tail(number) == last
+            assert columns.tail_ids(number) == tuple(e[2] for e in last)
+            assert columns.tail_keys(number) == [e[:3] for e in last]
         assert list(columns) == want
         assert len(columns) == len(stamps) == len(want)
         assert bool(columns) is bool(want)
@@ -75,4 +78,6 @@ def test_malformed_entries_are_refused() -> None:
         columns.add_entry(1, 1, "id", 1, b"short")
     with pytest.raises(ValueError):
         columns.add_entry(1, 1, "x" * 70_000, 1, leaf(1))
+    with pytest.raises(ValueError):
+        columns.add_entry(1, 1, "a\x00b", 1, leaf(1))
     assert len(columns) == 0

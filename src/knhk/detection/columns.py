@@ -3,17 +3,20 @@
 A window can hold most of a million observations at once (every observation of the 5-minute drift window),
 so its entries are not kept as one Python tuple each (≈ 330 bytes with their ints, id string and leaf hash)
 but in columns: ``array('q')`` of timestamps, arrival numbers and ingest sequence numbers, one ``bytearray``
-of 32-byte evidence leaves and one of the UTF-8 observation ids with an ``array('H')`` of their lengths
+of 32-byte evidence leaves and one of the UTF-8 observation ids (each ended by a NUL) with an ``array('H')`` of
+their lengths
 (ids are 1–128 ASCII characters, knhk.observations.model) — about 90 bytes per entry.
 
 Entries stay sorted by (timestamp, arrival). Appending in order is O(1); an out-of-order entry (rare: skew is
 bounded) is inserted in place, O(entries after it). Eviction by time moves a head index forward and compacts
 the columns when the dead prefix is at least half of them, so it is O(1) amortised. Readers get entries back
-as :data:`Entry` tuples only when they ask (``tail``, iteration), which detection does for evidence only.
+as :data:`Entry` tuples only when they ask (``tail``, iteration: populations), or just the ids the evidence
+lists (``tail_ids``, ``tail_keys``), each built a column slice at a time.
 """
 
 from __future__ import annotations
 
+import struct
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -24,6 +27,9 @@ Entry = tuple[int, int, str, int | None, bytes]
 
 LEAF_BYTES = 32
 MAX_ID_BYTES = 65535
+ID_END = "\x00"  # each stored id is followed by a NUL (ids never contain one), so a run of ids splits in C
+_ID_END = ID_END.encode()
+_LEAF = struct.Struct(f"{LEAF_BYTES}s")
 NO_SEQ = -(2 ** 63)  # an observation not yet given an ingest sequence number (seq None)
 _COMPACT_MIN = 1024  # dead head entries before compaction is considered
 
@@ -120,9 +126,10 @@ class EntryColumns(_TimeOrdered):
 
     def add_entry(self, ts: int, n: int, obs_id: str, seq: int | None, leaf: bytes) -> None:
         """Insert one entry in (timestamp, arrival) order."""
-        raw = obs_id.encode()
-        if len(raw) > MAX_ID_BYTES or len(leaf) != LEAF_BYTES:
-            raise ValueError(f"an observation id of at most {MAX_ID_BYTES} bytes and a 32-byte leaf hash expected")
+        raw = obs_id.encode() + _ID_END
+        if len(raw) > MAX_ID_BYTES or len(leaf) != LEAF_BYTES or _ID_END in raw[:-1]:
+            raise ValueError(f"an observation id of at most {MAX_ID_BYTES - 1} bytes without NUL and a 32-byte "
+                             "leaf hash expected")
         code = NO_SEQ if seq is None else seq
         stamps = self._ts
         size = len(stamps)
@@ -146,29 +153,33 @@ class EntryColumns(_TimeOrdered):
         self._id_len.insert(pos, len(raw))
         self._id_bytes[at:at] = raw
 
-    def _entry(self, i: int, id_start: int) -> tuple[Entry, int]:
-        end = id_start + self._id_len[i]
-        seq = self._seq[i]
-        return (self._ts[i], self._n[i], self._id_bytes[id_start:end].decode(),
-                None if seq == NO_SEQ else seq,
-                bytes(self._leaf[i * LEAF_BYTES:(i + 1) * LEAF_BYTES])), end
+    def _rows(self, first: int) -> Iterator[Entry]:
+        """Entries from column position ``first`` on, built a column slice at a time (no per-entry indexing)."""
+        id_start = len(self._id_bytes) - sum(self._id_len[first:])
+        ids = self._id_bytes[id_start:].decode().split(ID_END)
+        ids.pop()  # after the last terminator
+        seqs = [None if seq == NO_SEQ else seq for seq in self._seq[first:]]
+        leaves = [leaf for (leaf,) in _LEAF.iter_unpack(self._leaf[first * LEAF_BYTES:])]
+        return zip(self._ts[first:], self._n[first:], ids, seqs, leaves, strict=True)
 
     def __iter__(self) -> Iterator[Entry]:
-        start = sum(self._id_len[:self._head])
-        for i in range(self._head, len(self._ts)):
-            entry, start = self._entry(i, start)
-            yield entry
+        return self._rows(self._head)
 
     def tail(self, count: int) -> list[Entry]:
         """The last ``count`` entries (all when fewer), oldest first."""
-        size = len(self._ts)
-        first = max(self._head, size - max(count, 0))
-        start = len(self._id_bytes) - sum(self._id_len[first:])
-        out: list[Entry] = []
-        for i in range(first, size):
-            entry, start = self._entry(i, start)
-            out.append(entry)
-        return out
+        return list(self._rows(max(self._head, len(self._ts) - max(count, 0))))
+
+    def tail_ids(self, count: int) -> tuple[str, ...]:
+        """The ids of the last ``count`` entries (all when fewer), oldest first."""
+        first = max(self._head, len(self._ts) - max(count, 0))
+        ids = self._id_bytes[len(self._id_bytes) - sum(self._id_len[first:]):].decode().split(ID_END)
+        ids.pop()
+        return tuple(ids)
+
+    def tail_keys(self, count: int) -> list[tuple[int, int, str]]:
+        """(timestamp, arrival, id) of the last ``count`` entries (all when fewer), oldest first."""
+        first = max(self._head, len(self._ts) - max(count, 0))
+        return list(zip(self._ts[first:], self._n[first:], self.tail_ids(count), strict=True))
 
     def _compact(self) -> None:
         head = self._head

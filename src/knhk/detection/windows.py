@@ -32,7 +32,7 @@ from knhk.observations.model import Observation
 from knhk.proof.evidence import evidence_leaf
 
 __all__ = ["Entry", "EntryColumns", "SectorWindows", "Signature", "SignatureKey", "json_kinds", "signature_key",
-           "tail", "type_name"]
+           "type_name"]
 
 SignatureKey = tuple[str, tuple[tuple[str, str], ...]]
 SAMPLE_OBSERVATIONS = 5
@@ -54,11 +54,6 @@ def type_name(value: Any) -> str:
 
 def signature_key(obs: Observation) -> SignatureKey:
     return obs.event_type, tuple((k, type_name(obs.value[k])) for k in sorted(obs.value))
-
-
-def tail(entries: EntryColumns, count: int) -> list[Entry]:
-    """The last ``count`` entries, oldest first."""
-    return entries.tail(count)
 
 
 class Signature:
