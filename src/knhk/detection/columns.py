@@ -9,7 +9,8 @@ their lengths
 
 Entries stay sorted by (timestamp, arrival). Appending in order is O(1); an out-of-order entry (rare: skew is
 bounded) is inserted in place, O(entries after it). Eviction by time moves a head index forward and compacts
-the columns when the dead prefix is at least half of them, so it is O(1) amortised. Readers get entries back
+the columns when the dead prefix is at least an eighth of them (memory held by evicted entries stays
+under 1/7 of the live ones; each compaction moves the live part once, O(1) amortised). Readers get entries back
 as :data:`Entry` tuples only when they ask (``tail``, iteration: populations), or just the ids the evidence
 lists (``tail_ids``, ``tail_keys``), each built a column slice at a time.
 """
@@ -32,6 +33,7 @@ _ID_END = ID_END.encode()
 _LEAF = struct.Struct(f"{LEAF_BYTES}s")
 NO_SEQ = -(2 ** 63)  # an observation not yet given an ingest sequence number (seq None)
 _COMPACT_MIN = 1024  # dead head entries before compaction is considered
+_COMPACT_SHARE = 8  # ... and when they are at least 1/8 of the columns
 
 
 class _TimeOrdered:
@@ -88,12 +90,13 @@ class _TimeOrdered:
 
     def _drop(self, gone: int) -> None:
         self._head += gone
-        if (self._head >= _COMPACT_MIN and self._head * 2 >= len(self._ts)) or self._head == len(self._ts):
+        if (self._head >= _COMPACT_MIN and self._head * _COMPACT_SHARE >= len(self._ts)) or self._head == len(self._ts):
             self._compact()
 
     def _compact(self) -> None:
-        del self._ts[:self._head]
-        del self._n[:self._head]
+        # fresh exact-size copies: ``del`` on a bytearray keeps its buffer until it halves
+        self._ts = self._ts[self._head:]
+        self._n = self._n[self._head:]
         self._head = 0
 
 
@@ -183,8 +186,8 @@ class EntryColumns(_TimeOrdered):
 
     def _compact(self) -> None:
         head = self._head
-        del self._id_bytes[:sum(self._id_len[:head])]
-        del self._id_len[:head]
-        del self._seq[:head]
-        del self._leaf[:head * LEAF_BYTES]
+        self._id_bytes = self._id_bytes[sum(self._id_len[:head]):]
+        self._id_len = self._id_len[head:]
+        self._seq = self._seq[head:]
+        self._leaf = self._leaf[head * LEAF_BYTES:]
         super()._compact()
