@@ -136,6 +136,7 @@ def test_every_job_runs_a_real_knhk_command() -> None:
         "knhk-verify-ledger": ["receipts", "verify", "--log", "all", "--workers", "2"],
         "knhk-backup": ["backup", "create", "--logical", "--actor", "cronjob/knhk-backup"],
         "knhk-verify-backup": ["backup", "verify", "latest"],
+        "knhk-archive": ["archive", "run", "--actor", "cronjob/knhk-archive"],
     }
     for name, args in seen.items():
         # the subcommand exists: its words before the first option, less positional values

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from knhk.detection.pattern import ERROR_SPIKE, HIGH_FREQUENCY, NO_OBSERVATIONS, SCHEMA_DRIFT, Pattern
-from knhk.detection.windows import SAMPLE_OBSERVATIONS, Entry, SectorWindows, Signature, json_kinds, tail
+from knhk.detection.windows import SAMPLE_OBSERVATIONS, Entry, SectorWindows, Signature, json_kinds
 from knhk.ontology.schema import SectorSchema
 
 HIGH_FREQUENCY_CONFIDENCE = 0.95
@@ -53,10 +53,6 @@ def window_seconds(window_us: int) -> int:
     return max(1, round(window_us / 1_000_000))
 
 
-def _ids(entries: list[Entry]) -> tuple[str, ...]:
-    return tuple(e[2] for e in entries)
-
-
 def high_frequency(view: SectorWindows, schema: SectorSchema | None, now_us: int) -> list[Pattern]:
     cfg = view.config
     out: list[Pattern] = []
@@ -64,15 +60,15 @@ def high_frequency(view: SectorWindows, schema: SectorSchema | None, now_us: int
         count = len(entries)
         if count <= cfg.high_frequency_count:
             continue
-        evidence = tail(entries, cfg.max_evidence)
+        evidence = entries.tail_ids(cfg.max_evidence)
         out.append(Pattern(
             name=f"{HIGH_FREQUENCY}:{event_type}", kind=HIGH_FREQUENCY, sector=view.sector,
             confidence=HIGH_FREQUENCY_CONFIDENCE,
             recommended_action=f"propose a rate-limit guard for {event_type}",
-            evidence=_ids(evidence), detected_at_us=now_us,
+            evidence=evidence, detected_at_us=now_us,
             details={"event_type": event_type, "count": count, "threshold": cfg.high_frequency_count,
                      "window_us": view.hf_us, "window_s": window_seconds(view.hf_us),
-                     "first_ts_us": entries[0][0], "last_ts_us": entries[-1][0],
+                     "first_ts_us": entries.first_ts, "last_ts_us": entries.last_ts,
                      "evidence_truncated": count > len(evidence)},
         ))
     return out
@@ -83,10 +79,10 @@ def error_spike(view: SectorWindows, schema: SectorSchema | None, now_us: int) -
     total, errors = len(view.error_all), len(view.errors)
     if total <= cfg.error_min_events or Fraction(errors, total) <= Fraction(str(cfg.error_share)):
         return []
-    evidence = tail(view.errors, cfg.max_evidence)
+    evidence = view.errors.tail_ids(cfg.max_evidence)
     return [Pattern(
         name=ERROR_SPIKE, kind=ERROR_SPIKE, sector=view.sector, confidence=ERROR_SPIKE_CONFIDENCE,
-        recommended_action="alert warning", evidence=_ids(evidence), detected_at_us=now_us,
+        recommended_action="alert warning", evidence=evidence, detected_at_us=now_us,
         details={"total": total, "errors": errors, "share": f"{errors / total:.4f}",
                  "threshold_share": str(cfg.error_share), "window_us": view.error_us,
                  "evidence_truncated": errors > len(evidence)},
@@ -154,7 +150,7 @@ def schema_drift(view: SectorWindows, schema: SectorSchema | None, now_us: int) 
     out: list[Pattern] = []
     limit = view.config.max_evidence
     for event_type, offending in by_type.items():
-        merged = sorted(e for s, _ in offending for e in tail(s.entries, limit))[-limit:]
+        merged = sorted(key for s, _ in offending for key in s.entries.tail_keys(limit))[-limit:]
         details = drift_details(event_type, new_types[event_type], offending, view.drift_us)
         details["evidence_truncated"] = details["count"] > len(merged)
         if new_types[event_type]:
@@ -163,7 +159,7 @@ def schema_drift(view: SectorWindows, schema: SectorSchema | None, now_us: int) 
             action = f"propose ΔΣ declaring fields {', '.join(details['fields'])} of {event_type}"
         out.append(Pattern(
             name=f"{SCHEMA_DRIFT}:{event_type}", kind=SCHEMA_DRIFT, sector=view.sector,
-            confidence=SCHEMA_DRIFT_CONFIDENCE, recommended_action=action, evidence=_ids(merged),
+            confidence=SCHEMA_DRIFT_CONFIDENCE, recommended_action=action, evidence=tuple(key[2] for key in merged),
             detected_at_us=now_us, details=details,
         ))
     return out

@@ -16,24 +16,24 @@ Kept per sector, each sorted by (timestamp, arrival) and evicted from the old en
 
 An observation arriving out of order is inserted in place (rare: skew is bounded); one already older than a
 window's start is not added to that window. Cost per observation O(1) amortised; per detection O(types +
-signatures + evicted + evidence).
+signatures + evicted + evidence). Entries are kept in columns (knhk.detection.columns, about 90 bytes per
+entry per window) rather than a tuple each, so a million observations in the drift window fit in memory.
 """
 
 from __future__ import annotations
 
 from bisect import insort
-from collections import deque
 from collections.abc import Iterable, Mapping
-from itertools import islice
 from typing import Any
 
+from knhk.detection.columns import Entry, EntryColumns, Stamps
 from knhk.detection.pattern import DetectorConfig
 from knhk.observations.model import Observation
 from knhk.proof.evidence import evidence_leaf
 
-#: (timestamp µs, arrival number, observation id, ingest seq, evidence leaf hash): ordered by the first two
-#: (unique); the last two let a receipt commit to every observation a pattern rests on (knhk.proof.evidence)
-Entry = tuple[int, int, str, int | None, bytes]
+__all__ = ["Entry", "EntryColumns", "SectorWindows", "Signature", "SignatureKey", "json_kinds", "signature_key",
+           "type_name"]
+
 SignatureKey = tuple[str, tuple[tuple[str, str], ...]]
 SAMPLE_OBSERVATIONS = 5
 
@@ -56,27 +56,6 @@ def signature_key(obs: Observation) -> SignatureKey:
     return obs.event_type, tuple((k, type_name(obs.value[k])) for k in sorted(obs.value))
 
 
-def insert(entries: deque[Any], entry: tuple[Any, ...]) -> None:
-    if not entries or entry >= entries[-1]:
-        entries.append(entry)
-    else:
-        insort(entries, entry)
-
-
-def evict(entries: deque[Any], floor_us: int) -> None:
-    while entries and entries[0][0] < floor_us:
-        entries.popleft()
-
-
-def tail(entries: deque[Entry], count: int) -> list[Entry]:
-    """The last ``count`` entries, oldest first."""
-    if len(entries) <= count:
-        return list(entries)
-    out = list(islice(reversed(entries), count))
-    out.reverse()
-    return out
-
-
 class Signature:
     """Observations of one event type with one set of value keys (and value types) in the drift window."""
 
@@ -86,15 +65,15 @@ class Signature:
         self.event_type = key[0]
         self.fields = tuple(name for name, _ in key[1])
         self.types = dict(key[1])
-        self.entries: deque[Entry] = deque()
+        self.entries = EntryColumns()
         self.samples: list[tuple[int, int, Mapping[str, Any]]] = []  # ≤ 5 most recent, oldest first
 
-    def add(self, entry: Entry, value: Mapping[str, Any]) -> None:
-        insert(self.entries, entry)
-        sample = (entry[0], entry[1], value)
+    def add(self, ts: int, n: int, obs_id: str, seq: int | None, leaf: bytes, value: Mapping[str, Any]) -> None:
+        self.entries.add_entry(ts, n, obs_id, seq, leaf)
+        sample = (ts, n, value)
         if len(self.samples) < SAMPLE_OBSERVATIONS:
             insort(self.samples, sample, key=lambda s: (s[0], s[1]))
-        elif (entry[0], entry[1]) > (self.samples[0][0], self.samples[0][1]):
+        elif (ts, n) > (self.samples[0][0], self.samples[0][1]):
             self.samples.pop(0)
             insort(self.samples, sample, key=lambda s: (s[0], s[1]))
 
@@ -117,9 +96,9 @@ class SectorWindows:
         self.now_us: int | None = None
         self.last_ts_us: int | None = None
         self.monitored = False
-        self.by_type: dict[str, deque[Entry]] = {}
-        self.error_all: deque[tuple[int, int]] = deque()
-        self.errors: deque[Entry] = deque()
+        self.by_type: dict[str, EntryColumns] = {}
+        self.error_all = Stamps()
+        self.errors = EntryColumns()
         self.signatures: dict[SignatureKey, Signature] = {}
 
     def add(self, observations: Iterable[tuple[int, Observation]]) -> None:
@@ -133,39 +112,39 @@ class SectorWindows:
             self.monitored = True
             if self.last_ts_us is None or ts > self.last_ts_us:
                 self.last_ts_us = ts
-            entry: Entry = (ts, n, obs.id, obs.seq, evidence_leaf(obs.id, obs.content_hash))
+            obs_id, seq, leaf = obs.id, obs.seq, evidence_leaf(obs.id, obs.content_hash)
             if hf_floor is None or ts >= hf_floor:
                 per_type = self.by_type.get(obs.event_type)
                 if per_type is None:
-                    per_type = self.by_type[obs.event_type] = deque()
-                insert(per_type, entry)
+                    per_type = self.by_type[obs.event_type] = EntryColumns()
+                per_type.add_entry(ts, n, obs_id, seq, leaf)
             if error_floor is None or ts >= error_floor:
-                insert(self.error_all, (ts, n))
+                self.error_all.add(ts, n)
                 if obs.is_error:
-                    insert(self.errors, entry)
+                    self.errors.add_entry(ts, n, obs_id, seq, leaf)
             if drift_floor is None or ts >= drift_floor:
                 key = signature_key(obs)
                 signature = self.signatures.get(key)
                 if signature is None:
                     signature = self.signatures[key] = Signature(key)
-                signature.add(entry, obs.value)
+                signature.add(ts, n, obs_id, seq, leaf, obs.value)
 
     def advance(self, now_us: int) -> int:
         """Move time forward to ``now_us`` (never back), evict what fell out; return the effective now."""
         now = now_us if self.now_us is None else max(now_us, self.now_us)
         self.now_us = now
         floor = now - self.hf_us
-        for event_type in [t for t, entries in self.by_type.items() if entries and entries[0][0] < floor]:
+        for event_type in [t for t, entries in self.by_type.items() if entries and entries.first_ts < floor]:
             entries = self.by_type[event_type]
-            evict(entries, floor)
+            entries.evict(floor)
             if not entries:
                 del self.by_type[event_type]
-        evict(self.error_all, now - self.error_us)
-        evict(self.errors, now - self.error_us)
+        self.error_all.evict(now - self.error_us)
+        self.errors.evict(now - self.error_us)
         floor = now - self.drift_us
-        for key in [k for k, s in self.signatures.items() if s.entries and s.entries[0][0] < floor]:
+        for key in [k for k, s in self.signatures.items() if s.entries and s.entries.first_ts < floor]:
             signature = self.signatures[key]
-            evict(signature.entries, floor)
+            signature.entries.evict(floor)
             if not signature.entries:
                 del self.signatures[key]
         return now
