@@ -7,7 +7,7 @@ RFC 9162 tree from the payloads, compares every stored Merkle node, and checks e
 signature, and root equal to the rebuilt tree at that size. Checkpoints that all match one rebuilt tree are
 consistent with each other; a checkpoint beyond the log's end means entries were removed.
 
-Work is split into chunks of 2^16 entries aligned to perfect subtrees; large logs are verified by a pool of
+Work is split into chunks of 2^14 entries aligned to perfect subtrees; large logs are verified by a pool of
 processes (one per core), each reading its own chunks from the database.
 """
 
@@ -19,11 +19,13 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from multiprocessing import get_context
 from typing import Any
 
-import nacl.bindings
 import orjson
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _sodium
 
 from knhk.errors import CanonicalEncodingError, VerificationError
 from knhk.ledger import store as sql
@@ -34,8 +36,7 @@ from knhk.proof.merkle import NodeKey, decompose, fold, node_hash
 from knhk.proof.signing import SIGNATURE_SIZE
 from knhk.storage.database import Database
 
-_sign_open = nacl.bindings.crypto_sign_open
-CHUNK_LEVEL = 16
+CHUNK_LEVEL = 14  # 16,384 entries a chunk: small enough that the workers finish together
 CHUNK = 1 << CHUNK_LEVEL
 PARALLEL_THRESHOLD = 4 * CHUNK
 MAX_LISTED_FAILURES = 100
@@ -143,12 +144,23 @@ class _KeyPlan:
         return (self.ids[i - 1] if i > 0 else None), until
 
 
-def _verifies(sig: bytes, payload: bytes, public: bytes) -> bool:
-    try:
-        _sign_open(sig + payload, public)
-    except Exception:
-        return False
-    return True
+class _Opener:
+    """libsodium's ``crypto_sign_open`` called directly with one reused output buffer (PyNaCl's wrapper
+    allocates two buffers and copies the message out on every call, ~15 % of the verify time)."""
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._out: Any = None
+        self._out_len: Any = _ffi.new("unsigned long long *")
+
+    def verifies(self, sig: bytes, payload: bytes, public: bytes) -> bool:
+        if len(public) != 32:  # libsodium would read past a short key
+            return False
+        signed = sig + payload
+        if len(signed) > self._size:
+            self._size = max(2 * len(signed), 4096)
+            self._out = _ffi.new("unsigned char[]", self._size)
+        return bool(_sodium.crypto_sign_open(self._out, self._out_len, signed, len(signed), public) == 0)
 
 
 def _fail(result: ChunkResult, seq: int | None, category: str, reason: str) -> None:
@@ -167,6 +179,7 @@ def _check_rows(result: ChunkResult, log: str, rows: Sequence[Sequence[Any]], pl
     key_until = -1  # the current signing key is valid for seqs below this
     expected_key: str | None = None
     expected_public: bytes | None = None
+    verifies = _Opener().verifies
     for seq in range(result.start, result.end):
         row = by_seq.get(seq)
         if row is None:
@@ -236,7 +249,7 @@ def _check_rows(result: ChunkResult, log: str, rows: Sequence[Sequence[Any]], pl
         if expected_public is None or key_id != expected_key:
             _fail(result, seq, "signature", f"key {key_id} was not the log's key at seq {seq}")
             ok = False
-        elif len(sig) != SIGNATURE_SIZE or not _verifies(sig, payload, expected_public):
+        elif len(sig) != SIGNATURE_SIZE or not verifies(sig, payload, expected_public):
             _fail(result, seq, "signature", f"signature does not verify with key {key_id}")
             ok = False
         if ok:
@@ -262,23 +275,30 @@ def _check_tree(result: ChunkResult, db: Database, log: str, leaves: list[bytes 
         _fail(result, None, "merkle",
               f"tree over entries {result.start + present}..{result.end - 1} cannot be rebuilt")
     computed: dict[NodeKey, bytes] = {}
+    sha256 = hashlib.sha256
     level_hashes: list[bytes] = [h for h in leaves[:present] if h is not None]
     first = result.start
     level = 0
     with db.connection() as conn:
         while level_hashes:
             base = first >> level
-            stored = dict(sql.nodes_in_range(conn, log, level, base, base + len(level_hashes)))
-            for offset, h in enumerate(level_hashes):
-                computed[(level, base + offset)] = h
-                if stored.get(base + offset) != h:
-                    _fail(result, None, "merkle",
-                          f"stored Merkle node (level {level}, index {base + offset}) is "
-                          + ("missing" if base + offset not in stored else "wrong"))
-            if len(level_hashes) < 2 or level >= CHUNK_LEVEL:
+            count = len(level_hashes)
+            pairs = sql.nodes_in_range(conn, log, level, base, base + count)
+            indexes = range(base, base + count)
+            computed.update(zip(zip(repeat(level), indexes), level_hashes, strict=False))
+            # One comparison of the whole level in the common case; node by node only when it differs.
+            if pairs != list(zip(indexes, level_hashes, strict=True)):
+                stored = dict(pairs)
+                for offset, h in enumerate(level_hashes):
+                    if stored.get(base + offset) != h:
+                        _fail(result, None, "merkle",
+                              f"stored Merkle node (level {level}, index {base + offset}) is "
+                              + ("missing" if base + offset not in stored else "wrong"))
+            if count < 2 or level >= CHUNK_LEVEL:
                 break
-            level_hashes = [node_hash(level_hashes[i], level_hashes[i + 1])
-                            for i in range(0, len(level_hashes) - 1, 2)]
+            level_hashes = [sha256(b"\x01" + left + right).digest()
+                            for left, right in zip(level_hashes[0:count - 1:2], level_hashes[1::2],
+                                                   strict=True)]
             level += 1
     if result.complete and result.end - result.start == CHUNK:
         result.top = computed[(CHUNK_LEVEL, result.start >> CHUNK_LEVEL)]
