@@ -4,8 +4,10 @@ rewriting any observation or receipt. Both backends."""
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -161,3 +163,27 @@ def test_a_backup_carries_phi_sealed_and_restores_readable(tmp_path: Path) -> No
     with Runtime.open(restored) as rt:
         assert sorted(o.value["patient_id"] for o in rt.reader.recent("healthcare", 10)) == sorted(
             f"{CANARY}-{i}" for i in range(5))
+
+
+def _first_start(keys_dir: str, barrier: Any, answers: Any) -> None:
+    from knhk.storage.fields import KekRing
+
+    barrier.wait()
+    answers.put(KekRing.load(Path(keys_dir)).active)
+
+
+def test_replicas_starting_at_once_on_an_empty_key_directory_agree_on_one_key(tmp_path: Path) -> None:
+    """Seen in the suite: two replicas made a key each, and one then met a data key wrapped by the other's."""
+    context = multiprocessing.get_context("fork")
+    barrier, answers = context.Barrier(6), context.Queue()
+    starts = [context.Process(target=_first_start, args=(str(tmp_path / "keys"), barrier, answers))
+              for _ in range(6)]
+    for p in starts:
+        p.start()
+    for p in starts:
+        p.join(60)
+    assert [p.exitcode for p in starts] == [0] * 6
+    active = {answers.get(timeout=5) for _ in starts}
+    assert len(active) == 1
+    files = sorted(p.name for p in (tmp_path / "keys").iterdir())
+    assert files == [f"phi-{active.pop()}.kek", "phi.active"]

@@ -8,12 +8,9 @@ Redis key of a principal is a keyed hash of its identity (HMAC-SHA-256 under the
 Without Redis — not configured, down, hung, or its circuit breaker open — each worker counts alone, in
 memory, with its share of the limit (``limit // KNHK_WORKERS``, at least 1), so all workers of a process
 together still admit at most the limit a minute. When Redis is lost mid-window, a worker's local window is
-first charged with the whole count Redis last reported to it for that principal (up to its share: its view
-may lag behind the other workers', so it cannot tell whose requests they were), and when Redis answers again
-the requests admitted locally are charged back to the shared window, so a loss or a flap does not hand anyone
-a fresh minute. The worker that saw the newest count admits nothing more once that count reached its share, so
-across a loss a principal gets at most the count before it plus ``(workers - 1)`` shares in the minute, and
-at most the limit when every worker saw a recent count (measured figures in ``docs/reliability.md``).
+first charged with its share of the count Redis last reported for that principal, and when Redis answers
+again the requests admitted locally are charged back to the shared window, so a loss or a flap does not
+hand anyone a fresh minute (measured figures in ``docs/reliability.md``).
 """
 
 from __future__ import annotations
@@ -93,8 +90,9 @@ class RateLimiter:
     def _local_hit(self, key: str) -> tuple[bool, int]:
         with self._lock:
             seen = self._seen.pop(key, 0)
-            if seen:  # Redis was just lost: charge all that this worker last saw counted, up to its share
-                self._local.hit(self.local_item, key, cost=min(self.local_item.amount, seen))
+            if seen:  # Redis was just lost: start from this worker's share of what it had counted
+                share = min(self.local_item.amount, math.ceil(seen / self.workers))
+                self._local.hit(self.local_item, key, cost=share)
             allowed = self._local.hit(self.local_item, key)
             if allowed and self._shared is not None:
                 self._owed[key] = self._owed.get(key, 0) + 1

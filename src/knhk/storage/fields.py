@@ -130,12 +130,40 @@ class KekRing:
             raise ConfigurationError(f"no PHI key in {keys_dir}")
         kek = AESGCM.generate_key(bit_length=256)
         kek_id = kek_id_of(kek)
-        try:
-            _write_secret(keys_dir / f"phi-{kek_id}.kek", kek)
-            _replace_text(active_file, kek_id)
-        except FileExistsError:  # a concurrent first start won the race: use its key
+        key_file = keys_dir / f"phi-{kek_id}.kek"
+        _write_secret(key_file, kek)
+        if not _claim(active_file, kek_id):  # a concurrent first start named its key first: use that one
+            key_file.unlink()  # ours wrapped nothing yet
             return cls._load(keys_dir, create=False)
         return cls({kek_id: kek}, kek_id, keys_dir)
+
+    def kek(self, kek_id: str) -> bytes | None:
+        """The KEK ``kek_id``: from the ring, else from its file (written since, e.g. by a rotation elsewhere)."""
+        if kek_id in self.keks:
+            return self.keks[kek_id]
+        path = self.keys_dir / f"phi-{kek_id}.kek"
+        if not path.is_file():
+            return None
+        kek = _read_kek(path)
+        return kek if kek_id_of(kek) == kek_id else None
+
+
+def _claim(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists (atomically, content included: a hard link of a
+    complete temporary file); False when another process created it first."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
 
 
 def _replace_text(path: Path, text: str) -> None:
@@ -161,7 +189,7 @@ def _wrap_aad(data_key_id: str) -> bytes:
 
 
 def _unwrap(ring: KekRing, data_key_id: str, kek_id: str, wrapped: str) -> bytes:
-    kek = ring.keks.get(kek_id)
+    kek = ring.kek(kek_id)
     if kek is None:
         raise ConfigurationError(
             f"PHI data key {data_key_id} is wrapped by key {kek_id}, and {ring.keys_dir}/phi-{kek_id}.kek is missing"
