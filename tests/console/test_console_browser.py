@@ -25,7 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from knhk.config import Settings
 from knhk.console import local_sign_in_code
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from support.serve import free_port, serve
 
 HERE = Path(__file__).resolve().parent

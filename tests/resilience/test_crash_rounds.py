@@ -29,7 +29,7 @@ import pytest
 from crash_load import Checked, Load, check
 
 from knhk.config import Settings
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from support.pgcluster import private_cluster
 from support.serve import KNHK, serve
 

@@ -22,8 +22,7 @@ from jwt.algorithms import RSAAlgorithm
 from knhk.config import Settings
 from knhk.console.oidc import OidcLogin
 from knhk.errors import CircuitOpenError, DependencyUnavailableError
-from knhk.identity import IssuerConfig
-from knhk.identity.oidc import Authenticator
+from knhk.identity.oidc import Authenticator, IssuerConfig
 from knhk.ops import resilience
 from knhk.ops.resilience import RetryPolicy
 from knhk.ops.telemetry.metrics import RETRIES

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from knhk.config import Settings
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from support.pgcluster import PrivateCluster, private_cluster
 from support.serve import KNHK, serve
 

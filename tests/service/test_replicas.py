@@ -18,7 +18,7 @@ import pytest
 
 from knhk.app.runtime import Runtime
 from knhk.config import Settings
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from support.serve import KNHK, free_port, wait_ready
 
 

@@ -14,17 +14,18 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
 
 from knhk.app.access import TerminalAccess, local_principal
-from knhk.app.application import Application
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, UsageError
-from knhk.identity import build_authenticator
 from knhk.identity.rbac import Principal
+
+if TYPE_CHECKING:
+    from knhk.app.application import Application
 
 
 @dataclass
@@ -51,6 +52,8 @@ class CliState:
 
     def open(self) -> Application:
         if self.application is None:
+            from knhk.app.application import Application  # the wiring: only a command that works on the store
+
             settings = self.settings()
             # one command needs a handful of connections, not the service's pool of 10–50
             small = settings.model_copy(update={"db_pool_min": min(settings.db_pool_min, 1),
@@ -67,6 +70,8 @@ class CliState:
             token = self.token or (settings.token.get_secret_value() if settings.token is not None else None)
             if not token:
                 return None
+            from knhk.identity.authenticator import build_authenticator  # JWT/JWKS: only with a token
+
             app = self.open()
             principal = build_authenticator(settings).authenticate(f"Bearer {token.strip()}")
             self.principal = app.pseudonymised(principal)

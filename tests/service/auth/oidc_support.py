@@ -29,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from knhk.identity import IssuerConfig
+from knhk.identity.oidc import IssuerConfig
 
 OIDC_DIR = Path(__file__).resolve().parent.parent / "oidc"
 AUDIENCE = "urn:knhk:api"
