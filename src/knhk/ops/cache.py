@@ -14,9 +14,9 @@ database and then looked up by id.
   entry also carries a TTL (``KNHK_CACHE_L2_TTL_S``), so it works on a Redis shared with others whatever its
   ``maxmemory-policy``. Values carry an HMAC-SHA-256 tag under the installation's secret: anything else found
   under a KNHK key is ignored, never served. Every Redis call goes through the ``redis`` circuit breaker
-  (pybreaker; 5 failures open it for 30 s) with a short timeout (``KNHK_REDIS_TIMEOUT_S``): a Redis that is
-  down or hung costs at most that timeout for the breaker's first failures, then nothing until a health probe
-  or the 30 s let a trial call through.
+  (``knhk.ops.resilience``; 5 failures open it for 30 s) with a short timeout (``KNHK_REDIS_TIMEOUT_S``): a
+  Redis that is down or hung costs at most that timeout for the breaker's first failures, then nothing until a
+  health probe or the 30 s let a trial call through.
 - **L3** — the loader the caller passes (a read of the database).
 
 ``knhk_cache_requests_total{layer,result}`` counts each lookup: ``l1``/``l2`` ``hit`` or ``miss`` (``error``:
@@ -41,6 +41,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from knhk.errors import CircuitOpenError
+from knhk.ops.resilience import breaker_for
 from knhk.ops.telemetry.metrics import CACHE_REQUESTS
 
 log = logging.getLogger("knhk.cache")
@@ -117,20 +119,25 @@ class ByteLRU:
             return int(self._lru.currsize)
 
 
-#: The process's one Redis circuit breaker (SPEC §11: open after 5 consecutive failures, 30 s open), shared by
-#: the L2 cache and the rate limits; a successful health probe (:func:`probe_redis`) half-opens it early.
-REDIS_BREAKER = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30, name="redis")
+#: The process's one Redis circuit breaker (:func:`knhk.ops.resilience.breaker_for`, SPEC §11 numbers,
+#: exported as ``knhk_circuit_breaker_state{dependency="redis"}``), shared by the L2 cache and the rate limits;
+#: while it is open, a ping every ``KNHK_BREAKER_PROBE_INTERVAL_S`` (and any health probe, :func:`probe_redis`)
+#: half-opens it as soon as Redis answers, in every worker, whether or not that worker serves ``/health``.
+REDIS_BREAKER = breaker_for("redis")
+
+
+def _is_redis_failure(exc: BaseException) -> bool:
+    return isinstance(exc, redis.RedisError)
 
 
 def guarded_redis(fn: Callable[[], T]) -> T:
     """``fn()`` (a Redis call) through the breaker; :class:`RedisUnavailable` when it fails or is refused."""
     try:
-        result: T = REDIS_BREAKER.call(fn)
-    except pybreaker.CircuitBreakerError as exc:
+        return REDIS_BREAKER.run(fn, _is_redis_failure)
+    except CircuitOpenError as exc:
         raise RedisUnavailable("the Redis circuit breaker is open") from exc
     except redis.RedisError as exc:
         raise RedisUnavailable(f"Redis failed: {exc}") from exc
-    return result
 
 
 def probe_redis(ping: Callable[[], object]) -> bool:
@@ -164,6 +171,7 @@ class RedisLayer:
         self.ttl_s = ttl_s
         self._secret = hashlib.sha256(b"knhk cache l2\x00" + secret).digest()
         self._put = client.register_script(_PUT)
+        REDIS_BREAKER.recover_with(client.ping)  # while open, ping each probe interval; an answer half-opens it
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float, max_bytes: int, ttl_s: int, secret: bytes) -> RedisLayer:

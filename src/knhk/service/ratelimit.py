@@ -27,7 +27,7 @@ from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from knhk.errors import RateLimitedError
-from knhk.ops.cache import RedisUnavailable, guarded_redis, probe_redis, redis_options
+from knhk.ops.cache import REDIS_BREAKER, RedisUnavailable, guarded_redis, probe_redis, redis_options
 
 log = logging.getLogger("knhk.service")
 
@@ -50,6 +50,7 @@ class RateLimiter:
         if redis_url:
             storage = RedisStorage(redis_url, key_prefix="{knhk}:rl", **redis_options(timeout_s))
             self._shared, self._storage = MovingWindowRateLimiter(storage), storage
+            REDIS_BREAKER.recover_with(lambda: storage.get_connection().ping())
         self._lock = threading.Lock()
         self._seen: cachetools.TTLCache[str, int] = cachetools.TTLCache(_KEYS, 60)  # last shared count
         self._owed: cachetools.TTLCache[str, int] = cachetools.TTLCache(_KEYS, 60)  # admitted locally
