@@ -36,15 +36,21 @@ class CliState:
     application: Application | None = None
     principal: Principal | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the settings read for these global options (reading the environment and .env costs ~30 ms a time)
+    _settings: tuple[tuple[Path | None, str | None], Settings] | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
+        key = (self.data_dir, self.database_url)
+        if self._settings is not None and self._settings[0] == key:
+            return self._settings[1]
         overrides: dict[str, Any] = {}
         if self.data_dir is not None:
             overrides["data_dir"] = self.data_dir
         if self.database_url is not None:
             overrides["database_url"] = self.database_url
         try:
-            return Settings(**overrides)
+            self._settings = key, Settings(**overrides)
+            return self._settings[1]
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "settings"
