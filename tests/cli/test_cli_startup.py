@@ -1,8 +1,8 @@
 """A ``knhk`` command imports what it uses (start-up cost; bench/bench_cli_start.py times it): help screens load
-none of the heavy libraries, and a ledger verification on the embedded store loads no SHACL engine, JWT
-library, HTTP client or PostgreSQL driver. Each command runs in a fresh interpreter, as a user starts it, and
-reports the top-level packages it loaded; its exit code and output are checked too, so a command that stopped
-working cannot pass for a light one.
+none of the heavy libraries, a ledger verification on the embedded store loads no SHACL engine, JWT library,
+HTTP client or PostgreSQL driver, and minting a token loads the JWT library alone. Each command runs in a fresh
+interpreter, as a user starts it, and reports the top-level packages it loaded; its exit code and output are
+checked too, so a command that stopped working cannot pass for a light one.
 
 Before this was set up, ``knhk --help`` imported every one of these (about 1.5 s of imports)."""
 
@@ -67,3 +67,10 @@ def test_verifying_the_embedded_ledger_loads_no_shacl_jwt_http_or_postgres(tmp_p
     assert code == 0
     assert "VERIFIED log receipts" in out
     assert packages & STORE_HEAVY == set()
+
+
+def test_minting_a_token_loads_the_jwt_library_alone(tmp_path: Path) -> None:
+    code, packages, out = _run(["token", "mint", "--role", "observer"], tmp_path / "data", tmp_path)
+    assert code == 0
+    assert out.count(".") == 2  # the token alone: header.claims.signature
+    assert packages & HEAVY == {"jwt"}
