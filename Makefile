@@ -11,7 +11,12 @@ test:
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	.venv/bin/python scripts/architecture.py diagram --check
-	.venv/bin/pytest
+	.venv/bin/pytest -m "not serial" -n $(TEST_WORKERS) --dist loadfile
+	.venv/bin/pytest -m serial
+
+# Parallel pytest workers for the tests that assert no timing bound (the suite mostly waits on subprocesses
+# and real servers, so more workers than cores helps); the `serial` ones run alone afterwards.
+TEST_WORKERS ?= 2
 
 lint:
 	.venv/bin/ruff check src tests bench deploy

@@ -28,6 +28,9 @@ from knhk.ops.resilience import RetryPolicy
 from knhk.ops.telemetry.metrics import RETRIES
 from support.pgcluster import free_port
 
+# breaker and retry timings of the JWKS fetches: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
+
 AUDIENCE = "urn:knhk:api"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 JWK: dict[str, Any] = {**json.loads(RSAAlgorithm.to_jwk(KEY.public_key())), "kid": "k1", "alg": "RS256", "use": "sig"}

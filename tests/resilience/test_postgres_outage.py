@@ -29,6 +29,9 @@ from knhk.identity.local import LocalIssuer
 from support.pgcluster import PrivateCluster, private_cluster
 from support.serve import KNHK, serve
 
+# 503 latency and recovery-time bounds of SPEC §11: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
+
 API = "/api/v1"
 POOL_MAX = 6
 POOL_TIMEOUT_S = 1.0

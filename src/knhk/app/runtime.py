@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -130,10 +131,15 @@ def _phi_fields() -> dict[str, frozenset[str]]:
 
 
 def doctrines_for(sector: str) -> list[Doctrine]:
-    """The doctrines of a sector's bundled pack."""
+    """The doctrines of a sector's bundled pack (read once per process: ingest asks for them every batch)."""
+    return list(_pack_doctrines(sector))
+
+
+@cache
+def _pack_doctrines(sector: str) -> tuple[Doctrine, ...]:
     if sector not in available_sectors():
-        return []
-    return [Doctrine.from_json(raw) for raw in load_pack(sector).doctrines]
+        return ()
+    return tuple(Doctrine.from_json(raw) for raw in load_pack(sector).doctrines)
 
 
 def class_rules(sector: str, settings: Settings) -> ClassRules:

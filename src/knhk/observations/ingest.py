@@ -55,7 +55,7 @@ from knhk.observations.admission import Admission, Label, admit, at, first_refus
 from knhk.observations.conformance import conformance_issues
 from knhk.observations.guards import GuardEvaluator, GuardViolation
 from knhk.observations.limits import DoctrineLike
-from knhk.observations.model import Conform, Observation, is_sector, parse_observation
+from knhk.observations.model import Conform, Observation, assign_seq, is_sector, parse_observation
 from knhk.ontology.schema import SectorSchema
 from knhk.ops import telemetry
 from knhk.ops.clock import Clock
@@ -97,6 +97,13 @@ class IngestResult:
             "receipts": list(self.receipt_ids),
             "receipts_pending": self.receipts_pending,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Guarded:
+    """The guard violations found on observations about to be stored, with each one's sector, in order."""
+
+    found: list[tuple[str, GuardViolation]]
 
 
 @dataclass
@@ -164,25 +171,45 @@ class Ingestor:
         parsed = self._parse(raws, client, received_us, label=label, schemas=schemas)
         if self.before_store is not None:
             self.before_store(received_us)
+        admissions: list[Admission] | None = None
+        guarded: _Guarded | None = None
+        if not any(o.client_id for o in parsed):
+            # server-assigned ids are new by birth: admitting them needs nothing of the store, so they are
+            # admitted and guarded before the lock is taken (the lock is held for the writes alone)
+            admissions = self._admit(parsed, {}, received_us, label, backfill)
+            guarded = self._guard(parsed, schemas)
         with self.db.transaction(lock=LOCK) as conn:
-            admissions = admit(parsed, self._stored(conn, parsed), received_us, batch=True, label=label,
-                               backfill=backfill)
-            refusal = first_refusal(admissions)
-            if refusal is not None:
-                raise refusal
+            if admissions is None:
+                admissions = self._admit(parsed, self._stored(conn, parsed), received_us, label, backfill)
             fresh = self._insert(conn, [o for o, a in zip(parsed, admissions, strict=True) if a.new])
-            owed = self._stage(conn, fresh, fresh if audit else [], schemas)
+            owed = self._stage(conn, fresh, fresh if audit else [], schemas, guarded)
         receipt_ids, pending = self._after_commit(fresh, owed)
-        by_id = {o.id: o for o in fresh}
         results: list[IngestResult] = []
+        no_violations: tuple[GuardViolation, ...] = ()
+        by_id: dict[str, Observation] | None = None
         for index, (obs, admission) in enumerate(zip(parsed, admissions, strict=True)):
-            if admission.new:
-                results.append(IngestResult(by_id[obs.id], violations=tuple(owed.violations.get(obs.id, ())),
-                                            receipt_ids=tuple(receipt_ids.get(obs.id, ())),
-                                            receipts_pending=pending.get(obs.id, 0)))
+            if admission.new:  # obs is the stored observation: _insert gave it its sequence number
+                found = owed.violations.get(obs.id)
+                if found is None:
+                    results.append(IngestResult(obs, violations=no_violations))
+                else:
+                    results.append(IngestResult(obs, violations=tuple(found),
+                                                receipt_ids=tuple(receipt_ids.get(obs.id, ())),
+                                                receipts_pending=pending.get(obs.id, 0)))
             else:
+                by_id = by_id if by_id is not None else {o.id: o for o in fresh}
                 results.append(IngestResult(self._earlier(index, parsed, admissions, by_id), duplicate=True))
         return results
+
+    @staticmethod
+    def _admit(parsed: list[Observation], stored: dict[str, Observation], received_us: int, label: Label,
+               backfill: bool) -> list[Admission]:
+        """Admit a batch (:func:`admit`); the first refusal refuses it whole."""
+        admissions = admit(parsed, stored, received_us, batch=True, label=label, backfill=backfill)
+        refusal = first_refusal(admissions)
+        if refusal is not None:
+            raise refusal
+        return admissions
 
     def check_batch(self, raws: Sequence[Any], client: str | None = None, *,
                     label: Label = observation_label, backfill: bool = False) -> None:
@@ -307,7 +334,9 @@ class Ingestor:
                 raise
             raise ConflictError("an observation id of this batch was used by an observation archived after the "
                                 "retention; ids are never reused") from exc
-        return [o.with_seq(seqs[o.id]) for o in fresh]
+        for o in fresh:  # the ingest's own new objects, not seen by anyone yet: numbered in place, not copied
+            assign_seq(o, seqs[o.id])
+        return fresh
 
     @staticmethod
     def _earlier(index: int, candidates: Sequence[Observation], admissions: Sequence[Admission],
@@ -320,10 +349,12 @@ class Ingestor:
         return admission.stored if admission.stored is not None else fresh[candidates[index].id]
 
     def _stage(self, conn: Connection, fresh: list[Observation], audited: list[Observation],
-               schemas: dict[str, SectorSchema | None]) -> _Owed:
-        """In the ingest transaction: guard the new observations and owe their receipts, and owe the audit
-        counts of ``audited`` (per client, sector and minute of the ledger's clock)."""
-        violations, drafts, subjects = self._guard(fresh, schemas)
+               schemas: dict[str, SectorSchema | None], guarded: _Guarded | None = None) -> _Owed:
+        """In the ingest transaction: guard the new observations (``guarded``: their guards were evaluated
+        already, before the transaction) and owe their receipts, and owe the audit counts of ``audited`` (per
+        client, sector and minute of the ledger's clock)."""
+        violations, drafts, subjects = self._drafts(fresh, guarded if guarded is not None
+                                                    else self._guard(fresh, schemas))
         rows: dict[str, list[int]] = {}
         for subject, row in zip(subjects, self.ledger.stage(conn, drafts), strict=True):
             rows.setdefault(subject, []).append(row)
@@ -358,10 +389,9 @@ class Ingestor:
                 log.exception("an on_ingested subscriber failed for %d observations", len(fresh))
         return owed.results(entries)
 
-    def _guard(self, fresh: list[Observation], schemas: dict[str, SectorSchema | None]
-               ) -> tuple[dict[str, list[GuardViolation]], list[EntryDraft], list[str]]:
-        """Evaluate hot-path guards on the new observations (with the schemas their conformance was measured
-        against): the violations, their receipts' drafts and the observation id of each draft."""
+    def _guard(self, fresh: list[Observation], schemas: dict[str, SectorSchema | None]) -> _Guarded:
+        """Evaluate hot-path guards on new observations (with the schemas their conformance was measured
+        against)."""
         by_sector: dict[str, list[Observation]] = {}
         for obs in fresh:
             by_sector.setdefault(obs.sector, []).append(obs)
@@ -377,11 +407,22 @@ class Ingestor:
                 return self.guards.evaluate(obs, sch, doctrines, relaxed)
 
             found.extend((sector, v) for v in telemetry.evaluate_guards(evaluate, ordered, schema, sector))
+        return _Guarded(found)
+
+    @staticmethod
+    def _drafts(fresh: list[Observation], guarded: _Guarded
+                ) -> tuple[dict[str, list[GuardViolation]], list[EntryDraft], list[str]]:
+        """The violations of the stored observations ``fresh``, their receipts' drafts and the observation id
+        of each draft."""
         violations: dict[str, list[GuardViolation]] = {}
         drafts: list[EntryDraft] = []
         subjects: list[str] = []
+        if not guarded.found:
+            return violations, drafts, subjects
         hashes = {o.id: o.content_hash for o in fresh}
-        for sector, v in found:
+        for sector, v in guarded.found:
+            if v.observation_id not in hashes:  # evaluated, but not stored by this ingest
+                continue
             violations.setdefault(v.observation_id, []).append(v)
             # the receipts commit to the observation's content too (SPEC §8): an edited row is detectable
             committed = commit([item(v.observation_id, hashes[v.observation_id])]).data()

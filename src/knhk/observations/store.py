@@ -37,6 +37,13 @@ _INSERT_PG = (
     " conforming, issues, skewed, client_id, ts_defaulted, client) SELECT * FROM json_to_recordset(?::json)"
     f" AS r({_RECORD}) RETURNING id, seq"
 )
+# PostgreSQL's path: n sequence numbers reserved in one statement (the sequence looked up once, not per row),
+# then the rows with their seqs in one binary COPY (the statement trigger claims their ids, as for an INSERT)
+_RESERVE_PG = ("WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence('observations', 'seq')::regclass AS r)"
+               " SELECT array_agg(nextval(s.r)) FROM s, generate_series(1, ?)")
+_COPY_COLUMNS = ("seq", *_NAMES)
+_COPY_TYPES = ("int8", "text", "text", "text", "int8", "int8", "text", "text", "text", "bool", "text", "bool",
+               "bool", "bool", "text")
 _IDS_PG = "(SELECT json_array_elements_text(?::json))"
 _CHUNK = 500
 
@@ -76,9 +83,10 @@ def _opened_value(conn: Connection, obs_id: str, sector: str, value: dict[str, A
 
 def _row(conn: Connection, obs: Observation) -> tuple[Any, ...]:
     value_json = _sealed_value(conn, obs) or obs.value_json or orjson.dumps(dict(obs.value))
-    return (obs.id, obs.sector, obs.event_type, obs.ts_us, obs.received_us, value_json.decode(),
-            orjson.dumps(dict(obs.metadata)).decode(), obs.content_hash, obs.conforming,
-            orjson.dumps(list(obs.issues)).decode(), obs.skewed, obs.client_id, obs.ts_defaulted, obs.client)
+    metadata = orjson.dumps(dict(obs.metadata)).decode() if obs.metadata else "{}"
+    issues = orjson.dumps(list(obs.issues)).decode() if obs.issues else "[]"
+    return (obs.id, obs.sector, obs.event_type, obs.ts_us, obs.received_us, value_json.decode(), metadata,
+            obs.content_hash, obs.conforming, issues, obs.skewed, obs.client_id, obs.ts_defaulted, obs.client)
 
 
 def _observation(conn: Connection, row: Sequence[Any]) -> Observation:
@@ -97,18 +105,25 @@ def _observation(conn: Connection, row: Sequence[Any]) -> Observation:
 
 
 def insert_observations(conn: Connection, observations: Sequence[Observation]) -> dict[str, int]:
-    """Insert rows (the caller's transaction makes a batch all-or-nothing); return id → ingest sequence.
+    """Insert rows (the caller's transaction makes a batch all-or-nothing); return id → ingest sequence,
+    ascending in input order.
 
-    SQLite: one ``executemany``. PostgreSQL: one ``INSERT … SELECT FROM json_to_recordset(?) RETURNING``
-    statement per batch — one round trip, the rows travel as one JSON document parsed by the server.
+    SQLite: one ``executemany``. PostgreSQL: the batch's sequence numbers reserved in one statement, then one
+    binary ``COPY`` of the rows with them — two round trips, nothing parsed by the server but the rows
+    themselves. The caller holds the ``knhk.observations`` lock (:mod:`knhk.observations.ingest`), so the
+    reserved numbers are consecutive and become visible in commit order, as the identity's own would.
     """
     rows = [_row(conn, o) for o in observations]
     if not rows:
         return {}
     if conn.dialect == "postgresql":
-        document = orjson.dumps([dict(zip(_NAMES, row, strict=True)) for row in rows]).decode()
-        returned = conn.fetchall(_INSERT_PG, (document,))
-        return {str(obs_id): int(seq) for obs_id, seq in returned}
+        reserved = conn.fetchone(_RESERVE_PG, (len(rows),))
+        seqs = sorted(int(q) for q in reserved[0]) if reserved is not None and reserved[0] is not None else []
+        if len(seqs) != len(rows):
+            raise RuntimeError(f"reserved {len(seqs)} ingest sequence numbers for {len(rows)} observations")
+        conn.insert_rows("observations", _COPY_COLUMNS, [(q, *row) for q, row in zip(seqs, rows, strict=True)],
+                         types=_COPY_TYPES)
+        return {o.id: q for o, q in zip(observations, seqs, strict=True)}
     conn.executemany(_INSERT, rows)
     return seqs_of(conn, [o.id for o in observations])
 

@@ -24,7 +24,7 @@ from knhk.config import Settings
 from knhk.identity.authenticator import build_authenticator
 from knhk.ops import telemetry
 from knhk.ops.telemetry import setup as telemetry_setup
-from knhk.service import metrics, problems, scheduler
+from knhk.service import heap, metrics, problems, scheduler
 from knhk.service.guards import RequestGuards
 from knhk.service.ratelimit import RateLimiter
 from knhk.service.routes import PREFIX, audit, cycles, guards, observations, patterns, proposals, receipts, snapshots
@@ -35,8 +35,11 @@ from knhk.service.state import ServiceState
 log = logging.getLogger("knhk.service")
 
 
-def create_app(settings: Settings, *, application: Application | None = None, background: bool = True) -> FastAPI:
-    """Build the HTTP face. ``application`` may be given (tests); otherwise it is opened at start-up."""
+def create_app(settings: Settings, *, application: Application | None = None, background: bool = True,
+               settle_heap: bool = False) -> FastAPI:
+    """Build the HTTP face. ``application`` may be given (tests); otherwise it is opened at start-up.
+    ``settle_heap``: the process serves this app for its lifetime (``app_factory``): once started, tune its
+    garbage collector (:mod:`knhk.service.heap`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +66,8 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
         application_.on_receipts(count)
         if background:
             scheduler.start(st)
+        if settle_heap:
+            heap.settle()
         try:
             yield
         finally:
@@ -90,4 +95,4 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
 def app_factory() -> Any:
     """Entry point for ``uvicorn --factory knhk.service.app:app_factory`` (settings from the environment)."""
     telemetry_setup.configure_from_env()
-    return create_app(Settings())
+    return create_app(Settings(), settle_heap=True)

@@ -69,8 +69,10 @@ class Connection(Protocol):
         ...
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Insert many rows as fast as the backend allows (PostgreSQL: COPY)."""
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                    types: Sequence[str] | None = None) -> None:
+        """Insert many rows as fast as the backend allows (PostgreSQL: COPY; binary COPY when ``types`` names
+        each column's PostgreSQL type)."""
         ...
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
@@ -104,7 +106,8 @@ class _SqliteConnection:
         self.raw.executemany(sql, rows)
 
     @db_bulk
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                    types: Sequence[str] | None = None) -> None:
         if rows:
             marks = ",".join("?" * len(columns))
             self.raw.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
@@ -148,10 +151,15 @@ class _PgConnection:
                 cur.executemany(_to_pyformat(sql), rows)
 
     @db_bulk
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """COPY: one statement and a stream of rows, instead of one INSERT per row."""
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                    types: Sequence[str] | None = None) -> None:
+        """COPY: one statement and a stream of rows, instead of one INSERT per row (``types``: binary COPY, no
+        text formatting or parsing of each value)."""
         if rows:
-            with self.raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            fmt = " (FORMAT BINARY)" if types is not None else ""
+            with self.raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN{fmt}") as copy:
+                if types is not None:
+                    copy.set_types(list(types))
                 for row in rows:
                     copy.write_row(row)
 
