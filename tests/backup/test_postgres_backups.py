@@ -32,6 +32,9 @@ from knhk.proof.checkpoint import verify_checkpoint
 from knhk.proof.merkle import proves_consistency
 from support.pgcluster import PrivateCluster, private_cluster
 
+# RPO bound of point-in-time recovery: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
+
 FIGURES: dict[str, str] = {}
 
 

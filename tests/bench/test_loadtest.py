@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from knhk.config import Settings
 from knhk.identity.local import LocalIssuer
 from support.serve import serve
+
+# a load generator that takes the whole machine: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
 
 ROOT = Path(__file__).resolve().parents[2]
 

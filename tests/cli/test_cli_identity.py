@@ -12,7 +12,7 @@ import orjson
 
 from knhk.app.access import SYSTEM, LocalAccess
 from knhk.app.application import Application
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
 

@@ -11,7 +11,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from knhk.app.runtime import Runtime
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from knhk.service.app import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))

@@ -25,7 +25,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from knhk.config import Settings
 from knhk.console import local_sign_in_code
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
+from support.locks import exclusive
 from support.serve import free_port, serve
 
 HERE = Path(__file__).resolve().parent
@@ -38,9 +39,10 @@ def _axe_source() -> str:
     npm = shutil.which("npm")
     assert npm, "npm is needed for axe-core (Debian: npm)"
     target = HERE / "axe" / "node_modules" / "axe-core" / "axe.min.js"
-    if not target.exists():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE / "axe", check=True,
-                       capture_output=True, timeout=300)
+    with exclusive(HERE / "axe" / ".npm-ci.lock"):  # parallel test workers: one runs npm ci
+        if not target.exists():
+            subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE / "axe",
+                           check=True, capture_output=True, timeout=300)
     return target.read_text()
 
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from knhk.config import Settings
 from knhk.console import local_sign_in_code
 from knhk.console.sessions import MemoryStore, RedisStore, Sessions
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from knhk.identity.rbac import Principal
 from knhk.service.app import create_app
 from support.pgcluster import free_port

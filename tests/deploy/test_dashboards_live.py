@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from knhk.config import Settings
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from support.serve import free_port, serve
 
 ROOT = Path(__file__).resolve().parents[2]

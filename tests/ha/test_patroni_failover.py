@@ -13,6 +13,9 @@ import pytest
 from cluster import HaCluster
 from drill import RTO_TARGET_S, run_drill
 
+# RTO bound of a real failover: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.slow
 def test_leader_loss_under_ingest_loses_nothing_and_recovers_in_time(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 from drill import Load, check_store, replica_env, start_replicas, stop_replicas
 
 from knhk.app.runtime import Runtime
@@ -30,6 +31,9 @@ from knhk.config import Settings
 from knhk.identity.local import LocalIssuer
 from knhk.ledger.sequencer import lock_name
 from knhk.storage.database import lock_key
+
+# lease take-over time bound: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
 
 LEASE_TTL_S = 3.0
 SEQUENCER_TAKEOVER_BOUND_S = 10.0

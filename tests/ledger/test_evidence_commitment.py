@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from knhk.app.access import RoleBasedAccess
 from knhk.app.application import Application
 from knhk.app.runtime import Runtime
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from knhk.observations.evidence import check_evidence
 from knhk.observations.model import content_hash
 from knhk.proof.evidence import SCHEME

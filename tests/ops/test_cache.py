@@ -15,6 +15,9 @@ from prometheus_client import REGISTRY
 from knhk.ops.cache import PREFIX, REDIS_BREAKER, TEXT, ByteLRU, DerivedCache, RedisLayer
 from support.redisserver import PrivateRedis
 
+# per-call latency bounds of a hung Redis: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
+
 SECRET = b"s" * 32
 
 

@@ -290,7 +290,7 @@ def test_every_failure_falls_back_to_the_rule_proposer_with_a_receipt(rt: Runtim
         created = entries(rt, record, "proposal.created")
         assert [c.data["proposer"] for c in created] == ["rule"], case
         # the rule proposer's change is promoted as without an LLM
-        assert record.outcome == "success", (case, record.proposals)
+        assert record.outcome == "success", (case, [p["reason"] for p in record.proposals])
         names = [rt.ledger.entry_by_id(i).kind for i in record.receipt_ids]
         assert names.index("proposer.fallback") < names.index("proposal.created")
         assert event_type in rt.registry.current_schema("manufacturing").event_types

@@ -29,9 +29,12 @@ import pytest
 from crash_load import Checked, Load, check
 
 from knhk.config import Settings
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from support.pgcluster import private_cluster
 from support.serve import KNHK, serve
+
+# kill -9 and database crashes under load, 60 rounds: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
 
 ROUNDS = int(os.environ.get("KNHK_TEST_CRASH_ROUNDS", "20"))
 # The CLI verifier costs seconds of CPU; in the PostgreSQL rounds it cannot overlap a restart of the service, so

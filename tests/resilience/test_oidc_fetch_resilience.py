@@ -22,12 +22,14 @@ from jwt.algorithms import RSAAlgorithm
 from knhk.config import Settings
 from knhk.console.oidc import OidcLogin
 from knhk.errors import CircuitOpenError, DependencyUnavailableError
-from knhk.identity import IssuerConfig
-from knhk.identity.oidc import Authenticator
+from knhk.identity.oidc import Authenticator, IssuerConfig
 from knhk.ops import resilience
 from knhk.ops.resilience import RetryPolicy
 from knhk.ops.telemetry.metrics import RETRIES
 from support.pgcluster import free_port
+
+# breaker and retry timings of the JWKS fetches: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
 
 AUDIENCE = "urn:knhk:api"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -18,6 +18,9 @@ import pytest
 
 from support.serve import serve
 
+# header and body deadlines: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
+
 HEAD_S, BODY_S, KEEP_ALIVE_S, MAX_CONNECTIONS = 3.0, 1.0, 1, 2100
 IDLE = 2000
 

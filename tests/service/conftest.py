@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_support import Api, make_settings
 
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from knhk.service.app import create_app
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from knhk.config import Settings
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 
 
 @dataclass

@@ -14,7 +14,7 @@ from service_support import make_settings
 
 from knhk.app.access import RoleBasedAccess
 from knhk.app.application import Application
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from knhk.ops.clock import ManualClock
 from knhk.service.app import create_app
 

@@ -12,8 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from service_support import Api
 
-from knhk.identity import LocalIssuer
-from knhk.identity.local import LOCAL_AUDIENCE, LOCAL_ISSUER, public_jwk
+from knhk.identity.local import LOCAL_AUDIENCE, LOCAL_ISSUER, LocalIssuer, public_jwk
 
 INSTALLED = "finance, healthcare, logistics, manufacturing"
 

@@ -90,3 +90,25 @@ def test_missing_or_bad_token_is_401_with_www_authenticate_and_audited(api: Api)
     assert len(failures) <= 3  # per client and minute: the first failure at once, the others aggregated
     assert sum(int(f.metadata.get("count", "1")) for f in failures) == 3
     assert all(f.outcome == "denied" for f in failures)
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_audit_log_entries_are_for_audit_read_only(api: Api, role: str) -> None:
+    """The receipts routes take ``?log=audit``: the audit log's entries (who did what) are read with
+    ``audit:read`` alone (SPEC §10: ``GET /audit`` is the administrator's), while its checkpoint and consistency
+    proofs, only hashes and sizes, stay ``receipts:read`` so anyone who checks the ledger can prove it."""
+    admin = api.token("administrator", subject="root@example.org", mfa=True)
+    api.client.get("/api/v1/receipts", headers=api.token("observer", subject="seed@example.org"))
+    assert api.client.get("/api/v1/audit", headers=admin).status_code == 200  # the audit log has entries
+    headers = api.token(role, subject=f"{role}-audit@example.org", sector="compliance", mfa=True)
+    granted = ROLE_PERMISSIONS[role]
+    for path in ("/api/v1/receipts/0?log=audit", "/api/v1/receipts/0/proof?log=audit",
+                 "/api/v1/receipts/0/evidence?log=audit"):
+        code = api.client.get(path, headers=headers).status_code
+        if "audit:read" in granted:
+            assert code == 200, (role, path, code)
+        else:
+            assert code == 403, (role, path, code)
+    for path in ("/api/v1/receipts/checkpoint?log=audit", "/api/v1/receipts/consistency?log=audit&first=1&second=1"):
+        code = api.client.get(path, headers=headers).status_code
+        assert code == (200 if "receipts:read" in granted else 403), (role, path, code)

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from knhk.config import Settings
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from support.redisserver import PrivateRedis
 from support.serve import serve
 

@@ -21,7 +21,7 @@ import pytest
 
 import knhk.storage
 from knhk.config import Settings
-from knhk.identity import LocalIssuer
+from knhk.identity.local import LocalIssuer
 from support.serve import KNHK, free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,6 +19,9 @@ from knhk.storage.database import Database
 from knhk.storage.watchdog import liveness
 from support.pgcluster import PrivateCluster, free_port, private_cluster
 
+# hung-server detection time: run alone (make test), not beside other tests
+pytestmark = pytest.mark.serial
+
 
 def test_liveness_tells_alive_refused_and_hung_apart(pg_url: str) -> None:
     assert liveness(pg_url, 1.0) is None

@@ -10,24 +10,27 @@ Two groups, because a restore cannot need the installation it replaces:
 
 All four are local operations (``access.py``): they act on the host — the backup directory, the data directory,
 pgBackRest as the cluster's OS user — and a restore replaces the store under any running service, so none has
-an API route and role-based access refuses them.
+an API route and role-based access refuses them. The backup machinery (pgBackRest, pg_dump, manifests) is
+imported when an operation runs, not with the application.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from knhk.app.access import CREATE_BACKUP, LIST_BACKUPS, RESTORE_BACKUP, VERIFY_BACKUP, Access, Operation
 from knhk.app.base import Operations
 from knhk.app.runtime import Runtime
-from knhk.backup.manifest import Manifest
-from knhk.backup.service import Backups, RestoreReport
-from knhk.backup.verifier import Verification
 from knhk.config import Settings
 from knhk.errors import DependencyUnavailableError
 from knhk.identity.rbac import Principal
 from knhk.ledger import receipts
+
+if TYPE_CHECKING:
+    from knhk.backup.manifest import Manifest
+    from knhk.backup.service import RestoreReport
+    from knhk.backup.verifier import Verification
 
 
 class BackupOps(Operations):
@@ -35,6 +38,8 @@ class BackupOps(Operations):
         """Back up the running installation online (SQLite online backup; PostgreSQL pgBackRest, or pg_dump with
         ``logical``) and record ``backup.created`` with the manifest's digest; a backup whose record cannot be
         written is removed again."""
+        from knhk.backup.service import Backups
+
         self._allow(actor, CREATE_BACKUP)
         rt = self.runtime
 
@@ -51,6 +56,8 @@ class Recovery:
     """The backup operations of an installation that need it neither open nor running."""
 
     def __init__(self, settings: Settings, access: Access) -> None:
+        from knhk.backup.service import Backups
+
         self.settings = settings
         self.access = access
         self.backups = Backups(settings)

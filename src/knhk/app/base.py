@@ -7,11 +7,15 @@ acting :class:`~knhk.identity.rbac.Principal` first and starts with ``self._allo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from knhk.app.access import Access, Operation
-from knhk.app.runtime import Runtime
 from knhk.errors import ForbiddenError, InvalidInputError
 from knhk.identity.rbac import Principal
 from knhk.sectors.pack import available_sectors
+
+if TYPE_CHECKING:
+    from knhk.app.runtime import Runtime
 
 
 class Operations:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from knhk.app.access import READ_KEYS, READ_RECEIPTS, ROTATE_KEYS
+from knhk.app.access import READ_AUDIT, READ_KEYS, READ_RECEIPTS, ROTATE_KEYS
 from knhk.app.base import Operations
 from knhk.errors import ConfigurationError, ConflictError
 from knhk.identity.rbac import Principal
@@ -46,32 +46,38 @@ class SigningKeyInfo:
 
 
 class LedgerOps(Operations):
+    def _allow_entries(self, actor: Principal, log: str) -> None:
+        """Reading the *contents* of a log's entries: ``receipts:read`` for the receipts log, ``audit:read``
+        (administrators, SPEC §10) for the audit log. Checkpoints, consistency proofs and verification reveal
+        only hashes and sizes and stay ``receipts:read`` for both logs."""
+        self._allow(actor, READ_AUDIT if log == "audit" else READ_RECEIPTS)
+
     def receipts(self, actor: Principal, log: str = "receipts", *, after_seq: int = -1, limit: int = 100,
                  kind: str | None = None, sector: str | None = None, subject: str | None = None,
                  since_us: int | None = None, until_us: int | None = None, newest_first: bool = False,
                  before_seq: int | None = None) -> list[Entry]:
         """Entries of a log in seq order after ``after_seq`` (``newest_first``: descending, before ``before_seq``),
         filtered by kind, sector, subject and time (``since_us`` ≤ ts_us < ``until_us``)."""
-        self._allow(actor, READ_RECEIPTS)
+        self._allow_entries(actor, log)
         return self.runtime.ledger.entries(log, after_seq=after_seq, limit=limit, kind=kind, sector=sector,
                                            subject=subject, since_us=since_us, until_us=until_us,
                                            descending=newest_first, before_seq=before_seq)
 
     def receipt(self, actor: Principal, log: str, seq: int) -> Entry:
-        self._allow(actor, READ_RECEIPTS)
+        self._allow_entries(actor, log)
         ledger = self.runtime.ledger
         return self.runtime.last_seen.read("receipt", f"{log}/{seq}", lambda: ledger.entry(log, seq))
 
     def prove(self, actor: Principal, log: str, seq: int) -> dict[str, Any]:
         """An offline proof bundle for entry ``seq`` (entry, inclusion proof, signed checkpoint, public key)."""
-        self._allow(actor, READ_RECEIPTS)
+        self._allow_entries(actor, log)
         ledger = self.runtime.ledger
         return self.runtime.last_seen.read("proof", f"{log}/{seq}", lambda: ledger.prove(log, seq))
 
     def receipt_evidence(self, actor: Principal, log: str, seq: int) -> EvidenceReport:
         """Entry ``seq``'s evidence commitment recomputed from the observation store (SPEC §8): the report
         names the first mismatch (a missing or edited observation, a root that no longer matches)."""
-        self._allow(actor, READ_RECEIPTS)
+        self._allow_entries(actor, log)
         return check_evidence(self.runtime.ledger, self.runtime.db, log, seq,
                               self.runtime.settings.resolved_archive_dir)
 

@@ -4,7 +4,9 @@ keys are present with mode 0600, every identity provider serves a valid JWKS, Re
 verifies, the newest backup is recent and verifies. Nothing here writes: the store is only opened once it is
 known to be migrated and its keys present (so opening it generates or installs nothing).
 
-Each function returns :class:`~knhk.ops.preflight.Check` results; one that cannot decide fails.
+Each function returns :class:`~knhk.ops.preflight.Check` results; one that cannot decide fails. The store, the
+wiring, the identity providers and backups are imported by the checks that use them, so ``knhk preflight --help``
+and a run of the file-only checks start without them.
 """
 
 from __future__ import annotations
@@ -12,20 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from knhk.app.runtime import Runtime
-from knhk.backup.service import Backups
 from knhk.config import Settings
 from knhk.errors import KnhkError
-from knhk.identity import build_authenticator
-from knhk.ledger import store as ledger_store
 from knhk.ops.clock import parse_rfc3339
 from knhk.ops.preflight import Check, failed, key_file_problems, not_applicable, passed, redis_problem
 from knhk.proof.entry import LOGS
-from knhk.proof.signing import read_key_file
-from knhk.sectors.pack import available_sectors
-from knhk.storage import roles, schema
-from knhk.storage.database import Database
+
+if TYPE_CHECKING:
+    from knhk.storage.database import Database
 
 #: tables whose rows KNHK never changes: SQLite protects them with triggers only (it has no roles)
 TRIGGER_PROTECTED = ("ledger_entries", "ledger_nodes", "ledger_checkpoints", "ledger_key_use", "observations")
@@ -39,6 +37,8 @@ def _short(exc: BaseException) -> str:
 
 def open_database(settings: Settings) -> tuple[Database | None, Check]:
     """The configured database, opened without creating anything, and the ``database`` check."""
+    from knhk.storage.database import Database
+
     url = settings.resolved_database_url
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -55,6 +55,8 @@ def open_database(settings: Settings) -> tuple[Database | None, Check]:
 
 
 def schema_check(db: Database) -> Check:
+    from knhk.storage import schema
+
     title = "Schema migrated"
     try:
         have = sorted(schema.applied(db))
@@ -73,6 +75,8 @@ def app_role_check(db: Database, role: str | None = None) -> Check:
     """PostgreSQL: ``role`` (default: the role the configured URL logs in as, i.e. the service's) holds no
     UPDATE, DELETE or TRUNCATE beyond what ``knhk db grant-app-role`` grants, and is no superuser. SQLite has
     no roles: the append-only triggers must be in place."""
+    from knhk.storage import roles
+
     title = "App role cannot change the ledger"
     try:
         with db.connection() as conn:
@@ -112,6 +116,9 @@ def app_role_check(db: Database, role: str | None = None) -> Check:
 def keys_check(db: Database, settings: Settings) -> Check:
     """The active signing key's private half, the subject index secret and the PHI key-encryption key are
     available to the service (as configured secrets or files)."""
+    from knhk.ledger import store as ledger_store
+    from knhk.proof.signing import SigningKey, read_key_file
+
     title = "Keys present"
     keys_dir = settings.resolved_keys_dir
     found: list[str] = []
@@ -125,8 +132,6 @@ def keys_check(db: Database, settings: Settings) -> Check:
     try:
         if settings.signing_key is not None:
             source = "KNHK_SIGNING_KEY"
-            from knhk.proof.signing import SigningKey
-
             key_id = SigningKey.from_hex(settings.signing_key.get_secret_value()).key_id
         else:
             path = settings.signing_key_file or keys_dir / f"{active}.key"
@@ -174,6 +179,8 @@ def key_files_check(settings: Settings) -> Check:
 
 
 def oidc_check(settings: Settings) -> Check:
+    from knhk.identity.authenticator import build_authenticator  # JWT and JWKS: only with issuers to check
+
     title = "OIDC issuers serve a valid JWKS"
     if not settings.oidc_issuers:
         return not_applicable("oidc", title, "dev mode: no KNHK_OIDC_ISSUERS (the service binds loopback only)")
@@ -202,6 +209,9 @@ def redis_check(settings: Settings) -> Check:
 def installation_checks(settings: Settings, db: Database) -> list[Check]:
     """Sector packs installed and both ledger logs verified, on the store opened read-only in effect (it is
     migrated and its keys are present, so opening it creates nothing)."""
+    from knhk.app.runtime import Runtime  # the whole wiring: only when these checks run
+    from knhk.sectors.pack import available_sectors
+
     small = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 2})
     try:
         rt = Runtime.open(small, migrate=False, install_packs=False, subscribe_engine=False)
@@ -233,6 +243,8 @@ def installation_checks(settings: Settings, db: Database) -> list[Check]:
 
 def backup_check(settings: Settings, max_age_h: float) -> Check:
     """The newest backup exists, is at most ``max_age_h`` hours old and verifies (restored into scratch)."""
+    from knhk.backup.service import Backups  # pgBackRest and manifests: only when this check runs
+
     title = "Latest backup recent and verified"
     try:
         backups = Backups(settings)

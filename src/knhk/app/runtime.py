@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from knhk.audit.erasure import References
 from knhk.audit.log import AuditLog
@@ -52,8 +53,6 @@ from knhk.ops.cache import DerivedCache, RedisLayer
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
 from knhk.ops.stale import LastSeen
 from knhk.proof.signing import SigningKey, read_key_file
-from knhk.proposals.llm import LlmProposer, LlmSettings, StoredAllowance
-from knhk.proposals.llm import read_key_file as read_llm_key
 from knhk.sectors.classes import pack_class_rules
 from knhk.sectors.detectors import pack_detector_settings
 from knhk.sectors.detectors import where as pack_settings_file
@@ -63,6 +62,9 @@ from knhk.storage.database import Database
 from knhk.storage.fields import FieldCipher, KekRing
 from knhk.validation.classes import ClassRules
 from knhk.validation.doctrines import Doctrine
+
+if TYPE_CHECKING:
+    from knhk.proposals.llm import LlmSettings
 
 SYSTEM_ACTOR = "system:knhk"
 
@@ -177,6 +179,9 @@ def llm_settings(settings: Settings) -> LlmSettings | None:
     """The LLM proposer's configuration (KNHK_LLM_*), or None when KNHK_LLM_URL is unset (rule proposer only)."""
     if settings.llm_url is None:
         return None
+    from knhk.proposals.llm import LlmSettings  # httpx and the prompt machinery: only with an LLM configured
+    from knhk.proposals.llm import read_key_file as read_llm_key
+
     if not settings.llm_model:
         raise ConfigurationError("KNHK_LLM_URL is set but KNHK_LLM_MODEL is not: name the model to ask")
     key = read_llm_key(settings.llm_key_file) if settings.llm_key_file is not None else None
@@ -191,6 +196,8 @@ def llm_planner(settings: Settings, db: Database, clock: Clock, proposals: Propo
     configured = llm_settings(settings)
     if configured is None:
         return None
+    from knhk.proposals.llm import LlmProposer, StoredAllowance
+
     allowance = StoredAllowance(db, configured.requests_per_hour, configured.tokens_per_hour, clock.now_us)
     return LlmPlanner(LlmProposer(configured, allowance=allowance), doctrines_for, proposals.decided)
 

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from knhk.app.retention import verify_archive
 from knhk.cli.context import actor as acting
 from knhk.cli.context import application
 from knhk.cli.output import print_json, say, table
@@ -90,6 +89,8 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Recompute an archive's count and Merkle roots, check its signed manifest and prove its ledger entry."""
+    from knhk.app.retention import verify_archive
+
     report = verify_archive(file)
     if live and report.ok:
         application(ctx).archived_in_ledger(acting(), report)

@@ -8,18 +8,19 @@ or about to be replaced). All of them are the local operator's (:mod:`knhk.app.a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from knhk.app.access import LocalAccess
-from knhk.app.backup import Recovery
-from knhk.backup.cipher import write_key_file
-from knhk.backup.verifier import Verification
 from knhk.cli.context import actor as acting
 from knhk.cli.context import application, state
 from knhk.cli.output import print_json, say, table, warn
 from knhk.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from knhk.app.backup import Recovery
+    from knhk.backup.verifier import Verification
 
 app = typer.Typer(help="Backups, verified restores and point-in-time recovery.", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -29,6 +30,8 @@ Actor = Annotated[str | None, typer.Option(help="Who does it (audited; default u
 
 
 def _recovery(ctx: typer.Context) -> Recovery:
+    from knhk.app.backup import Recovery  # pgBackRest, manifests, Redis: only the commands that need them
+
     return Recovery(state(ctx).settings(), LocalAccess())
 
 
@@ -147,5 +150,7 @@ def list_backups(ctx: typer.Context, as_json: JsonOption = False) -> None:
 def keygen(file: Annotated[Path, typer.Argument(help="Where to write the new key (mode 0600; never "
                                                       "overwritten).")]) -> None:
     """Create a backup encryption key; point KNHK_BACKUP_KEY_FILE at it and keep a copy off the backup host."""
+    from knhk.backup.cipher import write_key_file
+
     key_id = write_key_file(file)
     say(f"backup key {key_id} written to {file}")

@@ -14,17 +14,18 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
 
 from knhk.app.access import TerminalAccess, local_principal
-from knhk.app.application import Application
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, UsageError
-from knhk.identity import build_authenticator
 from knhk.identity.rbac import Principal
+
+if TYPE_CHECKING:
+    from knhk.app.application import Application
 
 
 @dataclass
@@ -35,15 +36,21 @@ class CliState:
     application: Application | None = None
     principal: Principal | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the settings read for these global options (reading the environment and .env costs ~30 ms a time)
+    _settings: tuple[tuple[Path | None, str | None], Settings] | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
+        key = (self.data_dir, self.database_url)
+        if self._settings is not None and self._settings[0] == key:
+            return self._settings[1]
         overrides: dict[str, Any] = {}
         if self.data_dir is not None:
             overrides["data_dir"] = self.data_dir
         if self.database_url is not None:
             overrides["database_url"] = self.database_url
         try:
-            return Settings(**overrides)
+            self._settings = key, Settings(**overrides)
+            return self._settings[1]
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "settings"
@@ -51,6 +58,8 @@ class CliState:
 
     def open(self) -> Application:
         if self.application is None:
+            from knhk.app.application import Application  # the wiring: only a command that works on the store
+
             settings = self.settings()
             # one command needs a handful of connections, not the service's pool of 10–50
             small = settings.model_copy(update={"db_pool_min": min(settings.db_pool_min, 1),
@@ -67,6 +76,8 @@ class CliState:
             token = self.token or (settings.token.get_secret_value() if settings.token is not None else None)
             if not token:
                 return None
+            from knhk.identity.authenticator import build_authenticator  # JWT/JWKS: only with a token
+
             app = self.open()
             principal = build_authenticator(settings).authenticate(f"Bearer {token.strip()}")
             self.principal = app.pseudonymised(principal)

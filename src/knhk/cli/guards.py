@@ -11,15 +11,17 @@ Each command acts as the authenticated subject of ``--token`` / ``KNHK_TOKEN`` a
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from knhk.cli.context import actor, application
 from knhk.cli.output import print_json, say, table
 from knhk.errors import UsageError
-from knhk.governance.relaxations import Relaxation
 from knhk.ops.clock import format_rfc3339
+
+if TYPE_CHECKING:
+    from knhk.governance.relaxations import Relaxation
 
 app = typer.Typer(help="Guard relaxations: request, approve, reject, revoke, list.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]

@@ -5,19 +5,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn
 
 from knhk.cli.context import actor, application
 from knhk.cli.output import print_json, say
 from knhk.errors import UsageError
-from knhk.observations.admission import Label
-from knhk.observations.ingest import MAX_BATCH
 from knhk.ops.json_input import loads_strict
 
-BATCH = MAX_BATCH  # files of up to 10,000 observations are stored in one transaction
+if TYPE_CHECKING:
+    from knhk.observations.admission import Label
 
 
 def read_numbered_json_lines(source: str) -> list[tuple[int, Any]]:
@@ -55,6 +53,10 @@ def ingest(
     Every line is checked before anything is stored: one bad line stores nothing and names the line.
     A sample file ships as examples/events.jsonl (recorded: ingest it with --backfill).
     """
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from knhk.observations.ingest import MAX_BATCH as BATCH  # files of up to 10,000 observations: one transaction
+
     lines = read_numbered_json_lines(source)
     app, who = application(ctx), actor(client)
     raws = [raw for _, raw in lines]

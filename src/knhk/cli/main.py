@@ -14,8 +14,6 @@ from typing import Annotated
 import typer
 
 from knhk import __version__
-from knhk.app.system import grant_app_role as grant_role
-from knhk.app.system import migrate_database, migration_plan
 from knhk.cli import (
     archive,
     audit,
@@ -108,6 +106,8 @@ def migrate(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Apply pending schema migrations (in order, once, however many processes run it at once)."""
+    from knhk.app.system import migrate_database, migration_plan
+
     if dry_run:
         plan = migration_plan(state(ctx).settings())
         if as_json:
@@ -137,6 +137,8 @@ def grant_app_role(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create the least-privilege application role (PostgreSQL; run as the schema owner after migrating)."""
+    from knhk.app.system import grant_app_role as grant_role
+
     password = password_file.read_text().strip() if password_file else None
     statements = grant_role(state(ctx).settings(), role, password)
     if as_json:

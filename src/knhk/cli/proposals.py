@@ -7,14 +7,16 @@ ROLE``). Both go through the same operations (:meth:`knhk.app.application.Applic
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from knhk.cli.context import actor, application
 from knhk.cli.output import print_json, say, table
-from knhk.loop.proposals import Execution
 from knhk.ops.clock import format_rfc3339
+
+if TYPE_CHECKING:
+    from knhk.loop.proposals import Execution
 
 app = typer.Typer(help="Proposals (ΔΣ) and their approval.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json")]

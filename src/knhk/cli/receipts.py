@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from knhk.app.application import Application
 from knhk.cli.context import actor, application
 from knhk.cli.output import print_json, say, table
 from knhk.errors import UsageError, VerificationError
-from knhk.ledger.verify import VerifyReport
 from knhk.ops.clock import format_rfc3339
-from knhk.proof.bundle import verify_bundle
 from knhk.proof.entry import LOGS, Entry
+
+if TYPE_CHECKING:
+    from knhk.app.application import Application
+    from knhk.ledger.verify import VerifyReport
 
 app = typer.Typer(help="The signed, hash-chained, Merkle-logged receipt ledger.", no_args_is_help=True)
 
@@ -62,6 +62,8 @@ def show(ctx: typer.Context, seq: int, log: LogOption = "receipts", as_json: Jso
 def run_verify(app: Application, log: str, workers: int | None, quiet: bool) -> VerifyReport:
     if quiet:
         return app.verify(actor(), log, workers=workers)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     with Progress(TextColumn(f"verifying {log}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task(log, total=None)
@@ -149,6 +151,8 @@ def verify_bundle_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check a proof bundle with no database: entry id, signature, checkpoint signature, inclusion proof."""
+    from knhk.proof.bundle import verify_bundle
+
     try:
         text = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     except OSError as exc:

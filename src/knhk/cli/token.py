@@ -16,7 +16,6 @@ import typer
 from knhk.cli.context import state
 from knhk.cli.output import print_json, warn
 from knhk.errors import UsageError
-from knhk.identity.local import LocalIssuer
 from knhk.identity.rbac import ROLES
 
 app = typer.Typer(help="Bearer tokens of the local development issuer.", no_args_is_help=True)
@@ -34,6 +33,8 @@ def mint(
     as_json: Annotated[bool, typer.Option("--json", help="Print the header and claims too.")] = False,
 ) -> None:
     """Mint a token for the local issuer (urn:knhk:local, audience urn:knhk:api)."""
+    from knhk.identity.local import LocalIssuer  # JWT signing: only when a token is minted
+
     settings = state(ctx).settings()
     unknown = [r for r in role if r not in ROLES]
     if unknown:

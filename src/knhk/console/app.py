@@ -22,7 +22,8 @@ from knhk.console.face import HERE, Face, SignInRequired, base_path, render
 from knhk.console.oidc import OidcLogin
 from knhk.console.sessions import Sessions
 from knhk.errors import KnhkError
-from knhk.identity import Authenticator, LocalIssuer
+from knhk.identity.local import LocalIssuer
+from knhk.identity.oidc import Authenticator
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")

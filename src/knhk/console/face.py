@@ -18,7 +18,8 @@ from knhk.config import Settings
 from knhk.console.oidc import OidcLogin
 from knhk.console.sessions import SESSION_COOKIE, Session, Sessions
 from knhk.errors import DependencyUnavailableError, ForbiddenError
-from knhk.identity import Authenticator, LocalIssuer
+from knhk.identity.local import LocalIssuer
+from knhk.identity.oidc import Authenticator
 from knhk.ops.clock import format_rfc3339
 
 HERE = Path(__file__).resolve().parent

@@ -23,7 +23,8 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from knhk.config import Settings
 from knhk.errors import AuthenticationError, ConfigurationError, DependencyUnavailableError
-from knhk.identity import Authenticator, IssuerConfig, issuer_configs
+from knhk.identity.authenticator import issuer_configs
+from knhk.identity.oidc import Authenticator, IssuerConfig
 from knhk.identity.rbac import Principal
 from knhk.ops.resilience import breaker_for, idempotent_retry
 

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -30,9 +30,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, InvalidInputError
-from knhk.identity.oidc import IssuerConfig
 from knhk.identity.rbac import ROLES
 from knhk.ops.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from knhk.identity.oidc import IssuerConfig
 
 LOCAL_ISSUER = "urn:knhk:local"
 LOCAL_AUDIENCE = "urn:knhk:api"
@@ -128,6 +130,8 @@ class LocalIssuer:
 
     def issuer_config(self, settings: Settings | None = None) -> IssuerConfig:
         """The trusted-issuer entry of the local issuer: a file JWK Set, roles named directly."""
+        from knhk.identity.oidc import IssuerConfig  # the verifier (httpx, breakers): not needed to mint a token
+
         self.key()
         return IssuerConfig(
             issuer=LOCAL_ISSUER, audience=LOCAL_AUDIENCE, user_id_claim="sub", roles_claim="roles",

@@ -42,7 +42,6 @@ from knhk.ops import telemetry
 from knhk.ops.clock import Clock
 from knhk.ops.telemetry.metrics import LLM_PLANS
 from knhk.proof.evidence import Commitment
-from knhk.proposals.llm import LlmFailure
 from knhk.proposals.proposer import DriftFinding, ObservedField, Plan, RateFinding, propose_drift, propose_rate_limit
 from knhk.storage.database import Database
 
@@ -273,6 +272,8 @@ class Coordinator:
                        llm: LlmPlanner) -> PlannedChange | None:
         """Ask the LLM proposer; its ΔΣ becomes a proposal (proposer ``llm``) that the same pipeline validates.
         None after a ``proposer.fallback`` receipt: the caller plans with the rule proposer."""
+        from knhk.proposals.llm import LlmFailure  # loaded with the planner: only an installation with an LLM
+
         finding = finding_of(pattern)
         if finding is None:
             return None

@@ -10,16 +10,18 @@ JSON kinds, counts). The coordinator turns a failure into a ``proposer.fallback`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from knhk.detection.pattern import Pattern
 from knhk.ontology.namespaces import sector_namespace
 from knhk.ontology.schema import SectorSchema
-from knhk.proposals.llm import LlmPlan, LlmProposer
 from knhk.proposals.model import Proposal, ProposalStatus
 from knhk.proposals.prompt import Example, PromptContext
 from knhk.proposals.proposer import DriftFinding, Plan, RateFinding
 from knhk.validation.doctrines import Doctrine
+
+if TYPE_CHECKING:
+    from knhk.proposals.llm import LlmPlan, LlmProposer
 
 LLM_PROPOSER = "system:llm-proposer"
 

@@ -11,6 +11,9 @@ meta-check of Σ itself.
 - :func:`validate_observations` maps observations (:mod:`knhk.ontology.mapping`) and validates them.
 - :func:`check_sigma_wellformed` is the static stage's meta-check: IRIs are absolute, every class has a
   superclass, every property a domain and a range, event types and guards are declared properly.
+
+rdflib and pySHACL are imported where a graph is first built or pySHACL answers, not with this module: opening
+an installation (which imports it with the validation pipeline) and the meta-check do not need them.
 """
 
 from __future__ import annotations
@@ -21,10 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
-
-import rdflib
-from pyshacl import validate as pyshacl_validate
+from typing import TYPE_CHECKING, Any
 
 from knhk.errors import InvalidInputError
 from knhk.ontology.core import CRITICALITIES, GUARD_KINDS, core_triples
@@ -45,6 +45,9 @@ from knhk.ontology.namespaces import (
 from knhk.ontology.rdf import SKOLEM_PREFIX, Triple, literal_value, to_ntriples
 from knhk.ontology.schema import SectorSchema
 from knhk.ontology.shapes import CompiledShapes, compile_shapes
+
+if TYPE_CHECKING:
+    import rdflib
 
 Observation = tuple[str, str, dict[str, Any]]  # (id, event_type, value)
 
@@ -152,6 +155,8 @@ class _ShapesCache:
             if item is not None and (item[0] is content or item[0] == content):
                 self._items.move_to_end(key)
                 return item[1]
+        import rdflib
+
         shapes = shapes_subgraph(content) | shapes_subgraph(core_triples())
         subclass = sorted(t for t in content if t[1] == _SUBCLASS)
         graph = rdflib.Graph()
@@ -168,6 +173,8 @@ _SHAPES = _ShapesCache()
 
 
 def _term_text(node: Any) -> str | None:
+    import rdflib
+
     if node is None:
         return None
     if isinstance(node, rdflib.URIRef):
@@ -176,6 +183,8 @@ def _term_text(node: Any) -> str | None:
 
 
 def _violations(results: rdflib.Graph) -> list[Violation]:
+    import rdflib
+
     sh = rdflib.Namespace(SH)
     out: list[Violation] = []
     for result in results.subjects(rdflib.RDF.type, sh.ValidationResult):
@@ -228,6 +237,9 @@ def validate(schema_triples: frozenset[Triple] | set[Triple], data_triples: Iter
             Violation(f.focus[1:-1], None if f.path is None else f.path[1:-1], f.message, f.constraint[1:-1],
                       f.value) for f in findings
         ], "compiled")
+    import rdflib
+    from pyshacl import validate as pyshacl_validate
+
     data = rdflib.Graph()
     data.parse(data=to_ntriples(list(data_triples)) + to_ntriples(shapes.subclass), format="nt")
     _, results, _ = pyshacl_validate(

@@ -16,13 +16,15 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _PythonJsonFormatter
 
-from knhk.ops.telemetry.spans import ids_of_current
-
 
 class TraceContext(logging.Filter):
     """Adds ``trace_id`` and ``span_id`` of the current span (if any) to each record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # imported with the first record, not with the logging setup: a short command that logs nothing starts
+        # without OpenTelemetry and the metrics registry
+        from knhk.ops.telemetry.spans import ids_of_current
+
         ids = ids_of_current()
         if ids is not None:
             record.trace_id, record.span_id = ids

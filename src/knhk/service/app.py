@@ -21,7 +21,7 @@ from knhk import __version__, console
 from knhk.app.access import RoleBasedAccess
 from knhk.app.application import Application
 from knhk.config import Settings
-from knhk.identity import build_authenticator
+from knhk.identity.authenticator import build_authenticator
 from knhk.ops import telemetry
 from knhk.ops.telemetry import setup as telemetry_setup
 from knhk.service import heap, metrics, problems, scheduler

@@ -53,7 +53,7 @@ def run(database_url: str | None = None, *, extra: Callable[[Any], None] | None 
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from knhk.config import Settings
-    from knhk.identity import LocalIssuer
+    from knhk.identity.local import LocalIssuer
     from knhk.ops.telemetry.setup import resource
     from knhk.service import scheduler
     from knhk.service.app import create_app

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from oidc_support import OidcProvider, Ticker, issuer_config
 
-from knhk.identity import Authenticator
+from knhk.identity.oidc import Authenticator
 
 
 @pytest.fixture(scope="session")

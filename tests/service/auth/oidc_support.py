@@ -29,7 +29,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from knhk.identity import IssuerConfig
+from knhk.identity.oidc import IssuerConfig
+from support.locks import exclusive
 
 OIDC_DIR = Path(__file__).resolve().parent.parent / "oidc"
 AUDIENCE = "urn:knhk:api"
@@ -74,14 +75,15 @@ def ensure_node_modules() -> None:
     lock = OIDC_DIR / "package-lock.json"
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()
     stamp = OIDC_DIR / "node_modules" / ".knhk-lock-sha256"
-    if stamp.exists() and stamp.read_text().strip() == digest:
-        return
-    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=OIDC_DIR,
-                            capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        pytest.fail(f"npm ci in {OIDC_DIR} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}",
-                    pytrace=False)
-    stamp.write_text(digest + "\n")
+    with exclusive(OIDC_DIR / ".npm-ci.lock"):  # parallel test workers: one runs npm ci, the others wait
+        if stamp.exists() and stamp.read_text().strip() == digest:
+            return
+        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=OIDC_DIR,
+                                capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            pytest.fail(f"npm ci in {OIDC_DIR} failed (exit {result.returncode}):\n{result.stdout}\n"
+                        f"{result.stderr}", pytrace=False)
+        stamp.write_text(digest + "\n")
 
 
 def new_rsa_key(kid: str) -> tuple[rsa.RSAPrivateKey, dict[str, Any]]:

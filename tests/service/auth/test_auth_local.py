@@ -12,15 +12,10 @@ from typer.testing import CliRunner
 from knhk.cli.main import app
 from knhk.config import Settings
 from knhk.errors import ConfigurationError, ForbiddenError
-from knhk.identity import (
-    LOCAL_AUDIENCE,
-    LOCAL_ISSUER,
-    BearerTokenError,
-    LocalIssuer,
-    authorize,
-    build_authenticator,
-    check_bind_allowed,
-)
+from knhk.identity import authorize
+from knhk.identity.authenticator import build_authenticator
+from knhk.identity.local import LOCAL_AUDIENCE, LOCAL_ISSUER, LocalIssuer, check_bind_allowed
+from knhk.identity.oidc import BearerTokenError
 from knhk.ops.clock import ManualClock
 
 

@@ -18,7 +18,8 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from oidc_support import AUDIENCE, OidcProvider, Ticker, b64url, b64url_json, hs256_token, issuer_config
 
 from knhk.errors import AuthenticationError, DependencyUnavailableError, ForbiddenError
-from knhk.identity import AuthenticationFailure, Authenticator, BearerTokenError, IssuerConfig, authorize
+from knhk.identity import authorize
+from knhk.identity.oidc import AuthenticationFailure, Authenticator, BearerTokenError, IssuerConfig
 from knhk.ops.clock import ManualClock
 
 ROLE_CLIENTS = {
