@@ -8,9 +8,13 @@ durable, against two baselines measured in the same run:
 Each round posts ``--requests`` batches of ``--size`` observations from ``--concurrency`` connections with
 ``hey`` to ``knhk serve --workers N`` (default settings: background cycles and verification on) and to the
 baseline app, then runs ``psql \\copy``; the medians over ``--rounds`` are printed with the load average of each
-round, and the raw figures are written as JSON to ``--out`` (default ``bench/results/``). Usage:
+round, and the raw figures are written as JSON to ``--out`` (default ``bench/results/``). ``--compare-src DIR``
+also serves another version of KNHK (``DIR`` is its ``src`` folder, e.g. ``git archive main src | tar -x -C
+/tmp/main``) on its own scratch database and posts to it in the same rounds: a before/after pair measured under
+the same load. Usage:
 
     .venv/bin/python bench/bench_http_batch.py [--rounds 3] [--workers 2] [--concurrency 2] [--requests 100]
+        [--compare-src /tmp/main/src]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -82,6 +87,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--compare-src", type=Path, default=None, metavar="DIR",
+                    help="also serve the KNHK whose package is in DIR (PYTHONPATH) and post to it in each round")
     args = ap.parse_args()
     if shutil.which("hey") is None or shutil.which("psql") is None:
         print("needs hey and psql (Debian packages hey, postgresql-client)", file=sys.stderr)
@@ -96,7 +103,14 @@ def main() -> int:
     rounds: list[dict[str, Any]] = []
     overrides = dict(kv.split("=", 1) for kv in args.server_env)
     try:
-        with knhk_server(args.workers, overrides) as server, scratch_database("knhk_baseline") as base_db:
+        with ExitStack() as stack:
+            other = None
+            if args.compare_src is not None:
+                other = stack.enter_context(knhk_server(args.workers, {**overrides,
+                                                                       "PYTHONPATH": str(args.compare_src)}))
+                other_token = other.mint("ingestor", subject="bench")
+            server = stack.enter_context(knhk_server(args.workers, overrides))
+            base_db = stack.enter_context(scratch_database("knhk_baseline"))
             token = server.mint("ingestor", subject="bench")
             create_table(base_db)
             port = free_port()
@@ -120,8 +134,14 @@ def main() -> int:
                 # warm-up: the first requests load sector schemas, pools, JIT caches
                 hey(f"{server.url}/api/v1/observations/batch", body, token, 4, 1)
                 hey(f"{base_url}/batch", body, "baseline", 4, 1)
+                if other is not None:
+                    hey(f"{other.url}/api/v1/observations/batch", body, other_token, 4, 1)
                 for n in range(args.rounds):
                     load = Path("/proc/loadavg").read_text().split()[:3]
+                    o = None
+                    if other is not None:
+                        o = hey(f"{other.url}/api/v1/observations/batch", body, other_token, args.requests,
+                                args.concurrency)
                     k = hey(f"{server.url}/api/v1/observations/batch", body, token, args.requests, args.concurrency)
                     b = hey(f"{base_url}/batch", body, "baseline", args.requests, args.concurrency)
                     c = psql_copy(base_db, copy_rows, work)
@@ -130,22 +150,34 @@ def main() -> int:
                          "baseline_codes": b["codes"], "knhk_p95_ms": k["p95_ms"], "baseline_p95_ms": b["p95_ms"]}
                     r["ratio_baseline"] = r["knhk_obs_s"] / r["baseline_obs_s"]
                     r["ratio_psql"] = r["knhk_obs_s"] / c
+                    compared = ""
+                    if o is not None:
+                        r["compared_obs_s"] = o["rps"] * args.size
+                        r["compared_codes"] = o["codes"]
+                        r["compared_ratio_baseline"] = r["compared_obs_s"] / r["baseline_obs_s"]
+                        compared = (f"; compared ({args.compare_src}) {r['compared_obs_s']:,.0f} obs/s {o['codes']} "
+                                    f"-> {r['compared_ratio_baseline']:.2f}")
                     rounds.append(r)
                     print(f"round {n + 1} (load {' '.join(load)}): knhk {r['knhk_obs_s']:,.0f} obs/s "
                           f"{k['codes']}, baseline FastAPI+COPY {r['baseline_obs_s']:,.0f} obs/s, psql \\copy "
-                          f"{c:,.0f} rows/s -> {r['ratio_baseline']:.2f} / {r['ratio_psql']:.2f}", flush=True)
+                          f"{c:,.0f} rows/s -> {r['ratio_baseline']:.2f} / {r['ratio_psql']:.2f}{compared}", flush=True)
             finally:
                 baseline.terminate()
                 baseline.wait(timeout=30)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    med = {k: statistics.median(r[k] for r in rounds) for k in ("knhk_obs_s", "baseline_obs_s", "psql_copy_rows_s",
-                                                                "ratio_baseline", "ratio_psql")}
+    keys = ["knhk_obs_s", "baseline_obs_s", "psql_copy_rows_s", "ratio_baseline", "ratio_psql"]
+    if args.compare_src is not None:
+        keys += ["compared_obs_s", "compared_ratio_baseline"]
+    med = {k: statistics.median(r[k] for r in rounds) for k in keys}
     print(f"HTTP batch ingest, {args.size} per request, auth on, durable, PostgreSQL, {args.workers} worker(s), "
           f"{args.concurrency} connection(s), medians of {len(rounds)} rounds:")
     print(f"  knhk {med['knhk_obs_s']:,.0f} obs/s (target >= 50,000); baseline FastAPI+COPY "
           f"{med['baseline_obs_s']:,.0f} obs/s -> {med['ratio_baseline']:.2f} (target >= 0.5); psql \\copy "
           f"{med['psql_copy_rows_s']:,.0f} rows/s -> {med['ratio_psql']:.2f} (target >= 0.4)")
+    if args.compare_src is not None:
+        print(f"  compared ({args.compare_src}): {med['compared_obs_s']:,.0f} obs/s -> "
+              f"{med['compared_ratio_baseline']:.2f} of the baseline")
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     result = {"bench": "http_batch", "args": {k: str(v) for k, v in vars(args).items()}, "rounds": rounds,

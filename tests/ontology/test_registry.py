@@ -104,6 +104,19 @@ def test_reads(registry: SnapshotRegistry, root: Snapshot, clock: ManualClock) -
         fresh.get("zz")
 
 
+def test_current_of_reads_several_sectors_pointers_at_once(registry: SnapshotRegistry, root: Snapshot) -> None:
+    other = SnapshotRegistry(registry.db, registry.ledger, registry.audit, registry.clock)
+    found = other.current_of(["finance", "logistics", "finance"])
+    assert set(found) == {"finance", "logistics"}
+    finance = found["finance"]
+    assert finance is not None
+    assert finance.id == root.id
+    assert found["logistics"] is None or found["logistics"].sector == "logistics"
+    assert other.current_of([]) == {}
+    with pytest.raises(InvalidInputError):
+        other.current_of(["Not A Sector"])
+
+
 def test_promote_requires_a_passing_validation_receipt(registry: SnapshotRegistry, clocked_runtime: Runtime,
                                                        root: Snapshot, clock: ManualClock, approve: Approve) -> None:
     a = child(registry, root, "A", clock)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
@@ -275,9 +276,13 @@ class Runtime:
                 current = registry.current(sector)
                 return None if current is None else registry.schema(current.id)
 
+            def schemas_for(sectors: Sequence[str]) -> dict[str, SectorSchema | None]:  # one read for a batch
+                return {sector: None if current is None else registry.schema(current.id)
+                        for sector, current in registry.current_of(sectors).items()}
+
             relaxations = RelaxationService(db, ledger, audit, registry, doctrines_for, lclock,
                                             max_window_s=settings.relaxation_max_window_s)
-            ingestor = Ingestor(db, ledger, schema_for, lclock,
+            ingestor = Ingestor(db, ledger, schema_for, lclock, schemas_for=schemas_for,
                                 on_ingested=engine.observe if subscribe_engine else None,
                                 doctrines_for=doctrines_for, installed=registry.sectors,
                                 relaxed_for=relaxations.relaxed, receipt_wait_s=settings.receipt_wait_s)

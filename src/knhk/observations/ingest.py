@@ -71,6 +71,7 @@ INGESTED = "observations.ingested"  # the audit action of the per-minute ingest 
 AUDIT_GRACE_US = 2_000_000  # a minute's counts are drained this long after it ends (its last commits land)
 
 SchemaLookup = Callable[[str], SectorSchema | None]
+SchemasLookup = Callable[[Sequence[str]], dict[str, SectorSchema | None]]
 Subscriber = Callable[[list[Observation]], None]
 DoctrineLookup = Callable[[str], Sequence[DoctrineLike]]
 RelaxedLookup = Callable[[str, int], frozenset[str]]
@@ -129,10 +130,12 @@ class Ingestor:
     def __init__(self, db: Database, ledger: Ledger, schema_for: SchemaLookup, clock: Clock,
                  on_ingested: Subscriber | None = None, doctrines_for: DoctrineLookup | None = None,
                  installed: Callable[[], Sequence[str]] | None = None,
-                 relaxed_for: RelaxedLookup | None = None, receipt_wait_s: float = 2.0) -> None:
+                 relaxed_for: RelaxedLookup | None = None, receipt_wait_s: float = 2.0,
+                 schemas_for: SchemasLookup | None = None) -> None:
         self.db = db
         self.ledger = ledger
         self.schema_for = schema_for
+        self.schemas_for = schemas_for  # several sectors' schemas in one read (a batch's), when available
         self.clock = clock
         self.on_ingested = on_ingested
         self.doctrines_for = doctrines_for  # the sector's resource_limit doctrines hold on ingest, sector-wide
@@ -167,7 +170,7 @@ class Ingestor:
         if not raws:
             return []
         received_us = self.clock.now_us()
-        schemas: dict[str, SectorSchema | None] = {}  # each sector's schema read once, for conformance and guards
+        schemas = self._batch_schemas(raws)  # each sector's schema read once, for conformance and guards
         parsed = self._parse(raws, client, received_us, label=label, schemas=schemas)
         if self.before_store is not None:
             self.before_store(received_us)
@@ -279,6 +282,15 @@ class Ingestor:
             raise UsageError("a batch must be a JSON array of observations")
         if len(raws) > MAX_BATCH:
             raise PayloadTooLargeError(f"a batch holds at most {MAX_BATCH} observations, got {len(raws)}")
+
+    def _batch_schemas(self, raws: Sequence[Any]) -> dict[str, SectorSchema | None]:
+        """The current schemas of the sectors a batch names, read together (when the lookup allows it); a
+        sector that is no slug is left to the item's validation."""
+        if self.schemas_for is None:
+            return {}
+        sectors = {raw.get("sector") for raw in raws if isinstance(raw, dict)}
+        named = [s for s in sectors if isinstance(s, str) and is_sector(s)]
+        return dict(self.schemas_for(named)) if named else {}
 
     def _schema(self, sector: str, schemas: dict[str, SectorSchema | None]) -> SectorSchema | None:
         """The sector's current schema, read once per batch (``schemas`` remembers it for the batch)."""
