@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from prometheus_client import REGISTRY
 
 from knhk.errors import CircuitOpenError, DependencyUnavailableError, NotFoundError
 from knhk.ops.stale import LastSeen, tracking
@@ -15,16 +16,24 @@ def _down() -> str:
     raise DependencyUnavailableError("PostgreSQL is unavailable: connection refused")
 
 
-def test_an_outage_serves_the_last_answer_marked_stale() -> None:
+def _stale_count(kind: str) -> float:
+    return REGISTRY.get_sample_value("knhk_stale_reads_total", {"kind": kind}) or 0.0
+
+
+def test_an_outage_serves_the_last_answer_marked_stale_and_counted() -> None:
     seen = LastSeen(10)
+    before = _stale_count("receipt")
     with tracking() as marks:
         assert seen.read("receipt", "receipts/0", lambda: "entry 0") == "entry 0"
         assert marks == []
+        assert _stale_count("receipt") == before  # a fresh answer is not counted
         assert seen.read("receipt", "receipts/0", _down) == "entry 0"
         assert marks == ["receipt"]
+        assert _stale_count("receipt") == before + 1  # operators see stale serving in knhk_stale_reads_total
     with tracking() as marks, pytest.raises(DependencyUnavailableError):
         seen.read("receipt", "receipts/1", _down)  # never seen: the outage's error
     assert marks == []
+    assert _stale_count("receipt") == before + 1
 
 
 def test_other_errors_are_not_hidden_and_not_remembered() -> None:

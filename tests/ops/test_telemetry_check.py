@@ -34,10 +34,10 @@ def test_shipped_registry_passes_live_on_postgresql_and_writes_weaver_samples(pg
     result = json.loads(done.stdout)
     assert result["ok"] is True
     assert result["statistics"]["backend"] == "postgresql"
-    # everything declared was emitted, except the exception event, the retry and slow-client counters (only on
-    # faults) and the LLM proposer's counter (the scenario configures no LLM)
+    # everything declared was emitted, except the exception event, the retry, slow-client and stale-read
+    # counters (only on faults) and the LLM proposer's counter (the scenario configures no LLM)
     assert result["statistics"]["unseen"] == ["event.exception", "metric.knhk.http.timeouts", "metric.knhk.llm.plans",
-                                             "metric.knhk.retries"]
+                                             "metric.knhk.retries", "metric.knhk.stale.reads"]
     samples = json.loads(out.read_text())
     kinds = {next(iter(s)) for s in samples}
     assert kinds == {"resource", "span", "metric"}

@@ -4,8 +4,8 @@ A read wrapped in :meth:`LastSeen.read` remembers its answer (an LRU of ``KNHK_S
 process). When the database is unavailable (:class:`~knhk.errors.DependencyUnavailableError`: down, hung, its
 circuit breaker open, its pool exhausted) and the same read was answered before, the remembered answer is
 returned instead of the error and the request is *marked stale*: the service answers it with the header
-``X-KNHK-Stale: true`` (and ``Cache-Control: no-store``), so a stale answer is never presented as fresh. A
-read never seen before still fails with the 503.
+``X-KNHK-Stale: true`` (and ``Cache-Control: no-store``), so a stale answer is never presented as fresh, and
+counted in ``knhk_stale_reads_total{kind}``. A read never seen before still fails with the 503.
 
 Marking works across the thread a synchronous route runs in: :func:`tracking` (the service's middleware) puts a
 fresh holder into a context variable before the route is called; the copied context of the route's thread
@@ -25,6 +25,7 @@ from typing import TypeVar, cast
 import cachetools
 
 from knhk.errors import DependencyUnavailableError
+from knhk.ops.telemetry.metrics import STALE_READS
 
 log = logging.getLogger("knhk.stale")
 
@@ -75,6 +76,7 @@ class LastSeen:
             if found is _MISSING:
                 raise
             mark(kind)
+            STALE_READS.labels(kind).inc()
             self._log(kind, exc)
             return cast(T, found)
         if self.max_entries > 0:

@@ -70,6 +70,8 @@ for _signal in ("span", "metric"):
 BREAKER_STATE = Gauge("knhk_circuit_breaker_state",
                       "State of the circuit breaker of each dependency: 0 closed, 1 open, 2 half-open.",
                       ["dependency"], multiprocess_mode="max")
+STALE_READS = Counter("knhk_stale_reads_total", "Reads answered from the last-seen fallback while the database could "
+                      "not answer (each marked X-KNHK-Stale), by kind of read.", ["kind"])
 RETRIES = Counter("knhk_retries_total", "Retries of idempotent operations after a transient failure, by operation.",
                   ["operation"])
 LLM_PLANS = Counter("knhk_llm_plans_total", "Patterns the LLM proposer was asked about, by sector and outcome (ok, or "
