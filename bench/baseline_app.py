@@ -13,9 +13,11 @@ made by :func:`create_table`. Run with ``uvicorn bench.baseline_app:app --worker
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -55,8 +57,17 @@ def row(obs: dict[str, Any], now_us: int) -> tuple[Any, ...]:
             True, "[]", False, False, True, "baseline")
 
 
-app = FastAPI()
 _pool: ConnectionPool | None = None
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    yield
+    if _pool is not None:  # closed here, not by the collector from one of its own threads at exit
+        _pool.close()
+
+
+app = FastAPI(lifespan=_lifespan)
 _TOKEN = os.environ.get("BASELINE_TOKEN", "")
 
 
