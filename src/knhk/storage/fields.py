@@ -148,15 +148,21 @@ class KekRing:
         return kek if kek_id_of(kek) == kek_id else None
 
 
-def _claim(path: Path, text: str) -> bool:
-    """Create ``path`` holding ``text`` unless it exists (atomically, content included: a hard link of a
-    complete temporary file); False when another process created it first."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.{os.urandom(4).hex()}.tmp")
+def _private_tmp(path: Path, text: str, tag: str) -> Path:
+    """A complete, fsynced, owner-only (0600) temporary file next to ``path`` holding ``text``."""
+    tmp = path.with_name(f"{path.name}.{tag}.tmp")
     with open(tmp, "w") as handle:
         handle.write(text + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     os.chmod(tmp, 0o600)
+    return tmp
+
+
+def _claim(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists (atomically, content included: a hard link of a
+    complete temporary file); False when another process created it first."""
+    tmp = _private_tmp(path, text, f"{os.getpid()}.{os.urandom(4).hex()}")
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -167,13 +173,7 @@ def _claim(path: Path, text: str) -> bool:
 
 
 def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    os.replace(_private_tmp(path, text, str(os.getpid())), path)
 
 
 def _b64(data: bytes) -> str:
