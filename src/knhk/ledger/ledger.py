@@ -70,6 +70,13 @@ class Ledger:
         """Owe counted audit entries (see :func:`knhk.ledger.outbox.stage_count`), drained after ``due_us``."""
         outbox.stage_count(conn, counts, now_us=self.clock.now_us(), due_us=due_us, origin=self.origin)
 
+    def stage_with_counts(self, conn: Connection, drafts: Sequence[EntryDraft],
+                          counts: Sequence[tuple[EntryDraft, int]], due_us: int) -> list[int]:
+        """:meth:`stage` of ``drafts`` and :meth:`stage_counts` of ``counts`` in one statement (an ingest owes
+        both); the outbox row ids of ``drafts``, in order."""
+        return outbox.stage_with_counts(conn, drafts, counts, now_us=self.clock.now_us(), due_us=due_us,
+                                        origin=self.origin)
+
     def receipts_of(self, rows: Sequence[int], timeout_s: float) -> dict[int, Entry]:
         """Drain the outbox until ``rows`` are entries (at most ``timeout_s``); row id → entry.
 

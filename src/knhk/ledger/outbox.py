@@ -50,6 +50,15 @@ def stage_count(conn: Connection, counts: Sequence[tuple[EntryDraft, int]], *, n
     return sql.stage_outbox(conn, [(d.log, encode(d), n, due_us, now_us, origin) for d, n in counts])
 
 
+def stage_with_counts(conn: Connection, drafts: Sequence[EntryDraft], counts: Sequence[tuple[EntryDraft, int]],
+                      *, now_us: int, due_us: int, origin: str) -> list[int]:
+    """:func:`stage` and :func:`stage_count` in one statement; the row ids of ``drafts`` (the first rows), in
+    order."""
+    ids = sql.stage_outbox(conn, [*((d.log, encode(d), None, now_us, now_us, origin) for d in drafts),
+                                  *((d.log, encode(d), n, due_us, now_us, origin) for d, n in counts)])
+    return ids[:len(drafts)]
+
+
 @dataclass(frozen=True)
 class Owed:
     """One entry the outbox owes: its draft and the rows it drains."""

@@ -61,7 +61,7 @@ from knhk.ops import telemetry
 from knhk.ops.clock import Clock
 from knhk.proof.entry import Entry, EntryDraft
 from knhk.proof.evidence import commit, item
-from knhk.storage.database import Connection, Database
+from knhk.storage.database import Connection, Database, take_lock
 
 log = logging.getLogger("knhk.observations")
 
@@ -174,18 +174,23 @@ class Ingestor:
         parsed = self._parse(raws, client, received_us, label=label, schemas=schemas)
         if self.before_store is not None:
             self.before_store(received_us)
-        admissions: list[Admission] | None = None
-        guarded: _Guarded | None = None
         if not any(o.client_id for o in parsed):
             # server-assigned ids are new by birth: admitting them needs nothing of the store, so they are
-            # admitted and guarded before the lock is taken (the lock is held for the writes alone)
+            # admitted and guarded, their receipts and counts staged and their rows built, in the transaction
+            # but before the lock is taken (the lock is held for the sequence numbers and the rows' COPY alone)
             admissions = self._admit(parsed, {}, received_us, label, backfill)
             guarded = self._guard(parsed, schemas)
-        with self.db.transaction(lock=LOCK) as conn:
-            if admissions is None:
+            fresh = [o for o, a in zip(parsed, admissions, strict=True) if a.new]
+            with self.db.transaction() as conn:
+                owed = self._stage(conn, fresh, fresh if audit else [], schemas, guarded)
+                rows = store.observation_rows(conn, fresh)
+                take_lock(conn, LOCK)
+                self._insert(conn, fresh, rows)
+        else:
+            with self.db.transaction(lock=LOCK) as conn:
                 admissions = self._admit(parsed, self._stored(conn, parsed), received_us, label, backfill)
-            fresh = self._insert(conn, [o for o, a in zip(parsed, admissions, strict=True) if a.new])
-            owed = self._stage(conn, fresh, fresh if audit else [], schemas, guarded)
+                fresh = self._insert(conn, [o for o, a in zip(parsed, admissions, strict=True) if a.new])
+                owed = self._stage(conn, fresh, fresh if audit else [], schemas)
         receipt_ids, pending = self._after_commit(fresh, owed)
         results: list[IngestResult] = []
         no_violations: tuple[GuardViolation, ...] = ()
@@ -317,9 +322,12 @@ class Ingestor:
             return found
 
         for index, raw in enumerate(raws):
-            sector = raw.get("sector") if isinstance(raw, dict) else None
+            sector = raw.get("sector") if type(raw) is dict else None
             try:
-                conform = conformer(sector) if isinstance(sector, str) and is_sector(sector) else None
+                # the conformer of a sector seen before in this batch is found without checking its name again
+                conform = conformers.get(sector) if type(sector) is str else None
+                if conform is None and isinstance(sector, str) and is_sector(sector):
+                    conform = conformer(sector)
                 out.append(parse_observation(raw, received_us=received_us, client=client, conform=conform))
             except KnhkError as exc:
                 if label is not None:
@@ -334,11 +342,13 @@ class Ingestor:
         return store.find_by_ids(conn, keyed) if keyed else {}
 
     @staticmethod
-    def _insert(conn: Connection, fresh: list[Observation]) -> list[Observation]:
+    def _insert(conn: Connection, fresh: list[Observation],
+                rows: list[tuple[Any, ...]] | None = None) -> list[Observation]:
+        """Store the new observations (``rows``: theirs, built already) and number them in place."""
         if not fresh:
             return []
         try:
-            seqs = store.insert_observations(conn, fresh)
+            seqs = store.insert_observations(conn, fresh, rows)
         except Exception as exc:
             # ingest holds the observations lock and has looked every id up: an id only observation_ids still
             # knows belongs to an observation archived after the retention (knhk.observations.retention)
@@ -367,20 +377,21 @@ class Ingestor:
         client, sector and minute of the ledger's clock)."""
         violations, drafts, subjects = self._drafts(fresh, guarded if guarded is not None
                                                     else self._guard(fresh, schemas))
-        rows: dict[str, list[int]] = {}
-        for subject, row in zip(subjects, self.ledger.stage(conn, drafts), strict=True):
-            rows.setdefault(subject, []).append(row)
         counts: dict[tuple[str, str], int] = {}
         for obs in audited:
             if obs.client is not None:
                 counts[(obs.client, obs.sector)] = counts.get((obs.client, obs.sector), 0) + 1
-        if counts:
-            minute = self.ledger.clock.now_us() // 60_000_000
-            drafts_counted = [(receipts.audit_event(action=INGESTED, resource=f"sector/{sector}", outcome="success",
-                                                    reason=None, metadata={"minute": str(minute * 60)},
-                                                    sector=sector, actor=client), n)
-                              for (client, sector), n in sorted(counts.items())]
-            self.ledger.stage_counts(conn, drafts_counted, (minute + 1) * 60_000_000 + AUDIT_GRACE_US)
+        minute = self.ledger.clock.now_us() // 60_000_000
+        drafts_counted = [(receipts.audit_event(action=INGESTED, resource=f"sector/{sector}", outcome="success",
+                                                reason=None, metadata={"minute": str(minute * 60)},
+                                                sector=sector, actor=client), n)
+                          for (client, sector), n in sorted(counts.items())]
+        # the receipts and the counts in one statement (one round trip of the ingest transaction)
+        staged = self.ledger.stage_with_counts(conn, drafts, drafts_counted,
+                                               (minute + 1) * 60_000_000 + AUDIT_GRACE_US)
+        rows: dict[str, list[int]] = {}
+        for subject, row in zip(subjects, staged, strict=True):
+            rows.setdefault(subject, []).append(row)
         return _Owed(violations, rows)
 
     def _after_commit(self, fresh: list[Observation], owed: _Owed) -> tuple[dict[str, list[str]], dict[str, int]]:

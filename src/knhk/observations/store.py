@@ -104,16 +104,24 @@ def _observation(conn: Connection, row: Sequence[Any]) -> Observation:
     )
 
 
-def insert_observations(conn: Connection, observations: Sequence[Observation]) -> dict[str, int]:
+def observation_rows(conn: Connection, observations: Sequence[Observation]) -> list[tuple[Any, ...]]:
+    """The rows :func:`insert_observations` writes (PHI fields sealed), built ahead of it: an ingest builds
+    them before it takes the observations lock, so the lock covers the writes alone."""
+    return [_row(conn, o) for o in observations]
+
+
+def insert_observations(conn: Connection, observations: Sequence[Observation],
+                        rows: Sequence[tuple[Any, ...]] | None = None) -> dict[str, int]:
     """Insert rows (the caller's transaction makes a batch all-or-nothing); return id → ingest sequence,
-    ascending in input order.
+    ascending in input order. ``rows``: :func:`observation_rows` of ``observations``, when built already.
 
     SQLite: one ``executemany``. PostgreSQL: the batch's sequence numbers reserved in one statement, then one
     binary ``COPY`` of the rows with them — two round trips, nothing parsed by the server but the rows
     themselves. The caller holds the ``knhk.observations`` lock (:mod:`knhk.observations.ingest`), so the
     reserved numbers are consecutive and become visible in commit order, as the identity's own would.
     """
-    rows = [_row(conn, o) for o in observations]
+    if rows is None:
+        rows = observation_rows(conn, observations)
     if not rows:
         return {}
     if conn.dialect == "postgresql":

@@ -85,6 +85,14 @@ def _to_pyformat(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+def take_lock(conn: Connection, name: str) -> None:
+    """Take the transaction-scoped lock ``name`` now, inside ``conn``'s open transaction (PostgreSQL advisory
+    lock, as :meth:`Database.transaction` with ``lock``; SQLite's write lock is held from the transaction's
+    start): statements run before it need not wait for the lock."""
+    if conn.dialect == "postgresql":
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for a lock name."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
