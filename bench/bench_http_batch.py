@@ -56,14 +56,36 @@ def pool() -> list[dict[str, Any]]:
     return out
 
 
+def serving_pids(port: int) -> int | None:
+    """How many processes hold the established connections to ``port`` (``ss``; None when it is missing)."""
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"], capture_output=True,
+                         text=True).stdout
+    return len(set(re.findall(r"pid=(\d+)", out)))
+
+
 def hey(url: str, body: Path, token: str, requests: int, concurrency: int) -> dict[str, Any]:
+    """Post ``requests`` batches from ``concurrency`` connections. ``workers_used``: how many server processes
+    held those connections half a second in: the workers share one listening socket, and uvicorn may accept
+    both of hey's connections in one worker, leaving the other idle for the whole run (that round then
+    measures one process; the figure says so)."""
     cmd = ["hey", "-n", str(requests), "-c", str(concurrency), "-m", "POST", "-T", "application/json",
            "-H", f"Authorization: Bearer {token}", "-D", str(body), url]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    used = None
+    try:
+        proc.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        used = serving_pids(int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]))
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, out, err)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
     p95 = re.search(r"95% in ([\d.]+) secs", out)
-    return {"rps": rps, "codes": codes, "p95_ms": float(p95.group(1)) * 1000 if p95 else None}
+    return {"rps": rps, "codes": codes, "p95_ms": float(p95.group(1)) * 1000 if p95 else None,
+            "workers_used": used}
 
 
 def psql_copy(url: str, rows: list[tuple[Any, ...]], work: Path) -> float:
@@ -147,7 +169,8 @@ def main() -> int:
                     c = psql_copy(base_db, copy_rows, work)
                     r = {"round": n + 1, "loadavg": load, "knhk_obs_s": k["rps"] * args.size,
                          "baseline_obs_s": b["rps"] * args.size, "psql_copy_rows_s": c, "knhk_codes": k["codes"],
-                         "baseline_codes": b["codes"], "knhk_p95_ms": k["p95_ms"], "baseline_p95_ms": b["p95_ms"]}
+                         "baseline_codes": b["codes"], "knhk_p95_ms": k["p95_ms"], "baseline_p95_ms": b["p95_ms"],
+                         "knhk_workers_used": k["workers_used"], "baseline_workers_used": b["workers_used"]}
                     r["ratio_baseline"] = r["knhk_obs_s"] / r["baseline_obs_s"]
                     r["ratio_psql"] = r["knhk_obs_s"] / c
                     compared = ""
@@ -155,11 +178,13 @@ def main() -> int:
                         r["compared_obs_s"] = o["rps"] * args.size
                         r["compared_codes"] = o["codes"]
                         r["compared_ratio_baseline"] = r["compared_obs_s"] / r["baseline_obs_s"]
+                        r["compared_workers_used"] = o["workers_used"]
                         compared = (f"; compared ({args.compare_src}) {r['compared_obs_s']:,.0f} obs/s {o['codes']} "
-                                    f"-> {r['compared_ratio_baseline']:.2f}")
+                                    f"[{o['workers_used']} worker(s)] -> {r['compared_ratio_baseline']:.2f}")
                     rounds.append(r)
                     print(f"round {n + 1} (load {' '.join(load)}): knhk {r['knhk_obs_s']:,.0f} obs/s "
-                          f"{k['codes']}, baseline FastAPI+COPY {r['baseline_obs_s']:,.0f} obs/s, psql \\copy "
+                          f"{k['codes']} [{k['workers_used']} worker(s)], baseline FastAPI+COPY "
+                          f"{r['baseline_obs_s']:,.0f} obs/s [{b['workers_used']} worker(s)], psql \\copy "
                           f"{c:,.0f} rows/s -> {r['ratio_baseline']:.2f} / {r['ratio_psql']:.2f}{compared}", flush=True)
             finally:
                 baseline.terminate()

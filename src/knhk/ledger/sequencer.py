@@ -91,6 +91,7 @@ class _LogState:
     frontier: Frontier
     checkpoint_size: int
     checkpoint_us: int
+    key_id: str | None = None  # the key the log's last ledger_key_use row names, when known at ``head``
 
 
 @dataclass(frozen=True)
@@ -368,7 +369,8 @@ class Sequencer:
         head = sql.head(conn, log_name)
         cached = self._state.get(log_name)
         if cached is not None and cached.head == head:
-            return _LogState(cached.head, cached.frontier.copy(), cached.checkpoint_size, cached.checkpoint_us)
+            return _LogState(cached.head, cached.frontier.copy(), cached.checkpoint_size, cached.checkpoint_us,
+                             cached.key_id)
         size = 0 if head is None else head.tree_size
         frontier = load_frontier(conn, log_name, size)
         cp = sql.latest_checkpoint(conn, log_name)
@@ -383,16 +385,19 @@ class Sequencer:
         entries = self._seal(conn, state, key, items, outcomes)
         head = self._integrate(conn, log_name, state, entries)
         cp_size, cp_us = self._publish_checkpoint(conn, log_name, state, key, grew=bool(entries))
-        return _LogState(head, state.frontier, cp_size, cp_us)
+        return _LogState(head, state.frontier, cp_size, cp_us, key.key_id)
 
     def _active_key(self, conn: Connection, log_name: str, state: _LogState) -> SigningKey:
-        """The key this batch signs with; the first entry it signs in this log is recorded in ledger_key_use."""
+        """The key this batch signs with; the first entry it signs in this log is recorded in ledger_key_use.
+        The log's last key use is read unless ``state`` knows it: it is this process's from the batch that left
+        the head as it still is (a use is only recorded by a batch that appends), naming the same key."""
         key_id = sql.active_key_id(conn)
         if key_id is None:
             raise KnhkError("the keyring has no active signing key; run 'knhk keys generate'")
-        last_use = sql.last_key_use(conn, log_name)
-        if last_use is None or last_use[1] != key_id:
-            sql.insert_key_use(conn, log_name, 0 if state.head is None else state.head.seq + 1, key_id)
+        if state.key_id != key_id:
+            last_use = sql.last_key_use(conn, log_name)
+            if last_use is None or last_use[1] != key_id:
+                sql.insert_key_use(conn, log_name, 0 if state.head is None else state.head.seq + 1, key_id)
         return self.keyring.signing_key(key_id)
 
     def _seal(self, conn: Connection, state: _LogState, key: SigningKey,
@@ -438,8 +443,7 @@ class Sequencer:
         nodes: list[tuple[int, int, bytes]] = []
         for entry in entries:
             nodes.extend(frontier.append(leaf_hash(entry.payload)))
-        sql.insert_entries(conn, entries)
-        sql.insert_nodes(conn, log_name, nodes)
+        sql.insert_entries_and_nodes(conn, log_name, entries, nodes)
         last = entries[-1]
         return sql.Head(last.seq, last.id, last.ts_us)
 

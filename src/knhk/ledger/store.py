@@ -71,6 +71,30 @@ def insert_nodes(conn: Connection, log: str, nodes: Iterable[tuple[int, int, byt
     conn.insert_rows("ledger_nodes", ("log", "level", "idx", "hash"), [(log, level, idx, h) for level, idx, h in nodes])
 
 
+SMALL_BATCH = 256  # entries a PostgreSQL batch writes in one statement with its nodes; larger ones by COPY
+_ENTRIES_AND_NODES_PG = (
+    f"WITH e AS (INSERT INTO ledger_entries ({ENTRY_COLUMNS}) SELECT * FROM unnest(?::text[], ?::bigint[],"
+    " ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bytea[], ?::bytea[]))"
+    " INSERT INTO ledger_nodes (log, level, idx, hash) SELECT ?, * FROM unnest(?::smallint[], ?::bigint[],"
+    " ?::bytea[])"
+)
+
+
+def insert_entries_and_nodes(conn: Connection, log: str, entries: Sequence[Entry],
+                             nodes: Sequence[tuple[int, int, bytes]]) -> None:
+    """:func:`insert_entries` and :func:`insert_nodes` of one log's batch; on PostgreSQL a small batch in one
+    statement (one round trip instead of two ``COPY`` exchanges of two each)."""
+    if conn.dialect != "postgresql" or len(entries) > SMALL_BATCH:
+        insert_entries(conn, entries)
+        insert_nodes(conn, log, nodes)
+        return
+    conn.execute(_ENTRIES_AND_NODES_PG, (
+        [e.log for e in entries], [e.seq for e in entries], [e.id for e in entries], [e.ts_us for e in entries],
+        [e.kind for e in entries], [e.sector for e in entries], [e.subject for e in entries],
+        [e.key_id for e in entries], [e.payload for e in entries], [e.sig for e in entries],
+        log, [n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes]))
+
+
 def get_nodes(conn: Connection, log: str, keys: Iterable[NodeKey]) -> dict[NodeKey, bytes]:
     """Fetch the named Merkle nodes in one query (one primary-key lookup per node).
 
