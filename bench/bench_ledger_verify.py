@@ -10,6 +10,15 @@ same payloads in one process, multiplied by the number of cores the verifier use
                                                   [--keep DIR]   # keep the SQLite database for the proofs bench
 
 The PostgreSQL run copies the built SQLite log into a scratch PostgreSQL database with COPY.
+
+A second baseline, also measured in the same run, is raw verification in as many processes as the verifier
+uses, all at once: on this 2-vCPU virtual machine two processes verifying signatures do not get twice the
+rate of one (measured 0.76-0.98 of it), so "raw × cores" is a rate raw verification itself does not reach here.
+Both ratios are printed; the target is judged on the first, as SPEC §12 states it.
+
+The verifier's workers are spawned processes that re-import this script as their main module, so the heavy
+imports (the runtime, psycopg) are inside the functions that need them: the workers then import what the
+``knhk receipts verify`` workers import, not the whole application.
 """
 
 from __future__ import annotations
@@ -22,28 +31,32 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nacl.bindings
-import psycopg
 
-from knhk.app.runtime import Runtime
-from knhk.config import Settings
-from knhk.proof.entry import EntryDraft
-from knhk.storage import schema
-from knhk.storage.database import Database
+if TYPE_CHECKING:
+    from knhk.config import Settings
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TABLES = ("ledger_keys", "ledger_key_use", "ledger_entries", "ledger_nodes", "ledger_checkpoints")
 
 
 def settings_for(url: str, data_dir: Path) -> Settings:
+    from knhk.config import Settings
+
     return Settings(data_dir=data_dir, database_url=url, db_pool_min=1, db_pool_max=8,
                     sequencer_max_batch=20_000, checkpoint_every_entries=100_000, checkpoint_every_seconds=3600)
 
 
 def build(path: Path, entries: int, data_dir: Path, progress: bool = True) -> float:
     """Append ``entries`` receipts through the real sequencer into a SQLite file; returns seconds taken."""
+    from knhk.app.runtime import Runtime
+    from knhk.proof.entry import EntryDraft
+
     rt = Runtime.open(settings_for(f"sqlite:///{path}", data_dir), install_packs=False)
     start = time.perf_counter()
     try:
@@ -69,6 +82,11 @@ def build(path: Path, entries: int, data_dir: Path, progress: bool = True) -> fl
 
 def copy_to_postgres(sqlite_file: Path) -> str:
     """A scratch PostgreSQL database holding the same ledger rows (migrated schema, COPY)."""
+    import psycopg
+
+    from knhk.storage import schema
+    from knhk.storage.database import Database
+
     name = f"knhk_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -91,26 +109,40 @@ def copy_to_postgres(sqlite_file: Path) -> str:
 
 
 def drop_postgres(url: str) -> None:
+    import psycopg
+
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
-def raw_verify_rate(sqlite_file: Path, sample: int = 50_000) -> float:
-    """Entries/s of bare PyNaCl Ed25519 verification of the same payloads, one process."""
+def raw_verify_rate(sqlite_file: Path, sample: int = 50_000, offset: int = 0, start_at: float = 0.0) -> float:
+    """Entries/s of bare PyNaCl Ed25519 verification of the same payloads, one process (``start_at``: a
+    ``time.time()`` to wait for, so that parallel measurements overlap)."""
     conn = sqlite3.connect(sqlite_file)
-    rows = conn.execute("SELECT payload, sig FROM ledger_entries WHERE log='receipts' ORDER BY seq LIMIT ?",
-                        (sample,)).fetchall()
+    rows = conn.execute("SELECT payload, sig FROM ledger_entries WHERE log='receipts' AND seq>=? ORDER BY seq "
+                        "LIMIT ?", (offset, sample)).fetchall()
     key = conn.execute("SELECT public_key FROM ledger_keys").fetchone()[0]
     conn.close()
     blobs = [bytes(sig) + bytes(payload) for payload, sig in rows]
     open_ = nacl.bindings.crypto_sign_open
+    time.sleep(max(0.0, start_at - time.time()))
     start = time.perf_counter()
     for blob in blobs:
         open_(blob, key)
     return len(blobs) / (time.perf_counter() - start)
 
 
+def raw_parallel_rate(sqlite_file: Path, workers: int, sample: int = 50_000) -> float:
+    """Entries/s of the same raw verification in ``workers`` processes at once (summed)."""
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        start_at = time.time() + 3.0  # every process has loaded its sample by then
+        futures = [pool.submit(raw_verify_rate, sqlite_file, sample, i * sample, start_at) for i in range(workers)]
+        return sum(f.result() for f in futures)
+
+
 def run_verify(url: str, data_dir: Path, workers: int) -> tuple[float, int, bool]:
+    from knhk.app.runtime import Runtime
+
     rt = Runtime.open(settings_for(url, data_dir), install_packs=False, migrate=False)
     try:
         start = time.perf_counter()
@@ -143,8 +175,10 @@ def main() -> None:
             url = f"sqlite:///{db_file}" if backend == "sqlite" else copy_to_postgres(db_file)
             try:
                 raw_before = raw_verify_rate(db_file)
+                parallel_before = raw_parallel_rate(db_file, args.workers)
                 elapsed, verified, valid = run_verify(url, data_dir, args.workers)
                 raw_after = raw_verify_rate(db_file)
+                parallel_after = raw_parallel_rate(db_file, args.workers)
             finally:
                 if backend == "postgresql":
                     drop_postgres(url)
@@ -153,8 +187,13 @@ def main() -> None:
             print(f"raw PyNaCl Ed25519 verify of the same payloads: {raw:,.0f} entries/s per process "
                   f"(measured {raw_before:,.0f} before and {raw_after:,.0f} after); × {args.workers} cores = "
                   f"{raw * args.workers:,.0f} entries/s; 80 % of that = {0.8 * raw * args.workers:,.0f} entries/s")
+            parallel = max(parallel_before, parallel_after)
+            print(f"raw verify in {args.workers} processes at once: {parallel:,.0f} entries/s (measured "
+                  f"{parallel_before:,.0f} before and {parallel_after:,.0f} after) = "
+                  f"{parallel / (raw * args.workers):.2f} of raw × cores")
             rate = verified / elapsed
             ratio = rate / (raw * args.workers)
+            print(f"{backend:10s} ratio to raw verify in {args.workers} processes at once: {rate / parallel:.2f}")
             good = valid and elapsed < 60 and ratio >= 0.8
             ok &= good
             print(f"{backend:10s} verified {verified:,} entries in {elapsed:.1f} s = {rate:,.0f} entries/s; "

@@ -118,6 +118,28 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
+def _box_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (busy excludes idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds used so far by this machine's live PostgreSQL processes (the database the service uses
+    when it runs here; 0 when there is none)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            head, rest = stat.read_text().rsplit(")", 1)
+            if head.endswith("(postgres"):
+                fields = rest.split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 @contextlib.contextmanager
 def target(args: argparse.Namespace) -> Iterator[tuple[Server | None, str, list[str]]]:
     if args.url:
@@ -154,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             load_before = Path("/proc/loadavg").read_text().split()[:3]
             server_cpu0 = _tree_cpu(server.proc.pid) if server and server.proc else None
             ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            box0, pg0 = _box_cpu(), _postgres_cpu()
             started = time.monotonic()
             seen_cpu = 0.0  # the generator's process tree, sampled: forked Locust workers may not be reaped
             with (out / "locust.log").open("w") as log:
@@ -163,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
                     seen_cpu = max(seen_cpu, _tree_cpu(proc.pid))
                     time.sleep(0.5)
             wall = time.monotonic() - started
+            box1, pg1 = _box_cpu(), _postgres_cpu()
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             server_cpu = _tree_cpu(server.proc.pid) - server_cpu0 if server and server.proc and server_cpu0 else None
             load_after = Path("/proc/loadavg").read_text().split()[:3]
@@ -186,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
                        "settings_flipped": args.server_env, "clients": len(tokens),
                        "cpu_share": round(server_cpu / (wall * cores), 3) if server_cpu else None},
             "generator_cpu_share": round(gen_cpu / (wall * cores), 3), "cores": cores,
+            # PostgreSQL's processes (all of this machine's, while the run lasted; they die and are born, so
+            # this undercounts backends that ended) and the whole machine: is the box itself saturated?
+            "database_cpu_share": round((pg1 - pg0) / (wall * cores), 3),
+            "machine_busy_share": round((box1[0] - box0[0]) / max(box1[1] - box0[1], 1e-9), 3),
             "loadavg_before": load_before, "loadavg_after": load_after, "receipts_for_proofs": receipts,
             **summary, "timeline": tl,
         }
@@ -202,7 +230,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.profile}: target {args.rate:g} req/s x {args.duration:g} s -> {summary['rate']} req/s, "
               f"{summary['requests']} requests, errors {summary['error_rate']:.2%}; latency p50 {lat['p50']} / "
               f"p95 {lat['p95']} / p99 {lat['p99']} ms (service time p95 {summary['service_latency_ms']['p95']} ms); "
-              f"generator CPU {summary['generator_cpu_share']:.0%}, load {' '.join(load_before)}")
+              f"CPU of the {cores} cores: server {summary['server']['cpu_share'] or 0:.0%}, database "
+              f"{summary['database_cpu_share']:.0%}, generator {summary['generator_cpu_share']:.0%}, machine busy "
+              f"{summary['machine_busy_share']:.0%}; load {' '.join(load_before)}")
         for name, s in summary["by_endpoint"].items():
             print(f"  {name:17} {s['rate']:8.1f}/s  p95 {s['latency_ms']['p95']:8.1f} ms  p99 "
                   f"{s['latency_ms']['p99']:8.1f} ms  errors {s['errors']}  {s['status_codes']}")

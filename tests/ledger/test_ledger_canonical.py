@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+import orjson
 import pytest
 import rfc8785
 from hypothesis import given, settings
@@ -203,3 +204,46 @@ def test_fast_payload_check_refuses_floats_and_big_integers_hidden_anywhere() ->
         assert not is_canonical(text, json.loads(text)), text
     for text in (b'{"a":"1.5e3 is text","b":[1,2,{"c":"x.y"}]}', b'{"a":-9007199254740991}'):
         assert is_canonical(text, json.loads(text)), text
+
+
+# Any JSON value, floats included, with ASCII text that also holds the characters the byte-level check reads
+# ('.', 'e', 'E', digits, quotes, backslashes), so that both its fast and its full path are exercised.
+_ascii_texts = st.text(st.sampled_from(list("ae.E1-0 \"\\:,{}[]truefals")), max_size=8)
+_any_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**60, 2**60), _ascii_texts, texts,
+                         st.floats(allow_nan=False, allow_infinity=False),
+                         st.sampled_from([MAX_SAFE_INT, MAX_SAFE_INT + 1, -MAX_SAFE_INT - 1, 1e16, 1e-7, 0.0]))
+_any_values = st.recursive(_any_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.one_of(_ascii_texts, texts), inner, max_size=4)), max_leaves=20)
+_spellings = st.sampled_from([
+    lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS),  # orjson's form: canonical unless a float or big int
+    lambda v: orjson.dumps(v),                               # insertion order
+    lambda v: json.dumps(v, sort_keys=True, separators=(",", ":")).encode(),  # \\u escapes, other float forms
+    lambda v: json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(),
+])
+
+
+@settings(max_examples=600, deadline=None)
+@given(_any_values, _spellings)
+def test_fast_payload_check_agrees_with_full_reencoding_on_any_json(value: Any, spell: Any) -> None:
+    # The verifier decodes with orjson, then asks is_canonical; the answer must be the full re-encoding's.
+    try:
+        payload = spell(value)
+        decoded = orjson.loads(payload)
+    except (TypeError, ValueError):
+        return  # a value this spelling cannot write, or orjson cannot read (integers beyond 64 bits)
+    try:
+        expected = canonical_bytes(decoded) == payload
+    except CanonicalEncodingError:
+        expected = False
+    assert is_canonical(payload, decoded) == expected
+
+
+def test_fast_payload_check_reads_structure_not_string_contents() -> None:
+    for text in (b'{"a":true,"b":false,"c":null,"d":[1,-2]}', b'{"e":"1e5","f":"2.5","true":"false"}'):
+        assert is_canonical(text, orjson.loads(text)), text
+    for text in (b'{"a":1e5}', b'{"a":true,"b":2e-3}', b'{"a":[1.0]}', b'{"a":-0}', b'{"a":1,"a":1}'):
+        assert not is_canonical(text, orjson.loads(text)), text
+    deep = b"[" * 70 + b"]" * 70  # past the depth limit: the full check refuses it
+    assert not is_canonical(deep, orjson.loads(deep))
+    shallow = b"[" * 40 + b"1" + b"]" * 40
+    assert is_canonical(shallow, orjson.loads(shallow))

@@ -132,6 +132,16 @@ def nodes_in_range(conn: Connection, log: str, level: int, first: int, last: int
     return [(int(i), bytes(h)) for i, h in rows]
 
 
+def node_hashes_in_range(conn: Connection, log: str, level: int, first: int, last: int) -> list[bytes]:
+    """The stored hashes of nodes [first, last) of one level, in index order, without their indexes: (log,
+    level, idx) is the primary key, so when ``last - first`` come back they are exactly those nodes."""
+    rows = conn.fetchall(
+        "SELECT hash FROM ledger_nodes WHERE log=? AND level=? AND idx>=? AND idx<? ORDER BY idx",
+        (log, level, first, last),
+    )
+    return [h if type(h) is bytes else bytes(h) for (h,) in rows]
+
+
 def nodes_beyond(conn: Connection, log: str, size: int) -> list[NodeKey]:
     """Stored nodes that cover a leaf at or beyond ``size`` (there must be none): node (level, idx) covers
     leaves up to (idx+1)·2^level, so it belongs to a tree of ``size`` leaves only if idx < size >> level."""

@@ -19,7 +19,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import repeat
 from multiprocessing import get_context
 from typing import Any
 
@@ -27,10 +26,10 @@ import orjson
 from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _sodium
 
-from knhk.errors import CanonicalEncodingError, VerificationError
+from knhk.errors import VerificationError
 from knhk.ledger import store as sql
 from knhk.ops.clock import SYSTEM_CLOCK, format_rfc3339
-from knhk.proof.canonical import canonical_bytes
+from knhk.proof.canonical import is_canonical
 from knhk.proof.checkpoint import verify_checkpoint
 from knhk.proof.merkle import NodeKey, decompose, fold, node_hash
 from knhk.proof.signing import SIGNATURE_SIZE
@@ -211,11 +210,7 @@ def _check_rows(result: ChunkResult, log: str, rows: Sequence[Sequence[Any]], pl
         if stored_id != computed_id:
             _fail(result, seq, "chain", "stored id does not equal SHA-256 of the payload")
             ok = False
-        try:
-            canonical = canonical_bytes(fields) == payload
-        except CanonicalEncodingError:
-            canonical = False
-        if not canonical:
+        if not is_canonical(payload, fields):
             _fail(result, seq, "chain", "payload is not in canonical form")
             ok = False
         v, seq_field = get("v"), get("seq")
@@ -274,7 +269,7 @@ def _check_tree(result: ChunkResult, db: Database, log: str, leaves: list[bytes 
         result.complete = False
         _fail(result, None, "merkle",
               f"tree over entries {result.start + present}..{result.end - 1} cannot be rebuilt")
-    computed: dict[NodeKey, bytes] = {}
+    levels: list[list[bytes]] = []  # levels[k][i]: the rebuilt node (k, (start >> k) + i)
     sha256 = hashlib.sha256
     level_hashes: list[bytes] = [h for h in leaves[:present] if h is not None]
     first = result.start
@@ -283,12 +278,11 @@ def _check_tree(result: ChunkResult, db: Database, log: str, leaves: list[bytes 
         while level_hashes:
             base = first >> level
             count = len(level_hashes)
-            pairs = sql.nodes_in_range(conn, log, level, base, base + count)
-            indexes = range(base, base + count)
-            computed.update(zip(zip(repeat(level), indexes), level_hashes, strict=False))
-            # One comparison of the whole level in the common case; node by node only when it differs.
-            if pairs != list(zip(indexes, level_hashes, strict=True)):
-                stored = dict(pairs)
+            levels.append(level_hashes)
+            # One comparison of the whole level in the common case (all ``count`` nodes present, in index
+            # order, equal); node by node only when it differs.
+            if sql.node_hashes_in_range(conn, log, level, base, base + count) != level_hashes:
+                stored = dict(sql.nodes_in_range(conn, log, level, base, base + count))
                 for offset, h in enumerate(level_hashes):
                     if stored.get(base + offset) != h:
                         _fail(result, None, "merkle",
@@ -301,10 +295,10 @@ def _check_tree(result: ChunkResult, db: Database, log: str, leaves: list[bytes 
                                                    strict=True)]
             level += 1
     if result.complete and result.end - result.start == CHUNK:
-        result.top = computed[(CHUNK_LEVEL, result.start >> CHUNK_LEVEL)]
+        result.top = levels[CHUNK_LEVEL][0]
     for size in sizes:
         if result.start < size <= result.start + present:
-            result.partials[size] = [computed[k] for k in decompose(result.start, size)]
+            result.partials[size] = [levels[k][i - (first >> k)] for k, i in decompose(result.start, size)]
 
 
 def verify_chunk(url: str | Database, log: str, start: int, end: int, uses: Sequence[tuple[int, str]],

@@ -134,12 +134,34 @@ def canonical_bytes(value: Any) -> bytes:
 
 
 # -- checking stored bytes ------------------------------------------------------------------------------------
+_STRICT = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+
+
 def is_canonical(payload: bytes, decoded: Any) -> bool:
     """Is ``payload`` exactly the canonical encoding of ``decoded`` (what ``orjson.loads(payload)`` gave)?
 
     False for anything outside the domain (a float, an integer beyond ±(2^53 − 1), too deep) and for any
     other spelling of the same value (whitespace, key order, escapes, number forms).
+
+    The verifier calls this once per entry, so the common case is checked on the bytes without walking the
+    value. When ``payload`` is ASCII without a backslash, splitting it at ``"`` leaves the text outside
+    strings at the even positions: there a canonical payload holds only structure, integers and the literals
+    (so a ``.``, an ``E`` or an ``e`` not in ``true``/``false`` is a fraction or an exponent: not canonical);
+    its keys are ASCII, so JCS order is orjson's code-point order; and it has fewer containers than the depth
+    limit. What is left, integers beyond ±(2^53 − 1), ``OPT_STRICT_INTEGER`` refuses, and the bytes must
+    then equal orjson's sorted encoding, which is :func:`canonical_bytes` on this domain. Any other payload
+    (non-ASCII text, escapes, deep nesting) takes the full check.
     """
+    if payload.isascii() and b"\\" not in payload:
+        outside = b"".join(payload.split(b'"')[::2])
+        if outside.count(b"[") + outside.count(b"{") < _MAX_DEPTH:
+            if b"." in outside or b"E" in outside or \
+                    outside.count(b"e") != outside.count(b"true") + outside.count(b"false"):
+                return False
+            try:
+                return orjson.dumps(decoded, option=_STRICT) == payload
+            except orjson.JSONEncodeError:
+                return False
     try:
         return canonical_bytes(decoded) == payload
     except CanonicalEncodingError:
