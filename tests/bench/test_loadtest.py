@@ -45,7 +45,8 @@ def test_short_run_starts_the_service_and_writes_summary_and_plot(tmp_path: Path
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert len(summary["timeline"]["t"]) >= 4
     # where the machine's CPU went: the service and PostgreSQL both worked, and the machine was not idle
-    assert summary["server"]["cpu_share"] > 0 and summary["database_cpu_share"] > 0
+    assert summary["server"]["cpu_share"] > 0
+    assert summary["database_cpu_share"] > 0
     assert 0 < summary["machine_busy_share"] <= 1
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
