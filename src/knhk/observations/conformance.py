@@ -25,7 +25,7 @@ from datetime import date
 from typing import Any
 
 from knhk.observations.model import parse_timestamp
-from knhk.ontology.schema import XSD, SectorSchema
+from knhk.ontology.schema import XSD, FieldSpec, SectorSchema
 
 RDF_LANG_STRING = "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString"
 UNKNOWN_EVENT_TYPE = "unknown_event_type"
@@ -87,11 +87,27 @@ def matches_datatype(datatype: str, value: Any) -> bool:
     return True if check is None else check(value)
 
 
+def _conforms(fields: Mapping[str, FieldSpec], value: Mapping[str, Any]) -> bool:
+    """Whether ``value`` has no issue against its type's ``fields``: the common answer, found without sorting or
+    building anything (a batch asks it of every item); :func:`conformance_issues` names the issues otherwise."""
+    for key, item in value.items():
+        declared = fields.get(key)
+        if declared is None:
+            return False
+        if item is not None:
+            check = DATATYPE_CHECKS.get(declared.datatype)
+            if check is not None and not check(item):
+                return False
+    return not any(declared.required and value.get(name) is None for name, declared in fields.items())
+
+
 def conformance_issues(event_type: str, value: Mapping[str, Any], schema: SectorSchema | None) -> tuple[str, ...]:
     """The conformance issues of one observation against a sector's schema; empty means conforming."""
     spec = None if schema is None else schema.event_types.get(event_type)
     if spec is None:
         return (UNKNOWN_EVENT_TYPE,)
+    if _conforms(spec.fields, value):
+        return ()
     issues: list[str] = []
     for key in sorted(value):
         item = value[key]
