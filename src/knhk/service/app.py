@@ -24,7 +24,7 @@ from knhk.config import Settings
 from knhk.identity.authenticator import build_authenticator
 from knhk.ops import telemetry
 from knhk.ops.telemetry import setup as telemetry_setup
-from knhk.service import gil, heap, metrics, problems, scheduler
+from knhk.service import heap, metrics, problems, scheduler
 from knhk.service.guards import RequestGuards
 from knhk.service.ratelimit import RateLimiter
 from knhk.service.routes import PREFIX, audit, cycles, guards, observations, patterns, proposals, receipts, snapshots
@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
                settle_heap: bool = False) -> FastAPI:
     """Build the HTTP face. ``application`` may be given (tests); otherwise it is opened at start-up.
     ``settle_heap``: the process serves this app for its lifetime (``app_factory``): once started, tune its
-    garbage collector (:mod:`knhk.service.heap`) and its thread switch interval (:mod:`knhk.service.gil`)."""
+    garbage collector (:mod:`knhk.service.heap`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,7 +68,6 @@ def create_app(settings: Settings, *, application: Application | None = None, ba
             scheduler.start(st)
         if settle_heap:
             heap.settle()
-            gil.tune()
         try:
             yield
         finally:
