@@ -16,6 +16,7 @@ why, and its JSON report carries the SPEC §8 fields.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -357,6 +358,40 @@ def test_cli_verify_exit_codes_and_report(pristine: Pristine, tmp_path: Path) ->
     assert audit_only.returncode == 0  # the other log is untouched
     assert everything.returncode == 1
     assert orjson.loads(everything.stdout)["logs"]["audit"]["ok"] is True
+
+
+def _textfile(path: Path) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, s.labels["log"]): s.value
+            for family in text_string_to_metric_families(path.read_text()) for s in family.samples}
+
+
+def test_cli_verify_writes_its_result_as_prometheus_text_for_runs_outside_the_service(
+        pristine: Pristine, tmp_path: Path) -> None:
+    prom = tmp_path / "knhk_verify.prom"
+    before = time.time()
+    good = run_cli(["receipts", "verify", "--log", "all", "--metrics-file", str(prom)], pristine.data_dir, pristine.url)
+    assert good.returncode == 0, good.stdout + good.stderr
+    samples = _textfile(prom)
+    assert samples[("knhk_receipt_chain_valid", "receipts")] == samples[("knhk_receipt_chain_valid", "audit")] == 1
+    assert before - 1 <= samples[("knhk_receipt_chain_verified_timestamp_seconds", "receipts")] <= time.time() + 1
+
+    with pristine.copy() as url:
+        _tamper_entry_37(url)
+        bad = run_cli(["receipts", "verify", "--log", "all", "--metrics-file", str(prom)], pristine.data_dir, url)
+    assert bad.returncode == 1  # the file still says what failed: a broken chain must reach the alert
+    samples = _textfile(prom)
+    assert samples[("knhk_receipt_chain_valid", "receipts")] == 0
+    assert samples[("knhk_receipt_chain_valid", "audit")] == 1
+    assert not list(tmp_path.glob("knhk_verify.prom.*"))  # written beside and renamed: no leftovers
+
+    nowhere = run_cli(["receipts", "verify", "--metrics-file", str(tmp_path / "no" / "such.prom")],
+                      pristine.data_dir, pristine.url)
+    assert nowhere.returncode == 2
+    assert "the directory" in nowhere.stderr
+    assert "does not exist" in nowhere.stderr
+    assert "Traceback" not in nowhere.stderr
 
 
 def test_cli_verify_refuses_an_unknown_log(pristine: Pristine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,10 +89,15 @@ def describe_report(report: VerifyReport) -> None:
         say(f"  first failure at {where}: {first.reason}")
 
 
-def verify_command(ctx: typer.Context, logs: list[str], as_json: bool, workers: int | None) -> None:
+def verify_command(ctx: typer.Context, logs: list[str], as_json: bool, workers: int | None,
+                   metrics_file: Path | None = None) -> None:
     app = application(ctx)
     reports = [run_verify(app, log, workers, as_json) for log in logs]
     ok = all(r.ok for r in reports)
+    if metrics_file is not None:
+        from knhk.ops.telemetry.textfile import write_verification
+
+        write_verification(metrics_file, {r.log: r.ok for r in reports}, time.time())
     if as_json:
         if len(reports) == 1:
             print_json(reports[0].to_json())
@@ -112,10 +118,16 @@ def verify(
     workers: Annotated[int | None, typer.Option(help="Verifier processes (default: one per core).")] = None,
     evidence: Annotated[bool, typer.Option("--evidence", help="Also recompute every receipt's evidence "
                                            "commitment from the observation store.")] = False,
+    metrics_file: Annotated[Path | None, typer.Option(
+        "--metrics-file", help="Also write the result as Prometheus text (knhk_receipt_chain_valid and "
+        "knhk_receipt_chain_verified_timestamp_seconds per log) to this file, replaced atomically: for "
+        "node_exporter's textfile collector or a Pushgateway.")] = None,
 ) -> None:
     """Verify a whole log: ids, signatures, chain, time order, Merkle tree and checkpoints. Exit 1 on any failure."""
     logs = list(LOGS) if log == "all" else [log]
-    verify_command(ctx, logs, as_json, workers)
+    if metrics_file is not None and not metrics_file.parent.is_dir():  # before a verification that may take minutes
+        raise UsageError(f"--metrics-file {metrics_file}: the directory {metrics_file.parent} does not exist")
+    verify_command(ctx, logs, as_json, workers, metrics_file)
     if evidence and "receipts" in logs:
         checked, failed = application(ctx).verify_evidence(actor())
         if failed is not None:
