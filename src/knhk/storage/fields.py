@@ -114,7 +114,12 @@ class KekRing:
             for item in sorted(keys_dir.iterdir()):
                 match = _KEK_FILE.match(item.name)
                 if match:
-                    kek = _read_kek(item)
+                    try:
+                        kek = _read_kek(item)
+                    except FileNotFoundError:
+                        # gone since the listing: the key of a concurrent first start that lost the claim of
+                        # phi.active (it wrapped nothing); if it was the active one, the check below refuses
+                        continue
                     if kek_id_of(kek) != match.group(1):
                         raise ConfigurationError(f"PHI key file {item} does not hold the key its name says")
                     keks[match.group(1)] = kek
