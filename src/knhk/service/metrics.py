@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from knhk.ops.telemetry import textfile
 from knhk.ops.telemetry.metrics import CONTENT_TYPE, render
 
 __all__ = ["CONTENT_TYPE", "render"]  # with the series below: the exposition of the whole process
@@ -29,10 +30,8 @@ AUTH_FAILURES = Counter("knhk_auth_failures_total", "Failed authentications, by 
 RECEIPTS = Counter("knhk_receipts_appended_total", "Ledger entries appended by this service, by log.", ["log"])
 TREE_SIZE = Gauge("knhk_ledger_tree_size", "Entries in each ledger log (Merkle tree size).", ["log"],
                   multiprocess_mode="max")
-CHAIN_VALID = Gauge("knhk_receipt_chain_valid", "1 when the last full verification of the log passed, else 0.",
-                    ["log"], multiprocess_mode="min")
-CHAIN_VERIFIED_AT = Gauge("knhk_receipt_chain_verified_timestamp_seconds",
-                          "Unix time of the last full verification of the log.", ["log"], multiprocess_mode="max")
+CHAIN_VALID = Gauge(*textfile.CHAIN_VALID, ["log"], multiprocess_mode="min")
+CHAIN_VERIFIED_AT = Gauge(*textfile.CHAIN_VERIFIED_AT, ["log"], multiprocess_mode="max")
 OUTBOX_PENDING = Gauge("knhk_outbox_pending", "Ledger entries owed in the transactional outbox, not written yet.",
                        multiprocess_mode="max")
 POOL = Gauge("knhk_db_pool_connections", "Database pool connections by state.", ["state"],

@@ -16,14 +16,17 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from knhk.errors import UsageError
 
+# (name, help) of the verification gauges; the service's own gauges (knhk.service.metrics) use the same
+CHAIN_VALID = ("knhk_receipt_chain_valid", "1 when the last full verification of the log passed, else 0.")
+CHAIN_VERIFIED_AT = ("knhk_receipt_chain_verified_timestamp_seconds",
+                     "Unix time of the last full verification of the log.")
+
 
 def write_verification(path: Path, valid: Mapping[str, bool], verified_at: float) -> None:
     """Write ``valid`` (log → did its full verification pass) verified at Unix time ``verified_at`` to ``path``."""
     registry = CollectorRegistry()
-    chain_valid = Gauge("knhk_receipt_chain_valid", "1 when the last full verification of the log passed, else 0.",
-                        ["log"], registry=registry)
-    verified = Gauge("knhk_receipt_chain_verified_timestamp_seconds",
-                     "Unix time of the last full verification of the log.", ["log"], registry=registry)
+    chain_valid = Gauge(*CHAIN_VALID, ["log"], registry=registry)
+    verified = Gauge(*CHAIN_VERIFIED_AT, ["log"], registry=registry)
     for log, ok in valid.items():
         chain_valid.labels(log).set(1 if ok else 0)
         verified.labels(log).set(verified_at)
