@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from knhk.errors import ConfigurationError, DependencyUnavailableError
-from knhk.storage.database import Database, lock_key
+from knhk.storage.database import Database, lock_key, take_lock
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sqlite|postgresql)\.sql$")
 NO_TRANSACTION = "-- knhk:no-transaction"
@@ -187,7 +187,7 @@ def _apply_in_one_transaction(db: Database, group: Iterable[Migration], lock_tim
             # wait as long as another migrator takes (it holds the lock for its whole run) ...
             conn.execute("SET LOCAL lock_timeout = 0")
             conn.execute("SET LOCAL statement_timeout = 0")
-            conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("knhk.migrations"),))
+            take_lock(conn, "knhk.migrations")
             # ... but never queue a table lock of the running service behind a long transaction for long
             conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
             conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
