@@ -299,6 +299,11 @@ class Settings(BaseSettings):
     def resolved_local_issuer_key_file(self) -> Path:
         return self.local_issuer_key_file or self.data_dir / "local-issuer" / "key.pem"
 
+    @property
+    def console_code_file(self) -> Path:
+        """The operator console's local sign-in code, next to the local issuer's key."""
+        return self.resolved_local_issuer_key_file.with_name("console-code")
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read the settings from the environment, with explicit overrides (CLI options) on top."""

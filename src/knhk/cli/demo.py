@@ -15,7 +15,6 @@ from typing import Any
 from knhk.app import demo
 from knhk.cli.output import print_json, say, table
 from knhk.config import Settings
-from knhk.console.login import local_code_file
 from knhk.errors import UsageError
 
 
@@ -102,7 +101,7 @@ def run_demo(data_dir: Path | None, *, as_json: bool = False) -> int:
     say(f"\nDone in {done.elapsed_s:.1f} s. Inspect it: KNHK_DATA_DIR={data_dir} {cli} receipts verify; "
         f"KNHK_DATA_DIR={data_dir} {cli} sigma lineage --sector finance; "
         f"KNHK_DATA_DIR={data_dir} {cli} proposals list")
-    code_file = local_code_file(Settings(data_dir=data_dir))
+    code_file = Settings(data_dir=data_dir).console_code_file
     say(f"Operator console: KNHK_DATA_DIR={data_dir} {cli} serve, then open http://127.0.0.1:8080/console/ and sign"
         f" in with the code in {code_file} (created by the first sign-in page)")
     return 0 if done.ok else 1

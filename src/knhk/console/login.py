@@ -29,7 +29,7 @@ router = APIRouter()
 
 
 def local_code_file(settings: Settings) -> Path:
-    return settings.resolved_local_issuer_key_file.with_name("console-code")
+    return settings.console_code_file
 
 
 def local_sign_in_code(settings: Settings) -> str:
